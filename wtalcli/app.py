@@ -1,0 +1,197 @@
+"""The ``wtal`` command line: a thin Typer layer over the stage functions in ``stages/``.
+
+Conventions: every stage takes ``--workdir`` (default ``./artifacts``); an input artifact that is
+not named is the newest matching one in the workdir (the stage says which it used); machine
+output (JSON, paths) goes to stdout, logs and progress bars to stderr; exit codes are 0 ok,
+1 error, 2 usage. ``--debug`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from wtalcli import __version__
+from wtalcli.console import emit, err
+from wtalcli.errors import WtalError
+from wtalcli.store import Store, code_version
+
+app = typer.Typer(
+    name="wtal",
+    help=(
+        "Weakly-supervised temporal action localization: BaS-Net baseline + Denoised Cross-Video "
+        "Contrast (DCC), stage by stage, with cached, inspectable artifacts.\n\n"
+        "Example (the whole flow on the built-in synthetic dataset):\n\n"
+        "  wtal extract --from synthetic && wtal baseline && wtal localize > p.json && wtal evaluate p.json"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# ---------------------------------------------------------------- shared options (one place)
+
+Workdir = Annotated[
+    Path,
+    typer.Option("--workdir", "-w", help="Artifact root: inputs are looked up and outputs written here."),
+]
+Force = Annotated[bool, typer.Option("--force", help="Rebuild even if an up-to-date artifact exists.")]
+Seed = Annotated[int, typer.Option("--seed", help="Random seed (fixes the result on CPU).")]
+Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
+DEFAULT_WORKDIR = Path("artifacts")
+
+
+class Source(StrEnum):
+    synthetic = "synthetic"
+    basnet = "basnet"
+    wtalc = "wtalc"
+    folder = "folder"
+    videos = "videos"
+
+
+def _store(workdir: Path) -> Store:
+    return Store(workdir)
+
+
+def _emit_artifact(art, **extra) -> None:
+    emit({"artifact": art.id, "kind": art.kind, "path": str(art.path), **extra})
+
+
+@app.callback()
+def _main(
+    debug: Debug = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        typer.echo(f"wtal {__version__} (code {code_version()})")
+        raise typer.Exit(0)
+
+
+# ---------------------------------------------------------------- extract
+
+
+@app.command(
+    "extract",
+    help=(
+        "Make a feature set: the built-in synthetic dataset, or import features in a known layout.\n\n"
+        "Examples:\n\n"
+        "  wtal extract --from synthetic --preset small\n\n"
+        "  wtal extract --from basnet ~/data/THUMOS14   # features/{train,test}/{rgb,flow}/*.npy + gt.json"
+    ),
+)
+def extract_cmd(
+    source: Annotated[
+        Source, typer.Option("--from", help="Where the features come from.")
+    ] = Source.synthetic,
+    path: Annotated[Path | None, typer.Argument(help="Input folder (not for synthetic).")] = None,
+    preset: Annotated[str, typer.Option(help="Synthetic preset: tiny, small or thumos.")] = "small",
+    dtype: Annotated[str, typer.Option(help="Stored feature dtype: float32 or float16.")] = "float32",
+    seed: Seed = 0,
+    workdir: Workdir = DEFAULT_WORKDIR,
+    force: Force = False,
+) -> None:
+    from stages import extract as stage
+
+    store = _store(workdir)
+    if source is Source.synthetic:
+        if path is not None:
+            raise typer.BadParameter("--from synthetic takes no input path")
+        art = stage.extract_synthetic(store, preset=preset, seed=seed, dtype=dtype, force=force)
+    else:
+        raise WtalError(f"--from {source.value} is not available in this build", "use --from synthetic")
+    _emit_artifact(art)
+
+
+# ---------------------------------------------------------------- status / show
+
+
+@app.command(
+    "status",
+    help="List the artifacts in the workdir: kind, stage, key parameters, inputs, staleness.\n\nExample:\n\n  wtal status",
+)
+def status_cmd(
+    workdir: Workdir = DEFAULT_WORKDIR,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of a table.")] = False,
+) -> None:
+    from rich.table import Table
+
+    store = _store(workdir)
+    rows = []
+    for art in store.artifacts():
+        rows.append(
+            {
+                "id": art.id,
+                "kind": art.kind,
+                "stage": art.stage,
+                "created": art.manifest.get("created"),
+                "params": _key_params(art.params),
+                "inputs": {r: v["id"] for r, v in art.manifest.get("inputs", {}).items()},
+                "state": store.staleness(art),
+                "bytes": art.manifest.get("bytes", 0),
+            }
+        )
+    if as_json:
+        emit(rows)
+        return
+    table = Table(title=f"artifacts in {workdir}")
+    for col in ("id", "stage", "created", "key parameters", "inputs", "state"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r["id"],
+            r["stage"],
+            str(r["created"])[:19],
+            ", ".join(f"{k}={v}" for k, v in r["params"].items()),
+            ", ".join(f"{k}={v}" for k, v in r["inputs"].items()),
+            r["state"],
+        )
+    err.print(table)
+
+
+def _key_params(params: dict, limit: int = 6) -> dict:
+    flat = {k: v for k, v in params.items() if not isinstance(v, dict | list)}
+    return dict(list(flat.items())[:limit])
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry: maps errors to one line and exit codes (0 ok, 1 error, 2 usage)."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in args or os.environ.get("WTAL_DEBUG") == "1"
+    if "--debug" in args:  # accepted anywhere on the line, not only before the command
+        args = ["--debug"] + [a for a in args if a != "--debug"]
+    try:
+        app(args=args, prog_name="wtal")  # standalone: usage errors print and exit 2
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    except WtalError as exc:
+        if debug:
+            raise
+        err.print(f"[red]error:[/red] {escape(exc.one_line())}")
+        return exc.exit_code
+    except BrokenPipeError:
+        return 1
+    except Exception as exc:  # unexpected: one line, the traceback only with --debug
+        if debug:
+            raise
+        err.print(
+            f"[red]error:[/red] internal error {type(exc).__name__}: {escape(str(exc))} "
+            "(rerun with --debug for the traceback)"
+        )
+        return 1
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Logging and progress on stderr (stdout is reserved for machine output: JSON, paths)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def log(message: str) -> None:
+    """One informational line on stderr."""
+    err.print(f"[dim]wtal:[/dim] {escape(message)}")
+
+
+def warn(message: str) -> None:
+    err.print(f"[yellow]warning:[/yellow] {escape(message)}")
+
+
+def progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=err,
+        transient=False,
+        disable=not err.is_terminal,
+    )
+
+
+def emit(obj) -> None:
+    """Machine output: one JSON document on stdout."""
+    sys.stdout.write(json.dumps(obj, indent=1, default=str) + "\n")
+    sys.stdout.flush()
