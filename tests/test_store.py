@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -127,11 +128,12 @@ def test_staleness(tmp_path):
 
 def test_lock_refuses_second_holder(tmp_path):
     store = Store(tmp_path)
+    root = str(Path(__file__).resolve().parents[1])
     code = (
-        "import sys,time; sys.path.insert(0, %r)\n"
+        f"import sys,time; sys.path.insert(0, {root!r})\n"
         "from wtalcli.store import Store\n"
-        "with Store(%r).lock('x'):\n    print('locked', flush=True); time.sleep(5)\n"
-    ) % (os.getcwd(), str(tmp_path))
+        f"with Store({str(tmp_path)!r}).lock('x'):\n    print('locked', flush=True); time.sleep(5)\n"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "locked"
