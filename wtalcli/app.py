@@ -156,6 +156,26 @@ def status_cmd(
     err.print(table)
 
 
+@app.command(
+    "show",
+    help="Print an artifact: its manifest, the shape of each array and the head of each table.\n\n"
+    "Examples:\n\n  wtal show features-1a2b3c4d5e6f\n\n  wtal show tcas   # the newest T-CAS artifact",
+)
+def show_cmd(
+    artifact: Annotated[str, typer.Argument(help="Artifact id, id prefix, path, or a kind (its newest).")],
+    rows: Annotated[int, typer.Option("--rows", help="Table rows to print.")] = 5,
+    workdir: Workdir = DEFAULT_WORKDIR,
+) -> None:
+    from wtalcli.inspect import describe
+
+    store = _store(workdir)
+    from wtalcli.store import MADE_BY
+
+    art = store.resolve(artifact, None) if artifact in MADE_BY else store.get(artifact)
+    err.print(describe(art, rows))
+    emit(art.manifest)
+
+
 def _key_params(params: dict, limit: int = 6) -> dict:
     flat = {k: v for k, v in params.items() if not isinstance(v, dict | list)}
     return dict(list(flat.items())[:limit])

@@ -1,0 +1,169 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from wtalcli.dcc import (
+    ACT,
+    BG,
+    ProjectionHead,
+    RegionBank,
+    Regions,
+    beta_at,
+    dcc_loss,
+    pair_masks,
+    region_features,
+    region_matrix,
+)
+
+
+def regions_from(rows, feats):
+    """rows: (video, cls, region, kind, valid)."""
+    r = np.array(rows)
+    return Regions(
+        feat=torch.nn.functional.normalize(torch.tensor(feats, dtype=torch.float32), dim=-1),
+        video=torch.tensor(r[:, 0]),
+        cls=torch.tensor(r[:, 1]),
+        region=torch.tensor(r[:, 2]),
+        kind=torch.tensor(r[:, 3]),
+        valid=torch.tensor(r[:, 4]).bool(),
+    )
+
+
+def test_region_matrix_equal_consecutive():
+    rm = region_matrix(10, 5)
+    assert rm.sum(0).tolist() == [2, 2, 2, 2, 2]
+    assert rm.argmax(1).tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+
+
+def test_region_features_weighted_mean_and_skip():
+    # one video, T=4, M=2, C=2 (+bg), labelled with class 1 only
+    x = torch.tensor([[[1.0, 0], [0, 1], [1, 1], [3, 0]]])  # (1, 4, 2)
+    pseudo = torch.tensor([[[0, 1, 0], [0, 0, 1], [0, 1, 0], [0, 1, 0]]])
+    conf = torch.tensor([[[1, 0.5, 1], [1, 1, 1], [1, 1, 1], [1, 0.5, 1]]])
+    labels = torch.tensor([[0, 1]])
+    r = region_features(x, pseudo, conf, labels, torch.tensor([7]), n_regions=2)
+    assert r.cls.tolist() == [1, 1, 1, 1] and r.video.tolist() == [7] * 4
+    got = {
+        (int(k), int(m)): (f, bool(v)) for k, m, f, v in zip(r.kind, r.region, r.feat, r.valid, strict=True)
+    }
+    # action region 0: only snippet 0 (A=1, S=0.5) -> direction (1, 0)
+    assert torch.allclose(got[(ACT, 0)][0], torch.tensor([1.0, 0.0]))
+    # action region 1: snippets 2 (w=1) and 3 (w=0.5): (1,1) + 0.5*(3,0) = (2.5, 1) -> normalised
+    assert torch.allclose(got[(ACT, 1)][0], torch.tensor([2.5, 1.0]) / math.hypot(2.5, 1.0))
+    # background region 0: snippet 1 (1-A=1, S=1) -> (0, 1); background region 1 has weight 0
+    assert torch.allclose(got[(BG, 0)][0], torch.tensor([0.0, 1.0]))
+    assert got[(BG, 1)][1] is False and got[(ACT, 1)][1] is True
+
+
+def test_pair_enumeration_tiny_bank():
+    # candidates: video 0 class 0 act r0,r1, bg r0; video 1 class 0 act r0, bg r0;
+    # video 2 class 1 act r0, bg r0; video 0 class 1 act r0 (multi-label video)
+    cand = [
+        (0, 0, 0, ACT),
+        (0, 0, 1, ACT),
+        (0, 0, 0, BG),
+        (1, 0, 0, ACT),
+        (1, 0, 0, BG),
+        (2, 1, 0, ACT),
+        (2, 1, 0, BG),
+        (0, 1, 0, ACT),
+    ]
+    c = torch.tensor(cand)
+    anchor = torch.tensor([[0, 0, 0]])  # video 0, class 0, region 0 (itself is candidate 0)
+    pos, neg = pair_masks(
+        anchor[:, 0], anchor[:, 1], anchor[:, 2], c[:, 0], c[:, 1], c[:, 2], c[:, 3], "bank"
+    )
+    assert pos[0].nonzero().flatten().tolist() == [1, 3]  # same class: same video other region, other video
+    # negatives: every background region, and other-class actions of OTHER videos only
+    assert neg[0].nonzero().flatten().tolist() == [2, 4, 5, 6]
+    pos_v, neg_v = pair_masks(
+        anchor[:, 0], anchor[:, 1], anchor[:, 2], c[:, 0], c[:, 1], c[:, 2], c[:, 3], "video"
+    )
+    assert pos_v[0].nonzero().flatten().tolist() == [1]
+    assert neg_v[0].nonzero().flatten().tolist() == [2]
+
+
+def test_loss_against_hand_computation():
+    # batch: video 0, class 0: act r0 = e1, act r1 = e2, bg r0 = e3 ; bank: video 1 class 0 act = e1
+    s = 1 / math.sqrt(2)
+    batch = regions_from(
+        [(0, 0, 0, ACT, 1), (0, 0, 1, ACT, 1), (0, 0, 0, BG, 1)],
+        [[1, 0, 0], [s, s, 0], [0, 0, 1]],
+    )
+    labels = np.array([[1], [1]])
+    bank = RegionBank(labels, n_regions=2, dim=3)
+    bank.update(
+        regions_from(
+            [(1, 0, 0, ACT, 1), (1, 0, 1, ACT, 0), (1, 0, 0, BG, 1)], [[1, 0, 0], [1, 0, 0], [0, 1, 0]]
+        )
+    )
+    tau = 0.5
+    loss, terms = dcc_loss(batch, bank, "bank", tau)
+    # anchor a0 = e1: pos {a1: s, bank act: 1}, neg {bg: 0, bank bg (0,1,0): 0}
+    l0 = -math.log((math.exp(s / tau) + math.exp(1 / tau)) / (math.exp(s / tau) + math.exp(1 / tau) + 2))
+    # anchor a1 = (s,s,0): pos {a0: s, bank act: s}, neg {bg: 0, bank bg: s}
+    l1 = -math.log(2 * math.exp(s / tau) / (3 * math.exp(s / tau) + 1))
+    assert loss.item() == pytest.approx((l0 + l1) / 2, rel=1e-5)
+    assert terms["anchors"] == 2
+    # batch scope ignores the bank
+    loss_b, _ = dcc_loss(batch, bank, "batch", tau)
+    lb = -math.log(math.exp(s / tau) / (math.exp(s / tau) + 1))
+    assert loss_b.item() == pytest.approx(lb, rel=1e-5)
+
+
+def test_bank_update_overwrite_and_momentum():
+    labels = np.array([[1, 0], [1, 1]])
+    bank = RegionBank(labels, n_regions=2, dim=2)
+    assert len(bank) == 3 * 2 * 2  # (video, class) pairs x kind x region
+    r = regions_from([(1, 1, 1, BG, 1)], [[0, 1]])
+    bank.update(r)
+    slot = bank.slots(r.video, r.cls, r.kind, r.region)
+    assert bank.valid.sum() == 1 and torch.allclose(bank.feat[slot], torch.tensor([[0.0, 1.0]]))
+    bank.update(regions_from([(1, 1, 1, BG, 1)], [[1, 0]]))
+    assert torch.allclose(bank.feat[slot], torch.tensor([[1.0, 0.0]]))  # overwritten
+    mom = RegionBank(labels, 2, 2, momentum=0.5)
+    mom.update(regions_from([(1, 1, 1, BG, 1)], [[0, 1]]))
+    mom.update(regions_from([(1, 1, 1, BG, 1)], [[1, 0]]))
+    assert torch.allclose(mom.feat[slot], torch.tensor([[s := 1 / math.sqrt(2), s]]))
+    with pytest.raises(ValueError, match="outside"):
+        bank.slots(torch.tensor([0]), torch.tensor([1]), torch.tensor([0]), torch.tensor([0]))
+    state = bank.state_dict()
+    fresh = RegionBank(labels, 2, 2)
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.feat, bank.feat) and torch.equal(fresh.valid, bank.valid)
+
+
+def test_gradients_reach_only_head_and_embeddings():
+    torch.manual_seed(0)
+    b, t, h, c = 3, 10, 6, 2
+    emb = torch.randn(b, t, h, requires_grad=True)
+    head = ProjectionHead(h, 4)
+    pseudo = torch.randint(0, 2, (b, t, c + 1)).float().requires_grad_(True)
+    conf = torch.rand(b, t, c + 1, requires_grad=True)
+    labels = torch.tensor([[1, 0], [1, 0], [0, 1]])
+    bank = RegionBank(labels.numpy(), 5, 4)
+    bank.update(
+        region_features(head(emb).detach(), pseudo.detach(), conf.detach(), labels, torch.arange(3), 5)
+    )
+    bank_before = bank.feat.clone()
+    r = region_features(head(emb), pseudo, conf, labels, torch.arange(3), 5)
+    loss, _ = dcc_loss(r, bank, "bank", 0.1)
+    loss.backward()
+    # pseudo-labels and confidence are constants; the bank is never written by the loss
+    assert pseudo.grad is None and conf.grad is None
+    assert emb.grad is not None and emb.grad.abs().sum() > 0
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in head.parameters())
+    assert torch.equal(bank.feat, bank_before)
+    assert not bank.feat.requires_grad
+
+
+def test_beta_schedule():
+    assert beta_at(0, 100, 0.1, 10000, "exp") == pytest.approx(0.1)
+    assert beta_at(99, 100, 0.1, 10000, "exp") == pytest.approx(10000)
+    assert beta_at(50, 101, 0.0, 1.0, "linear") == pytest.approx(0.5)
+    assert beta_at(5, 100, 0.1, 3.0, "constant") == 3.0
+    assert beta_at(3, 100, 0.1, 3.0, "linear", warmup=10) == 0.1
+    with pytest.raises(ValueError):
+        beta_at(3, 100, 0.0, 3.0, "exp")

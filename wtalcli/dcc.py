@@ -1,0 +1,252 @@
+"""Denoised Cross-Video Contrast (method.md section 3.3): projection head, denoised region
+features, the region memory bank and the InfoNCE loss.
+
+Shapes: B videos in a batch, T sampled snippets, H embedding width, P projection width (512),
+C action classes (pseudo-label/confidence channels are C+1, the last one background, which the
+contrast does not use), M regions per video.
+
+Region features.  For class c of a video, the denoised action feature of snippet t is
+``A[c,t] S[c,t] X[t]`` and the background feature ``(1 - A[c,t]) S[c,t] X[t]``; a region is
+the weighted mean over its snippets, ``sum_t w_t X_t / sum_t w_t`` (weights ``A S`` or
+``(1-A) S``), skipped when its weight is 0, then L2-normalised so that dot products are cosine
+similarities.  Only classes in the video's label are used.
+
+Memory bank.  One slot per (training video, labelled class, region, action|background), so the
+bank spans the whole training set.  A video's slots are overwritten (or moved by momentum) with
+its detached region features whenever it passes through training.
+
+Loss.  For each action region ``r`` of class c in the batch: positives are the action regions of
+class c of the same video (other regions) and of other videos; negatives are the background
+regions of the same and other videos, and the action regions of other classes of other videos.
+``L = -log(sum_pos exp(r.p/tau) / sum_{pos+neg} exp(r.n/tau))``, averaged over the anchors that
+have at least one positive.  ``scope`` limits where pairs come from: ``video`` (same video only),
+``batch`` (the mini-batch), ``bank`` (the batch plus the bank's slots of every other video).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SCOPES = ("video", "batch", "bank")
+ACT, BG = 0, 1
+
+
+class ProjectionHead(nn.Module):
+    """``Linear(H, P) - ReLU - Linear(P, P)``, L2-normalised output (training only)."""
+
+    def __init__(self, in_dim: int, proj_dim: int = 512):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(in_dim, proj_dim), nn.ReLU(), nn.Linear(proj_dim, proj_dim))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        # h: (B, T, H) -> (B, T, P), unit norm along P
+        return F.normalize(self.net(h), dim=-1)
+
+
+def region_matrix(t: int, m: int, device=None) -> torch.Tensor:
+    """``(T, M)`` one-hot assignment of T snippets to M equal consecutive regions."""
+    region = torch.div(torch.arange(t, device=device) * m, t, rounding_mode="floor")
+    return F.one_hot(region, m).float()
+
+
+@dataclass
+class Regions:
+    """Region features of a batch, restricted to each video's labelled classes.
+
+    Flattened over (video, class, region, kind); ``feat`` keeps the autograd graph."""
+
+    feat: torch.Tensor  # (R, P) unit-norm region features
+    video: torch.Tensor  # (R,) training-video index (bank row space)
+    cls: torch.Tensor  # (R,) class index
+    region: torch.Tensor  # (R,) region index in [0, M)
+    kind: torch.Tensor  # (R,) ACT or BG
+    valid: torch.Tensor  # (R,) bool: the region had non-zero weight
+
+
+def region_features(
+    x: torch.Tensor,  # (B, T, P) projected snippet features
+    pseudo: torch.Tensor,  # (B, T, C+1) pseudo-labels in {0, 1}
+    conf: torch.Tensor,  # (B, T, C+1) confidence S in [0, 1] (ones to disable denoising)
+    labels: torch.Tensor,  # (B, C) multi-hot video-level labels
+    videos: torch.Tensor,  # (B,) training-video indices
+    n_regions: int,
+) -> Regions:
+    b, t, _ = x.shape
+    c = labels.shape[1]
+    a = pseudo[..., :c].detach().float()  # (B, T, C): constants of the loss
+    s = conf[..., :c].detach().float()
+    w_act = (a * s).transpose(1, 2)  # (B, C, T)
+    w_bg = ((1.0 - a) * s).transpose(1, 2)  # (B, C, T)
+    rm = region_matrix(t, n_regions, x.device)  # (T, M)
+    w = torch.stack([w_act, w_bg], dim=2)  # (B, C, 2, T)
+    wr = w.unsqueeze(-1) * rm  # (B, C, 2, T, M)
+    wr = wr.permute(0, 1, 2, 4, 3).reshape(b, c * 2 * n_regions, t)  # (B, C*2*M, T)
+    sums = torch.bmm(wr, x)  # (B, C*2*M, P)
+    mass = wr.sum(-1)  # (B, C*2*M)
+    feat = F.normalize(sums / mass.clamp_min(1e-12).unsqueeze(-1), dim=-1)
+    feat = feat.reshape(b, c, 2, n_regions, -1)
+    mass = mass.reshape(b, c, 2, n_regions)
+    keep = labels.bool().unsqueeze(-1).unsqueeze(-1).expand(b, c, 2, n_regions)  # labelled classes
+    idx = keep.nonzero(as_tuple=True)
+    bi, ci, ki, mi = idx
+    return Regions(
+        feat=feat[bi, ci, ki, mi],
+        video=videos[bi],
+        cls=ci,
+        region=mi,
+        kind=ki,
+        valid=mass[bi, ci, ki, mi] > 0,
+    )
+
+
+class RegionBank:
+    """Region features of every training video (detached), one slot per
+    (video, labelled class, region, kind)."""
+
+    def __init__(self, labels: np.ndarray, n_regions: int, dim: int, momentum: float = 0.0):
+        # labels: (V, C) multi-hot of the training videos, in bank row order
+        v_idx, c_idx = np.nonzero(labels)
+        self.n_videos, self.n_classes = labels.shape
+        self.n_regions, self.dim, self.momentum = n_regions, dim, float(momentum)
+        n = len(v_idx)
+        # slot order: (video, class) pairs x kind x region
+        self.video = torch.from_numpy(np.repeat(v_idx, 2 * n_regions)).long()
+        self.cls = torch.from_numpy(np.repeat(c_idx, 2 * n_regions)).long()
+        self.kind = torch.tensor(np.tile(np.repeat([ACT, BG], n_regions), n)).long()
+        self.region = torch.tensor(np.tile(np.arange(n_regions), 2 * n)).long()
+        self.feat = torch.zeros(len(self.video), dim)
+        self.valid = torch.zeros(len(self.video), dtype=torch.bool)
+        pair = -np.ones(labels.shape, np.int64)
+        pair[v_idx, c_idx] = np.arange(n)
+        self._pair = torch.from_numpy(pair)
+
+    def __len__(self) -> int:
+        return len(self.video)
+
+    def slots(
+        self, video: torch.Tensor, cls: torch.Tensor, kind: torch.Tensor, region: torch.Tensor
+    ) -> torch.Tensor:
+        pair = self._pair[video.cpu(), cls.cpu()]
+        if (pair < 0).any():
+            raise ValueError("region of a class outside the video's label")
+        return pair * 2 * self.n_regions + kind.cpu() * self.n_regions + region.cpu()
+
+    @torch.no_grad()
+    def update(self, regions: Regions) -> None:
+        """Overwrite (or, with momentum, move) the slots of the batch's videos."""
+        slot = self.slots(regions.video, regions.cls, regions.kind, regions.region)
+        new = regions.feat.detach().float().cpu()
+        if self.momentum > 0:
+            old_ok = self.valid[slot]
+            mixed = F.normalize(self.momentum * self.feat[slot] + (1 - self.momentum) * new, dim=-1)
+            new = torch.where(old_ok.unsqueeze(-1), mixed, new)
+        self.feat[slot] = new
+        self.valid[slot] = regions.valid.cpu()
+
+    def state_dict(self) -> dict:
+        return {"feat": self.feat.clone(), "valid": self.valid.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["feat"].shape != self.feat.shape:
+            raise ValueError(f"memory bank shape {tuple(state['feat'].shape)} != {tuple(self.feat.shape)}")
+        self.feat.copy_(state["feat"])
+        self.valid.copy_(state["valid"])
+
+
+def pair_masks(
+    a_video: torch.Tensor,
+    a_cls: torch.Tensor,
+    a_region: torch.Tensor,
+    c_video: torch.Tensor,
+    c_cls: torch.Tensor,
+    c_region: torch.Tensor,
+    c_kind: torch.Tensor,
+    scope: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positive and negative masks ``(anchors, candidates)`` for action-region anchors."""
+    same_video = a_video[:, None] == c_video[None, :]
+    same_cls = a_cls[:, None] == c_cls[None, :]
+    itself = same_video & same_cls & (a_region[:, None] == c_region[None, :]) & (c_kind[None, :] == ACT)
+    act = (c_kind == ACT)[None, :]
+    bg = (c_kind == BG)[None, :]
+    pos = act & same_cls & ~itself
+    neg = bg | (act & ~same_cls & ~same_video)
+    if scope == "video":
+        pos, neg = pos & same_video, neg & same_video
+    return pos, neg
+
+
+def dcc_loss(
+    regions: Regions,
+    bank: RegionBank | None,
+    scope: str = "bank",
+    tau: float = 0.1,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """InfoNCE over action-region anchors of the batch; returns ``(loss, terms)``."""
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES}")
+    ok = regions.valid
+    anchors = ok & (regions.kind == ACT)
+    zero = regions.feat.sum() * 0.0
+    if not anchors.any():
+        return zero, {"dcc": 0.0, "anchors": 0.0, "positives": 0.0, "negatives": 0.0}
+    a = regions.feat[anchors]
+    cand_feat, cand_video, cand_cls = regions.feat[ok], regions.video[ok], regions.cls[ok]
+    cand_region, cand_kind = regions.region[ok], regions.kind[ok]
+    if scope == "bank" and bank is not None:
+        in_batch = torch.zeros(bank.n_videos, dtype=torch.bool)
+        in_batch[regions.video.cpu()] = True
+        use = bank.valid & ~in_batch[bank.video]
+        dev = regions.feat.device
+        cand_feat = torch.cat([cand_feat, bank.feat[use].to(dev, cand_feat.dtype)])
+        cand_video = torch.cat([cand_video, bank.video[use].to(dev)])
+        cand_cls = torch.cat([cand_cls, bank.cls[use].to(dev)])
+        cand_region = torch.cat([cand_region, bank.region[use].to(dev)])
+        cand_kind = torch.cat([cand_kind, bank.kind[use].to(dev)])
+    pos, neg = pair_masks(
+        regions.video[anchors],
+        regions.cls[anchors],
+        regions.region[anchors],
+        cand_video,
+        cand_cls,
+        cand_region,
+        cand_kind,
+        scope,
+    )
+    logits = a @ cand_feat.T / tau  # (A, N)
+    has_pos = pos.any(1)
+    if not has_pos.any():
+        return zero, {"dcc": 0.0, "anchors": 0.0, "positives": 0.0, "negatives": float(neg.sum())}
+    ninf = torch.finfo(logits.dtype).min
+    lse_pos = torch.logsumexp(logits.masked_fill(~pos, ninf), dim=1)
+    lse_all = torch.logsumexp(logits.masked_fill(~(pos | neg), ninf), dim=1)
+    per_anchor = (lse_all - lse_pos)[has_pos]
+    loss = per_anchor.mean()
+    return loss, {
+        "dcc": float(loss.detach()),
+        "anchors": float(has_pos.sum()),
+        "positives": float(pos[has_pos].sum(1).float().mean()),
+        "negatives": float(neg[has_pos].sum(1).float().mean()),
+    }
+
+
+def beta_at(step: int, total: int, start: float, end: float, shape: str, warmup: int = 0) -> float:
+    """The contrast weight at ``step`` of ``total``: ``constant`` (= end), ``linear`` or ``exp``
+    (geometric) from start to end after ``warmup`` steps of ``start``."""
+    if shape == "constant":
+        return float(end)
+    if step < warmup or total <= warmup + 1:
+        return float(start)
+    f = min(1.0, (step - warmup) / max(1, total - warmup - 1))
+    if shape == "linear":
+        return float(start + f * (end - start))
+    if shape == "exp":
+        if start <= 0 or end <= 0:
+            raise ValueError("an exp beta schedule needs positive start and end")
+        return float(start * (end / start) ** f)
+    raise ValueError(f"unknown beta shape {shape!r} (constant, linear, exp)")
