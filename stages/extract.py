@@ -3,11 +3,17 @@ features in the layouts the field ships (BaS-Net, W-TALC, per-video folders)."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from wtalcli.console import log as _log
+from wtalcli.console import warn as _warn
+from wtalcli.errors import InputError
 from wtalcli.schema import write_feature_set
 from wtalcli.store import Artifact, Store, build_or_skip
+from wtalcli.timegrid import TimeGrid
+
+IMPORT_SOURCES = ("basnet", "wtalc", "folder")
 
 
 def extract_synthetic(
@@ -21,7 +27,7 @@ def extract_synthetic(
     """Generate the embedded THUMOS-like dataset (``docs/synthetic.md``) as a feature set."""
     from wtalcli import synthetic
 
-    config = synthetic.preset_config(preset)
+    config = synthetic.resolve_config(preset)
     params = {
         "source": "synthetic",
         "preset": preset,
@@ -57,3 +63,90 @@ def feature_summary(videos, dim: int, n_annotations: int, classes: list[str]) ->
         "classes": len(classes),
         "annotations": int(n_annotations),
     }
+
+
+def source_signature(root: Path) -> str:
+    """A cheap fingerprint of an import source: every file's relative path, size and mtime.
+
+    Content hashes of the annotation files are added by the importer's ``source_info``; hashing
+    gigabytes of features on every run would defeat the cache."""
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            st = p.stat()
+            h.update(f"{p.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def extract_import(
+    store: Store,
+    source: str,
+    root: Path,
+    grid: TimeGrid = TimeGrid(),
+    dtype: str = "float32",
+    gt_json: Path | None = None,
+    annotations: Path | None = None,
+    classes_file: Path | None = None,
+    features_file: Path | None = None,
+    streams: str = "both",
+    allow_missing: bool = False,
+    keep_unlabeled: bool = False,
+    force: bool = False,
+    log=_log,
+    warn=_warn,
+) -> Artifact:
+    """Import features in a known layout (``wtalcli/importers.py`` documents each) as a feature set.
+
+    ``annotations`` (a folder of THUMOS14 txt files or an ActivityNet-style JSON) replaces the
+    source's ground truth; ``classes_file`` fixes the class order."""
+    from wtalcli import importers
+
+    if source not in IMPORT_SOURCES:
+        raise InputError(f"unknown source {source!r}", f"use one of {IMPORT_SOURCES} or synthetic")
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError("input folder not found", "pass the folder that holds the features", path=root)
+    classes = importers.read_class_list(classes_file) if classes_file else None
+    if source == "basnet":
+        plan_in = importers.import_basnet(
+            root,
+            grid,
+            gt_json=gt_json,
+            classes=classes,
+            streams=streams,
+            allow_missing=allow_missing,
+            keep_unlabeled=keep_unlabeled,
+        )
+    elif source == "wtalc":
+        plan_in = importers.import_wtalc(
+            root, grid, features_file=features_file, classes=classes, keep_unlabeled=keep_unlabeled
+        )
+    else:
+        plan_in = importers.import_folder(
+            root, gt_json, grid, classes=classes, allow_missing=allow_missing, keep_unlabeled=keep_unlabeled
+        )
+    if annotations is not None:
+        plan_in = importers.override_annotations(
+            plan_in, importers.read_annotations(annotations), annotations
+        )
+    for w in plan_in.warnings:
+        warn(w)
+    params = {
+        "source": source,
+        "root": str(root.resolve()),
+        "grid": grid.as_dict(),
+        "dtype": dtype,
+        "annotations": str(annotations) if annotations else None,
+        "source_info": plan_in.source_info,
+        "signature": source_signature(root),
+    }
+    plan = store.plan("features", "extract", params, lineage={"features": "self"})
+
+    def work(tmp: Path) -> dict:
+        plan_in.write(tmp, dtype)
+        summary = feature_summary(plan_in.videos, plan_in.dim, len(plan_in.annotations), plan_in.classes)
+        summary["unmatched"] = {k: len(v) for k, v in plan_in.unmatched.items()}
+        summary["warnings"] = plan_in.warnings[:50]
+        return summary
+
+    return build_or_skip(store, plan, force, log, work)

@@ -94,19 +94,66 @@ def extract_cmd(
     path: Annotated[Path | None, typer.Argument(help="Input folder (not for synthetic).")] = None,
     preset: Annotated[str, typer.Option(help="Synthetic preset: tiny, small or thumos.")] = "small",
     dtype: Annotated[str, typer.Option(help="Stored feature dtype: float32 or float16.")] = "float32",
+    gt: Annotated[
+        Path | None,
+        typer.Option("--gt", help="Ground-truth JSON (basnet: gt.json; folder: ActivityNet-style)."),
+    ] = None,
+    annotations: Annotated[
+        Path | None,
+        typer.Option(help="Replace the source's annotations: THUMOS14 txt folder or ActivityNet-style JSON."),
+    ] = None,
+    classes: Annotated[
+        Path | None, typer.Option("--classes", help="Class list (JSON list or one name per line).")
+    ] = None,
+    features_file: Annotated[
+        Path | None, typer.Option(help="wtalc: the joint features .npy, if not the default name.")
+    ] = None,
+    streams: Annotated[str, typer.Option(help="basnet: both (rgb ++ flow), rgb or flow.")] = "both",
+    fps: Annotated[float, typer.Option(help="Feature time grid: frames per second.")] = 25.0,
+    stride: Annotated[int, typer.Option(help="Feature time grid: frames between snippets.")] = 16,
+    clip_len: Annotated[int, typer.Option(help="Feature time grid: frames per snippet.")] = 16,
+    allow_missing: Annotated[
+        bool, typer.Option(help="Warn (not fail) on ground-truth videos without features.")
+    ] = False,
+    keep_unlabeled: Annotated[bool, typer.Option(help="Import videos with features but no labels.")] = False,
     seed: Seed = 0,
     workdir: Workdir = DEFAULT_WORKDIR,
     force: Force = False,
 ) -> None:
     from stages import extract as stage
+    from wtalcli.timegrid import TimeGrid
 
     store = _store(workdir)
     if source is Source.synthetic:
         if path is not None:
             raise typer.BadParameter("--from synthetic takes no input path")
         art = stage.extract_synthetic(store, preset=preset, seed=seed, dtype=dtype, force=force)
+    elif source is Source.videos:
+        raise WtalError(
+            "--from videos is not available in this build yet", "import precomputed features instead"
+        )
     else:
-        raise WtalError(f"--from {source.value} is not available in this build", "use --from synthetic")
+        if path is None:
+            raise typer.BadParameter(f"--from {source.value} needs the input folder")
+        try:
+            grid = TimeGrid(fps, stride, clip_len)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+        art = stage.extract_import(
+            store,
+            source.value,
+            path,
+            grid,
+            dtype,
+            gt_json=gt,
+            annotations=annotations,
+            classes_file=classes,
+            features_file=features_file,
+            streams=streams,
+            allow_missing=allow_missing,
+            keep_unlabeled=keep_unlabeled,
+            force=force,
+        )
     _emit_artifact(art)
 
 

@@ -64,7 +64,7 @@ ANNOTATION_COLUMNS = tuple(ANNOTATION_SCHEMA.names)
 FEATURE_DTYPES = ("float32", "float16")
 BACKGROUND = "__background__"
 
-_SAFE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+_SAFE_ID = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]*$")  # YouTube ids may start with "-"
 
 
 def check_video_id(video_id: str, source: str | Path) -> None:
@@ -72,7 +72,7 @@ def check_video_id(video_id: str, source: str | Path) -> None:
     if not isinstance(video_id, str) or not _SAFE_ID.match(video_id) or ".." in video_id:
         raise InputError(
             f"unsafe video id {video_id!r}",
-            "video ids may hold letters, digits, '_', '-' and '.', without '..' or path separators",
+            "video ids may hold letters, digits, '_', '-' and '.' (not first), without '..' or path separators",
             path=source,
         )
 
