@@ -157,6 +157,68 @@ def extract_cmd(
     _emit_artifact(art)
 
 
+# ---------------------------------------------------------------- baseline
+
+Device = Annotated[str, typer.Option("--device", help="auto (a GPU if present), cpu, cuda or cuda:N.")]
+Resume = Annotated[
+    bool, typer.Option("--resume/--no-resume", help="Continue an interrupted run from its last checkpoint.")
+]
+
+
+@app.command(
+    "baseline",
+    help=(
+        "Train BaS-Net on the training videos; write the model (checkpoint, training log, "
+        "embeddings) and the T-CAS of every video.\n\n"
+        "Examples:\n\n  wtal baseline\n\n  wtal baseline --features features-1a2b --iterations 1500 --seed 1 --device cuda"
+    ),
+)
+def baseline_cmd(
+    features: Annotated[
+        str | None, typer.Option("--features", help="Feature-set artifact (default: newest).")
+    ] = None,
+    preset: Annotated[
+        str, typer.Option(help="Model/training scale: auto, tiny, small, thumos, anet.")
+    ] = "auto",
+    iterations: Annotated[
+        int | None, typer.Option(help="Training iterations (default: the preset's).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Videos per batch.")] = 16,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-4,
+    weight_decay: Annotated[float, typer.Option(help="Adam weight decay.")] = 5e-4,
+    num_segments: Annotated[int | None, typer.Option(help="T: snippets sampled per video.")] = None,
+    hidden: Annotated[int | None, typer.Option(help="Embedding width (2048 for real features).")] = None,
+    holdout: Annotated[float, typer.Option(help="Share of training videos held out as subset 'val'.")] = 0.0,
+    amp: Annotated[str, typer.Option(help="Mixed precision on GPU: none or bf16.")] = "none",
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
+    num_workers: Annotated[int, typer.Option(help="Background batch-loading threads.")] = 0,
+    seed: Seed = 0,
+    device: Device = "auto",
+    resume: Resume = True,
+    workdir: Workdir = DEFAULT_WORKDIR,
+    force: Force = False,
+) -> None:
+    from stages.baseline import BaselineParams, baseline
+
+    params = BaselineParams(
+        preset=preset,
+        iterations=iterations,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        num_segments=num_segments,
+        hidden=hidden,
+        seed=seed,
+        device=device,
+        num_workers=num_workers,
+        amp=amp,
+        compile=compile,
+        holdout=holdout,
+    )
+    model_art, tcas_art = baseline(_store(workdir), features, params, resume=resume, force=force)
+    emit({"model": model_art.id, "tcas": tcas_art.id, "path": str(tcas_art.path)})
+
+
 # ---------------------------------------------------------------- status / show
 
 

@@ -4,8 +4,9 @@ Feature set (an artifact directory of kind ``features``):
 
 - ``videos.parquet``: one row per video, columns :data:`VIDEO_COLUMNS`. ``offset`` is the row of
   the video's first snippet in ``features.npy``; rows are stored in offset order, contiguous.
-  ``subset`` is ``train`` (weak labels used for training) or ``test`` (evaluation); an importer
-  keeps the source's own name in ``source_subset`` (THUMOS14 ``validation`` -> ``train``).
+  ``subset`` is ``train`` (weak labels used for training), ``val`` (training videos held out for
+  model selection, e.g. by ``baseline --holdout``) or ``test`` (evaluation); an importer keeps the
+  source's own name in ``source_subset`` (THUMOS14 ``validation`` -> ``train``).
 - ``features.npy``: ``(sum n_snippets, D)`` float32 or float16, memory-mapped on read.
 - ``annotations.parquet``: ground-truth segments (``video_id, label, start_s, end_s``); may be empty.
 - ``classes.json``: the ordered class list; a class's index is its position.
@@ -33,7 +34,7 @@ import pyarrow.parquet as pq
 from wtalcli.errors import InputError
 from wtalcli.timegrid import TimeGrid
 
-SUBSETS = ("train", "test")
+SUBSETS = ("train", "val", "test")  # val: training videos held out for model selection
 
 VIDEO_SCHEMA = pa.schema(
     [
@@ -392,3 +393,55 @@ class FeatureSet(SnippetTable):
 
 def class_index(classes: list[str]) -> dict[str, int]:
     return {c: i for i, c in enumerate(classes)}
+
+
+def rebase(videos: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``videos`` whose offsets index a new array holding just these videos, in order."""
+    out = videos.reset_index(drop=True).copy()
+    n = out["n_snippets"].to_numpy(np.int64)
+    out["offset"] = np.concatenate([[0], np.cumsum(n)[:-1]]).astype(np.int64) if len(n) else n
+    return out
+
+
+def write_videos(out_dir: Path, videos: pd.DataFrame) -> None:
+    pq.write_table(videos_table(videos), out_dir / "videos.parquet")
+
+
+def write_tcas(
+    out_dir: Path, videos: pd.DataFrame, cas: np.ndarray, scores: np.ndarray, classes: list[str]
+) -> None:
+    """Write a T-CAS artifact's files (``videos`` with offsets into ``cas``; see the module doc)."""
+    n = int(videos["n_snippets"].sum())
+    if cas.shape != (n, len(classes) + 1) or scores.shape != (len(videos), len(classes) + 1):
+        raise ValueError(
+            f"T-CAS shapes {cas.shape}/{scores.shape} do not match {len(videos)} videos, {n} snippets"
+        )
+    write_videos(out_dir, videos)
+    np.save(out_dir / "cas.npy", np.ascontiguousarray(cas, dtype=np.float32))
+    np.save(out_dir / "scores.npy", np.ascontiguousarray(scores, dtype=np.float32))
+    (out_dir / "classes.json").write_text(json.dumps(list(classes), indent=1) + "\n")
+
+
+class TCAS(SnippetTable):
+    """A T-CAS artifact opened for reading."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.classes = read_classes(self.path / "classes.json")
+        videos = read_parquet(self.path / "videos.parquet", "videos table")
+        videos["labels"] = [list(x) for x in videos["labels"]]
+        super().__init__(videos)
+        self.cas = load_npy(self.path / "cas.npy", "T-CAS")
+        self.scores = load_npy(self.path / "scores.npy", "video scores", mmap=False)
+        c1 = len(self.classes) + 1
+        n = int(self.videos["n_snippets"].sum())
+        if self.cas.shape != (n, c1) or self.scores.shape != (len(self.videos), c1):
+            raise InputError(
+                f"T-CAS arrays {self.cas.shape}/{self.scores.shape} do not match {len(self.videos)} videos, "
+                f"{n} snippets and {c1 - 1} classes",
+                "the artifact is damaged: rebuild it with --force",
+                path=self.path,
+            )
+
+    def cas_of(self, video: str | int) -> np.ndarray:
+        return self.cas[self.span(video)]
