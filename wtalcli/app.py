@@ -219,6 +219,77 @@ def baseline_cmd(
     emit({"model": model_art.id, "tcas": tcas_art.id, "path": str(tcas_art.path)})
 
 
+# ---------------------------------------------------------------- pseudolabel / denoise
+
+
+@app.command(
+    "pseudolabel",
+    help=(
+        "Snippet-wise pseudo-labels of the training videos from a T-CAS (per-class mean thresholding).\n\n"
+        "Examples:\n\n  wtal pseudolabel\n\n  wtal pseudolabel --tcas tcas-1a2b --rule mean"
+    ),
+)
+def pseudolabel_cmd(
+    tcas: Annotated[str | None, typer.Option("--tcas", help="T-CAS artifact (default: newest).")] = None,
+    rule: Annotated[str, typer.Option(help="Thresholding rule.")] = "mean",
+    workdir: Workdir = DEFAULT_WORKDIR,
+    force: Force = False,
+) -> None:
+    from stages.pseudolabel import pseudolabel
+
+    art = pseudolabel(_store(workdir), tcas, rule=rule, force=force)
+    _emit_artifact(art)
+
+
+@app.command(
+    "denoise",
+    help=(
+        "k-means over all training snippets' embeddings, then the confidence map S of every "
+        "pseudo-label (the share of its cluster that agrees with it).\n\n"
+        "Examples:\n\n  wtal denoise --clusters 64\n\n  wtal denoise --clusters 32 --backend faiss --sample 20000"
+    ),
+)
+def denoise_cmd(
+    clusters: Annotated[int, typer.Option("--clusters", "-k", help="K, the number of clusters.")] = 64,
+    iterations: Annotated[int, typer.Option(help="Lloyd iterations (exactly this many).")] = 20,
+    backend: Annotated[str, typer.Option(help="k-means backend: auto, torch or faiss.")] = "auto",
+    init: Annotated[str, typer.Option(help="Initialisation: k-means++ or random.")] = "k-means++",
+    spherical: Annotated[
+        bool, typer.Option("--spherical", help="Spherical k-means (unit centroids).")
+    ] = False,
+    sample: Annotated[
+        int | None, typer.Option(help="Iterate on this many snippets, then assign all.")
+    ] = None,
+    pseudolabels: Annotated[
+        str | None, typer.Option("--pseudolabels", help="Pseudo-label artifact (default: newest).")
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", help="Model whose embeddings to cluster (default: the pseudo-labels' model)."
+        ),
+    ] = None,
+    seed: Seed = 0,
+    device: Device = "auto",
+    workdir: Workdir = DEFAULT_WORKDIR,
+    force: Force = False,
+) -> None:
+    from stages.denoise import DenoiseParams, denoise
+
+    params = DenoiseParams(
+        clusters=clusters,
+        iterations=iterations,
+        seed=seed,
+        init=init,
+        backend=backend,
+        spherical=spherical,
+        sample=sample,
+        device=device,
+    )
+    art = denoise(_store(workdir), pseudolabels, model, params, force=force)
+    _emit_artifact(art, summary=art.manifest.get("summary"))
+
+
 # ---------------------------------------------------------------- status / show
 
 

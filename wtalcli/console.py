@@ -16,7 +16,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False)
+if not err.is_terminal:  # logs captured to a file: do not wrap tables at 80 columns
+    err = Console(stderr=True, highlight=False, width=160)
 
 
 def log(message: str) -> None:

@@ -385,22 +385,27 @@ class Store:
     # ---------------------------------------------------------------- status
 
     def staleness(self, art: Artifact) -> str:
-        """'ok', or why the artifact no longer matches its inputs or the code."""
+        """'ok', or why the artifact no longer matches its inputs; a note when other code built it."""
+        state = self._input_state(art, depth=0)
+        if state == "ok" and art.manifest.get("code_version") != code_version():
+            return f"ok (built by code {art.manifest.get('code_version')})"
+        return state
+
+    def _input_state(self, art: Artifact, depth: int) -> str:
+        if depth > 64:
+            return "stale: input chain too deep"
         for role, ref in art.manifest.get("inputs", {}).items():
             path = self.root / ref["id"]
             if not (path / MANIFEST).exists():
                 return f"stale: {role} {ref['id']} is gone"
             try:
-                current = read_manifest(path)["fingerprint"]
+                parent = Artifact(path, read_manifest(path))
             except InputError:
                 return f"stale: {role} {ref['id']} is damaged"
-            if current != ref["fingerprint"]:
+            if parent.fingerprint != ref["fingerprint"]:
                 return f"stale: {role} {ref['id']} was rebuilt"
-            parent = Artifact(path, read_manifest(path))
-            if self.staleness(parent) != "ok":
+            if self._input_state(parent, depth + 1) != "ok":
                 return f"stale: {role} {ref['id']} is stale"
-        if art.manifest.get("code_version") != code_version():
-            return "built by other code"
         return "ok"
 
 
