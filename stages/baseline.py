@@ -180,6 +180,7 @@ def run_training(
     log,
     trainer_kwargs: dict | None = None,
     before_train=None,
+    after_resume=None,
 ):
     """Train (resuming from the plan's scratch checkpoint when one exists); returns the trainer
     and the step log.  The scratch directory is ``<workdir>/.work/<artifact id>/``."""
@@ -203,6 +204,8 @@ def run_training(
             steps = StepLog(pd.read_parquet(log_path))
             steps.rows = [r for r in steps.rows if r["step"] <= trainer.step]
         log(f"resuming from iteration {trainer.step} ({ckpt})")
+        if after_resume is not None:
+            after_resume(trainer)
     elif ckpt.exists():
         log("found an interrupted run; starting over (--no-resume)")
 

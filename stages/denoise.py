@@ -85,7 +85,11 @@ def denoise(
         if model_art is None:
             raise MismatchError(f"the model {model_id} of {pl_art.id} is gone", "rerun wtal baseline")
     else:
-        model_art = store.resolve("model", model, log)
+        model_art = store.get(model)
+        if model_art.kind not in ("model", "embeddings"):
+            raise InputError(
+                f"{model_art.id} is a {model_art.kind} artifact", "pass a model (or embeddings) artifact"
+            )
     params = asdict(p)
     if tag:
         params["tag"] = tag

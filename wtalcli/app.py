@@ -290,6 +290,90 @@ def denoise_cmd(
     _emit_artifact(art, summary=art.manifest.get("summary"))
 
 
+# ---------------------------------------------------------------- train-dcc
+
+
+class Scope(StrEnum):
+    video = "video"
+    batch = "batch"
+    bank = "bank"
+
+
+@app.command(
+    "train-dcc",
+    help=(
+        "Train with Denoised Cross-Video Contrast from the baseline (or scratch), using the "
+        "pseudo-label and confidence artifacts; optionally refresh them every N iterations.\n\n"
+        "Examples:\n\n  wtal train-dcc\n\n  wtal train-dcc --contrast-scope batch --no-denoise --seed 2\n\n"
+        "  wtal train-dcc --tau 0.2 --regions 8 --refresh-every 0"
+    ),
+)
+def train_dcc_cmd(
+    model: Annotated[
+        str | None, typer.Option("--model", help="Baseline model artifact (default: newest).")
+    ] = None,
+    pseudolabels: Annotated[
+        str | None, typer.Option("--pseudolabels", help="Pseudo-labels of that model (default: newest).")
+    ] = None,
+    confidence: Annotated[
+        str | None,
+        typer.Option("--confidence", help="Confidence map of those pseudo-labels (default: newest)."),
+    ] = None,
+    iterations: Annotated[int | None, typer.Option(help="Iterations (default: the baseline's).")] = None,
+    init: Annotated[str, typer.Option(help="Start from the baseline weights or from scratch.")] = "baseline",
+    contrast_scope: Annotated[
+        Scope, typer.Option("--contrast-scope", help="Where contrast pairs come from.")
+    ] = Scope.bank,
+    denoise: Annotated[
+        bool, typer.Option("--denoise/--no-denoise", help="Weight features by the confidence map S.")
+    ] = True,
+    regions: Annotated[int, typer.Option(help="M, regions per video.")] = 5,
+    tau: Annotated[float, typer.Option(help="InfoNCE temperature.")] = 0.1,
+    proj_dim: Annotated[int, typer.Option(help="Projection head width.")] = 512,
+    clusters: Annotated[int, typer.Option("--clusters", help="K for the refresh rounds' k-means.")] = 64,
+    beta_start: Annotated[float, typer.Option(help="Contrast weight at the start.")] = 0.1,
+    beta_end: Annotated[float, typer.Option(help="Contrast weight at the end.")] = 1.0,
+    beta_shape: Annotated[str, typer.Option(help="constant, linear or exp.")] = "exp",
+    momentum: Annotated[float, typer.Option(help="Memory-bank momentum (0: overwrite).")] = 0.0,
+    refresh_every: Annotated[
+        int,
+        typer.Option(
+            help="Recompute pseudo-labels/confidence every N iterations (-1: once per pass, 0: never)."
+        ),
+    ] = -1,
+    num_workers: Annotated[int, typer.Option(help="Background batch-loading threads.")] = 0,
+    seed: Seed = 0,
+    device: Device = "auto",
+    resume: Resume = True,
+    workdir: Workdir = DEFAULT_WORKDIR,
+    force: Force = False,
+) -> None:
+    from stages.train_dcc import DCCParams, train_dcc
+
+    params = DCCParams(
+        iterations=iterations,
+        init=init,
+        scope=contrast_scope.value,
+        denoise=denoise,
+        regions=regions,
+        tau=tau,
+        proj_dim=proj_dim,
+        beta_start=beta_start,
+        beta_end=beta_end,
+        beta_shape=beta_shape,
+        momentum=momentum,
+        refresh_every=refresh_every,
+        clusters=clusters,
+        seed=seed,
+        device=device,
+        num_workers=num_workers,
+    )
+    model_art, tcas_art = train_dcc(
+        _store(workdir), model, pseudolabels, confidence, params, resume=resume, force=force
+    )
+    emit({"model": model_art.id, "tcas": tcas_art.id, "path": str(tcas_art.path)})
+
+
 # ---------------------------------------------------------------- status / show
 
 
