@@ -374,6 +374,146 @@ def train_dcc_cmd(
     emit({"model": model_art.id, "tcas": tcas_art.id, "path": str(tcas_art.path)})
 
 
+# ---------------------------------------------------------------- localize / evaluate
+
+
+@app.command(
+    "localize",
+    help=(
+        "BaS-Net inference on a T-CAS: ActivityNet results JSON on stdout (or --out FILE), also kept "
+        "as a proposals artifact.\n\n"
+        "Examples:\n\n  wtal localize > proposals.json\n\n  wtal localize --threshold 0.5 > proposals.json\n\n"
+        "  wtal localize --threshold 0:0.25:0.025 --nms 0.6 --out p.json"
+    ),
+)
+def localize_cmd(
+    tcas: Annotated[str | None, typer.Option("--tcas", help="T-CAS artifact (default: newest).")] = None,
+    threshold: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--threshold",
+            help="Activation threshold(s): repeat, or a range start:stop:step (stop excluded). Default: BaS-Net's ten, 0:0.25:0.025.",
+        ),
+    ] = None,
+    class_threshold: Annotated[
+        float, typer.Option(help="Keep classes whose video score is at least this.")
+    ] = 0.25,
+    upsample: Annotated[int, typer.Option(help="Temporal upsampling factor.")] = 24,
+    nms: Annotated[float, typer.Option("--nms", help="Per-class NMS tIoU.")] = 0.7,
+    oic_lambda: Annotated[float, typer.Option(help="Outer band, as a share of the proposal length.")] = 0.25,
+    oic_gamma: Annotated[float, typer.Option(help="Weight of the class score in the proposal score.")] = 0.2,
+    max_proposals: Annotated[
+        int | None, typer.Option(help="Keep at most this many proposals per video.")
+    ] = None,
+    subset: Annotated[str, typer.Option(help="Videos: test, val, train or all.")] = "test",
+    out: Annotated[Path | None, typer.Option("--out", help="Write the JSON here instead of stdout.")] = None,
+    workdir: Workdir = DEFAULT_WORKDIR,
+    force: Force = False,
+) -> None:
+    from stages.localize import RESULTS, localize
+    from wtalcli.localization import BASNET_ACT_THRESHOLDS, LocalizeParams, parse_act_thresholds
+
+    if threshold:
+        values: list[float] = []
+        for spec in threshold:
+            values.extend(parse_act_thresholds(spec))
+        thresholds = tuple(sorted(set(values)))
+    else:
+        thresholds = BASNET_ACT_THRESHOLDS
+    params = LocalizeParams(
+        class_threshold=class_threshold,
+        act_thresholds=thresholds,
+        upsample=upsample,
+        oic_lambda=oic_lambda,
+        oic_gamma=oic_gamma,
+        nms_tiou=nms,
+        max_proposals=max_proposals,
+    )
+    art = localize(_store(workdir), tcas, params, subset=subset, force=force)
+    data = (art.path / RESULTS).read_bytes()
+    if out is not None:
+        from wtalcli.store import atomic_write_bytes
+
+        atomic_write_bytes(out, data)
+        emit({"artifact": art.id, "out": str(out)})
+    else:
+        sys.stdout.write(data.decode() + "\n")
+
+
+class Protocol(StrEnum):
+    all = "all"
+    basnet = "basnet"
+    opentad = "opentad"
+
+
+@app.command(
+    "evaluate",
+    help=(
+        "mAP by the ActivityNet detection protocol: a table on stderr, JSON on stdout with --json, "
+        "per-class AP kept as an evaluation artifact. Ground truth defaults to the feature set's annotations.\n\n"
+        "Examples:\n\n  wtal evaluate proposals.json\n\n  wtal localize | wtal evaluate -\n\n"
+        "  wtal evaluate p.json --gt ../shared/datasets/thumos14/original_annotations/annotations_test "
+        "--protocol basnet --tiou thumos14-basnet"
+    ),
+)
+def evaluate_cmd(
+    proposals: Annotated[
+        str | None,
+        typer.Argument(help="Results JSON file, - for stdin, or a proposals artifact (default: newest)."),
+    ] = None,
+    gt: Annotated[
+        Path | None, typer.Option("--gt", help="Ground truth: ActivityNet-style JSON or THUMOS14 txt folder.")
+    ] = None,
+    subset: Annotated[
+        str | None,
+        typer.Option(help="Subset to evaluate (default: test; for --gt JSON files, as the file names it)."),
+    ] = None,
+    tiou: Annotated[
+        str,
+        typer.Option(
+            help="tIoU thresholds: thumos14 (0.1:0.7), thumos14-basnet (0.1:0.9), anet, a list or a:b:c."
+        ),
+    ] = "thumos14",
+    protocol: Annotated[
+        Protocol, typer.Option(help="THUMOS14 test videos kept: all 212, basnet 210, opentad 211.")
+    ] = Protocol.all,
+    ties: Annotated[
+        str, typer.Option(help="Order of equal scores: reference (the official evaluator's) or stable.")
+    ] = "reference",
+    ambiguous: Annotated[
+        str, typer.Option(help="THUMOS14 Ambiguous segments: ignore, or exclude overlapping false positives.")
+    ] = "ignore",
+    drop_unknown: Annotated[
+        bool,
+        typer.Option(
+            "--drop-unknown",
+            help="Drop predictions of classes absent from the ground truth instead of failing.",
+        ),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full result as JSON on stdout.")] = False,
+    workdir: Workdir = DEFAULT_WORKDIR,
+    force: Force = False,
+) -> None:
+    from stages.evaluate import EvalParams, evaluate, result_table
+
+    params = EvalParams(
+        subset=subset or "test",
+        tiou=tiou,
+        protocol=protocol.value,
+        ties=ties,
+        ambiguous=ambiguous,
+        unknown_labels="drop" if drop_unknown else "error",
+    )
+    result, art = evaluate(_store(workdir), proposals, gt, params, force=force)
+    err.print(result_table(result))
+    if as_json:
+        emit({"artifact": art.id, **result})
+    else:
+        emit(
+            {"artifact": art.id, "average_map": result["average_map"], "map_per_tiou": result["map_per_tiou"]}
+        )
+
+
 # ---------------------------------------------------------------- status / show
 
 

@@ -1,0 +1,162 @@
+"""``wtal evaluate``: the ActivityNet detection protocol (method.md section 4) on proposals, against
+a feature set's annotations (default), an ActivityNet-style JSON, or THUMOS14 txt files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from wtalcli.console import log as _log
+from wtalcli.errors import InputError
+from wtalcli.schema import FeatureSet
+from wtalcli.store import Artifact, Store, build_or_skip
+
+
+@dataclass
+class EvalParams:
+    subset: str = "test"
+    tiou: str = "thumos14"  # a preset (thumos14, thumos14-basnet, anet), a list or a range a:b:c
+    protocol: str = "all"  # THUMOS14 test videos kept: all (212), basnet (210), opentad (211)
+    ties: str = "reference"
+    ambiguous: str = "ignore"
+    unknown_labels: str = "error"
+    outside_subset: str = "fp"
+
+
+def read_predictions_source(
+    source: str | Path | None, store: Store, log
+) -> tuple[bytes, Artifact | None, str]:
+    """The predictions' bytes, their proposals artifact (if any) and a printable name.
+
+    ``source``: a JSON file, ``-`` for stdin, a proposals artifact id, or None (the newest)."""
+    if source is None or (not Path(str(source)).exists() and str(source) != "-"):
+        art = store.resolve("proposals", source, log)
+        return (art.path / "proposals.json").read_bytes(), art, art.id
+    if str(source) == "-":
+        data = sys.stdin.buffer.read()
+        if not data.strip():
+            raise InputError("no predictions on stdin", "pipe `wtal localize` into `wtal evaluate -`")
+        return data, None, "<stdin>"
+    path = Path(source)
+    if path.is_dir():
+        art = store.get(path)
+        return (art.path / "proposals.json").read_bytes(), art, art.id
+    return path.read_bytes(), None, str(path)
+
+
+def _features_of(data: bytes, art: Artifact | None, store: Store, log) -> Artifact:
+    ref = art.lineage.get("features") if art is not None else None
+    if ref is None:
+        try:
+            ext = json.loads(data).get("external_data", {})
+            ref = ext.get("wtal", {}).get("features") if isinstance(ext, dict) else None
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            ref = None
+    if ref is not None and (store.root / ref).exists():
+        return store.get(store.root / ref)
+    return store.resolve("features", None, log)
+
+
+def ground_truth(gt_path: Path | None, fs_art: Artifact | None, subset: str):
+    from wtalcli.gt import gt_from_dataframe, load_ground_truth
+
+    if gt_path is not None:
+        return load_ground_truth(gt_path, subset)
+    fs = FeatureSet(fs_art.path)
+    ids = fs.videos["video_id"].to_numpy()[fs.rows_of(subset)].tolist()
+    if not ids:
+        raise InputError(f"the feature set has no {subset!r} videos", "pick another --subset", path=fs.path)
+    return gt_from_dataframe(fs.annotations, ids, subset, source=str(fs.path / "annotations.parquet"))
+
+
+def evaluate(
+    store: Store,
+    source: str | Path | None = None,
+    gt_path: Path | None = None,
+    params: EvalParams | None = None,
+    force: bool = False,
+    log=_log,
+):
+    """Evaluate proposals; returns ``(EvalResult, evaluation artifact)``."""
+    from wtalcli.evaluation import evaluate_detection, load_predictions, parse_tiou_thresholds
+    from wtalcli.gt import apply_protocol
+
+    p = params or EvalParams()
+    data, prop_art, name = read_predictions_source(source, store, log)
+    fs_art = None if gt_path is not None else _features_of(data, prop_art, store, log)
+    thresholds = parse_tiou_thresholds(p.tiou)
+    pdict = {**asdict(p), "tiou_values": [float(x) for x in thresholds]}
+    inputs = {}
+    if prop_art is not None:
+        inputs["proposals"] = prop_art
+    else:
+        pdict["predictions_sha256"] = hashlib.sha256(data).hexdigest()
+    if fs_art is not None:
+        inputs["features"] = fs_art
+    else:
+        pdict["gt"] = str(gt_path)
+        pdict["gt_sha256"] = _path_digest(gt_path)
+    plan = store.plan("evaluation", "evaluate", pdict, inputs)
+    log(f"predictions: {name}; ground truth: {gt_path or fs_art.id} (subset {p.subset})")
+
+    def work(tmp: Path) -> dict:
+        gt = ground_truth(gt_path, fs_art, p.subset)
+        if p.protocol != "all":
+            gt = apply_protocol(gt, p.protocol)
+        preds = load_predictions(data)
+        res = evaluate_detection(
+            gt,
+            preds,
+            thresholds,
+            ties=p.ties,
+            ambiguous=p.ambiguous,
+            unknown_labels=p.unknown_labels,
+            outside_subset=p.outside_subset,
+        )
+        out = res.to_json()
+        out["protocol"] = p.protocol
+        (tmp / "result.json").write_text(json.dumps(out, indent=1))
+        rows = [
+            (c, float(t), float(a))
+            for c, row in zip(res.classes, res.ap, strict=True)
+            for t, a in zip(res.tiou_thresholds, row, strict=True)
+        ]
+        pd.DataFrame(rows, columns=["class", "tiou", "ap"]).to_parquet(tmp / "ap.parquet")
+        return {
+            "average_map": res.average_map,
+            "map_per_tiou": dict(
+                zip([f"{t:.2f}" for t in res.tiou_thresholds], map(float, res.map_per_tiou), strict=True)
+            ),
+            "ground_truth": res.ground_truth,
+            "protocol": p.protocol,
+        }
+
+    art = build_or_skip(store, plan, force, log, work)
+    return json.loads((art.path / "result.json").read_text()), art
+
+
+def _path_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def result_table(result: dict):
+    """A Rich table: mAP (%) per tIoU and the average."""
+    from rich.table import Table
+
+    thr = result["tiou_thresholds"]
+    table = Table(title=f"mAP (%) — {result['ground_truth']}; protocol {result.get('protocol', 'all')}")
+    for t in thr:
+        table.add_column(f"{t:.2f}".rstrip("0").rstrip("."), justify="right")
+    table.add_column("avg", justify="right", style="bold")
+    table.add_row(*[f"{100 * m:.1f}" for m in result["map_per_tiou"]], f"{100 * result['average_map']:.1f}")
+    return table

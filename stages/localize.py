@@ -1,0 +1,62 @@
+"""``wtal localize``: BaS-Net inference (method.md section 2) on a T-CAS artifact; ActivityNet
+results JSON to stdout or a file, and a ``proposals`` artifact for caching and inspection."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from wtalcli.console import log as _log
+from wtalcli.errors import InputError
+from wtalcli.schema import SUBSETS, TCAS
+from wtalcli.store import Artifact, Store, build_or_skip
+
+RESULTS = "proposals.json"
+
+
+def localize(
+    store: Store,
+    tcas: str | None = None,
+    params=None,
+    subset: str = "test",
+    force: bool = False,
+    log=_log,
+) -> Artifact:
+    """Proposals for the ``subset`` videos (``all`` for every video) of a T-CAS artifact."""
+    from wtalcli.localization import LocalizeParams, localize_all
+
+    p = params or LocalizeParams()
+    if subset != "all" and subset not in SUBSETS:
+        raise InputError(f"unknown subset {subset!r}", f"use all or one of {', '.join(SUBSETS)}")
+    tcas_art = store.resolve("tcas", tcas, log)
+    plan = store.plan("proposals", "localize", {"subset": subset, **p.as_dict()}, {"tcas": tcas_art})
+
+    def work(tmp: Path) -> dict:
+        t = TCAS(tcas_art.path)
+        rows = t.rows_of(None if subset == "all" else subset)
+        if len(rows) == 0:
+            raise InputError(f"the T-CAS has no {subset!r} videos", "pick another --subset")
+        cas = [t.cas[t.span(int(r))] for r in rows]
+        det = localize_all(cas, t.scores[rows], [t.grid(int(r)) for r in rows], p)
+        ids = t.videos["video_id"].to_numpy()[rows].tolist()
+        external = {
+            "wtal": {"tcas": tcas_art.id, "features": tcas_art.lineage.get("features"), "subset": subset}
+        }
+        results = det.to_results_json(ids, t.classes, external_data=external)
+        (tmp / RESULTS).write_text(json.dumps(results))
+        pd.DataFrame(
+            {
+                "video_id": [ids[i] for i in det.video],
+                "label": [t.classes[i] for i in det.label],
+                "score": det.score,
+                "start_s": det.t_start,
+                "end_s": det.t_end,
+            }
+        ).to_parquet(tmp / "proposals.parquet")
+        return {"videos": len(ids), "proposals": len(det)}
+
+    art = build_or_skip(store, plan, force, log, work)
+    log(f"{art.manifest['summary']['proposals']} proposals for {art.manifest['summary']['videos']} videos")
+    return art

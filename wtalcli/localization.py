@@ -1,0 +1,490 @@
+"""BaS-Net inference: T-CAS -> scored segments, vectorised, without the official code's quirks.
+
+Per video (method.md section 2, "Inference"), from the suppression-branch CAS ``(T, C+1)`` (last
+channel background) and the video-level scores ``(C+1,)``:
+
+1. classes ``c < C`` with ``scores[c] >= class_threshold`` are kept (class 0 included: the
+   official ``if pred.any()`` dropped videos whose only class was 0);
+2. each kept class is min-max normalised over time as BaS-Net's ``minmax_norm``:
+   ``(x - relu(min)) / (relu(max) - relu(min))``, a non-positive denominator replaced by 1
+   (computed in float64);
+3. the series is upsampled ``upsample`` times by linear interpolation (below);
+4. for every activation threshold, the maximal runs of upsampled samples with
+   ``value >= threshold`` and ``value > 0`` are proposals (BaS-Net zeroes values below the
+   threshold and keeps the positive ones, so threshold 0 means "positive");
+5. score = outer-inner contrast: ``mean(inside) - mean(outer) + oic_gamma * scores[c]`` where
+   the outer band is ``[floor(s - lam*L), s) U [e, floor(e - 1 + lam*L)] `` (samples, ``L`` the
+   run length, ``e`` exclusive) clipped to the video, its mean 0 when empty; the class score is
+   used as is (the official code used the binarised score, i.e. a constant 0.2);
+6. per-class greedy NMS at tIoU ``nms_tiou`` over the union of all thresholds' proposals,
+   suppressing tIoU >= ``nms_tiou``, with plain lengths (the official ``+ 1`` on lengths, meant
+   for frame indices, is not applied; tIoU is computed exactly on sample indices).  Order: score
+   descending, ties by lower activation threshold, then earlier start;
+7. optionally only the ``max_proposals`` best (score) segments of the video are kept.
+
+Upsampled grid and seconds.  Sample ``j`` (``0 <= j < T*upsample``) owns the snippet-axis cell
+``[j/upsample, (j+1)/upsample)`` (snippet ``t`` owns ``[t, t+1)``), so a run of samples
+``[s, e)`` covers cells ``[s/upsample, e/upsample)``, converted to seconds with
+:meth:`wtalcli.timegrid.TimeGrid.index_to_seconds` (with clip_len = stride = 16 at 25 fps this is
+BaS-Net's ``16 * j / (25 * 24)``).  The value of sample ``j`` is the CAS interpolated at snippet
+position ``u``, snippet ``t``'s value sitting at ``u = t``:
+
+- ``alignment="center"`` (default): ``u = (j + 0.5)/upsample - 0.5``, the centre of the sample's
+  cell in snippet units, clamped to ``[0, T-1]`` (flat ends).  Snippet ``t``'s value is then
+  placed at the centre of its own cell, so a segment thresholded at half height covers exactly
+  its snippets' cells.
+- ``alignment="basnet"``: ``u = j/upsample`` with linear extrapolation past ``T-1`` (scipy's
+  ``interp1d(..., fill_value="extrapolate")`` on ``np.arange(0, T, 1/24)``, as BaS-Net): values
+  sit half a snippet left of their cells, i.e. segments come out shifted 0.5 snippet early.
+
+Speed: the upsampled series is never materialised.  Between two knots it is linear, so it is
+monotone on each group of samples between knots; run boundaries are found from the levels
+(number of thresholds passed) at each group's first and last sample and, inside a group, by a
+vectorised binary search that evaluates exactly the same expression as the dense upsampling.
+Inside/outside sums come from closed-form prefix sums of the linear pieces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from wtalcli.errors import InputError
+from wtalcli.evaluation import results_dict
+from wtalcli.timegrid import TimeGrid
+
+# BaS-Net's config.py: act_thresh = np.arange(0.0, 0.25, 0.025) (ten values, 0.225 the last)
+BASNET_ACT_THRESHOLDS: tuple[float, ...] = tuple(float(x) for x in np.arange(0.0, 0.25, 0.025))
+
+Alignment = Literal["center", "basnet"]
+
+
+def parse_act_thresholds(spec: str | float | Sequence[float]) -> tuple[float, ...]:
+    """Activation thresholds from one value, a comma list, or ``start:stop:step``.
+
+    A range excludes its stop, as ``np.arange`` (BaS-Net writes ``np.arange(0.0, 0.25, 0.025)``):
+    its values are ``start + i*step`` for ``i = 0, 1, ...`` while below ``stop - 1e-9*step``, so
+    ``"0:0.25:0.025"`` gives BaS-Net's ten values bit for bit (0.07500000000000001 included).
+    Values must lie in [0, 1]; they are returned sorted and without duplicates.
+    """
+    if isinstance(spec, str):
+        text = spec.strip()
+        try:
+            if ":" in text:
+                start, stop, step = (float(p) for p in text.split(":"))
+                if not step > 0 or stop <= start:
+                    raise InputError(
+                        f"empty threshold range {spec!r}",
+                        "write start:stop:step with step > 0 and stop > start",
+                    )
+                n = int(np.ceil((stop - start) / step - 1e-9))
+                values = [start + i * step for i in range(n)]
+            else:
+                values = [float(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise InputError(
+                f"cannot read activation thresholds {spec!r}", "give a value, a comma list or start:stop:step"
+            ) from None
+    elif isinstance(spec, (int, float)):
+        values = [float(spec)]
+    else:
+        values = [float(x) for x in spec]
+    arr = np.unique(np.asarray(values, dtype=np.float64))
+    if arr.size == 0 or not np.all(np.isfinite(arr)) or arr.min() < 0 or arr.max() > 1:
+        raise InputError(f"invalid activation thresholds {spec!r}", "thresholds must lie in [0, 1]")
+    return tuple(float(x) for x in arr)
+
+
+@dataclass(frozen=True)
+class LocalizeParams:
+    """Inference settings (defaults: BaS-Net's, minus its quirks)."""
+
+    class_threshold: float = 0.25
+    act_thresholds: tuple[float, ...] = BASNET_ACT_THRESHOLDS
+    upsample: int = 24
+    oic_lambda: float = 0.25
+    oic_gamma: float = 0.2
+    nms_tiou: float = 0.7
+    max_proposals: int | None = None
+    alignment: Alignment = "center"
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.upsample, (int, np.integer)) and self.upsample >= 1):
+            raise InputError(f"upsample={self.upsample!r}", "use a whole number >= 1")
+        if self.alignment not in ("center", "basnet"):
+            raise InputError(f"alignment={self.alignment!r}", "use 'center' or 'basnet'")
+        if not 0 < self.nms_tiou <= 1:
+            raise InputError(f"nms_tiou={self.nms_tiou!r}", "use a tIoU in (0, 1]")
+        if self.max_proposals is not None and self.max_proposals < 1:
+            raise InputError(f"max_proposals={self.max_proposals!r}", "use a positive number or None")
+        if self.oic_lambda < 0:
+            raise InputError(f"oic_lambda={self.oic_lambda!r}", "use a non-negative band ratio")
+        object.__setattr__(self, "act_thresholds", parse_act_thresholds(list(self.act_thresholds)))
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["act_thresholds"] = list(self.act_thresholds)
+        return d
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Columnar detections of many videos (seconds)."""
+
+    video: np.ndarray  # (n,) int64 index of the video in the input order
+    label: np.ndarray  # (n,) int64 class index
+    score: np.ndarray  # (n,) float64
+    t_start: np.ndarray  # (n,) float64 seconds
+    t_end: np.ndarray  # (n,) float64 seconds
+    params: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.score)
+
+    def of_video(self, v: int) -> Detections:
+        sel = self.video == v
+        return Detections(
+            self.video[sel], self.label[sel], self.score[sel], self.t_start[sel], self.t_end[sel], self.params
+        )
+
+    def to_results_json(
+        self,
+        video_ids: Sequence[str],
+        class_names: Sequence[str],
+        version: str = "VERSION 1.3",
+        external_data: dict | None = None,
+    ) -> dict:
+        """The ActivityNet results JSON dict; every input video appears (possibly with ``[]``)."""
+        vids = np.asarray(list(video_ids), dtype=object)
+        names = np.asarray(list(class_names), dtype=object)
+        if len(self) and (self.label.max() >= len(names) or self.video.max() >= len(vids)):
+            raise InputError(
+                "detections refer to classes or videos beyond the given lists", "pass the full lists"
+            )
+        return results_dict(
+            vids[self.video],
+            names[self.label],
+            self.score,
+            self.t_start,
+            self.t_end,
+            version,
+            external_data,
+            vids,
+        )
+
+
+# ---------------------------------------------------------------------------------- upsampling grid
+
+
+def sample_positions(n_samples: int | np.ndarray, T: int, upsample: int, alignment: Alignment):
+    """Knot index ``t`` and weight ``w`` of upsampled samples: value = v[t] + (v[t+1] - v[t]) * w.
+
+    ``n_samples`` is a count (all samples ``0..n-1``) or an array of sample indices.  ``T`` knots
+    (a single knot is duplicated by the callers, so ``t`` is always in ``[0, max(T, 2) - 2]``).
+    """
+    j = np.arange(n_samples) if np.isscalar(n_samples) else np.asarray(n_samples)
+    last = max(T, 2) - 2
+    if alignment == "basnet":
+        u = j / upsample
+    else:
+        u = np.clip((j + 0.5) / upsample - 0.5, 0.0, T - 1)
+    t = np.minimum(np.floor(u).astype(np.int64), last)
+    return t, u - t
+
+
+def upsample_dense(values: np.ndarray, upsample: int, alignment: Alignment) -> np.ndarray:
+    """The upsampled series, materialised: ``(T, K) -> (T*upsample, K)`` (reference / plotting)."""
+    T = values.shape[0]
+    v = values if T >= 2 else np.concatenate([values, values], axis=0)
+    t, w = sample_positions(T * upsample, T, upsample, alignment)
+    return v[t] + (v[t + 1] - v[t]) * w[:, None]
+
+
+def minmax_norm(cas: np.ndarray) -> np.ndarray:
+    """BaS-Net's ``minmax_norm`` over time (axis 0), per class, in float64."""
+    x = np.asarray(cas, dtype=np.float64)
+    mx = np.maximum(x.max(axis=0), 0.0)
+    mn = np.maximum(x.min(axis=0), 0.0)
+    delta = mx - mn
+    delta[delta <= 0] = 1.0
+    return (x - mn) / delta
+
+
+# ---------------------------------------------------------------------------------- proposals
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """Per-T sample grid: group (knot interval) sample ranges and prefix sums of the weights."""
+
+    n: int  # samples
+    gs: np.ndarray  # (G,) first sample of each group
+    ge: np.ndarray  # (G,) one past the last sample
+    w: np.ndarray  # (n,) interpolation weight of each sample
+    cw: np.ndarray  # (n+1,) prefix sums of w
+    group_of: np.ndarray  # (n,) group of each sample
+
+
+def _geometry(T: int, upsample: int, alignment: Alignment) -> _Geometry:
+    n = T * upsample
+    t, w = sample_positions(n, T, upsample, alignment)
+    G = max(T, 2) - 1
+    gs = np.searchsorted(t, np.arange(G), side="left")
+    ge = np.searchsorted(t, np.arange(G), side="right")
+    if np.any(ge <= gs):  # pragma: no cover - cannot happen for upsample >= 1
+        raise AssertionError("empty interpolation group")
+    cw = np.concatenate([[0.0], np.cumsum(w)])
+    return _Geometry(n, gs, ge, w, cw, t)
+
+
+def _series_proposals(
+    values: np.ndarray, geo: _Geometry, thetas: np.ndarray, lam: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Runs of every series (rows of ``values``, ``(K, T)`` normalised) at every threshold.
+
+    Returns (series, threshold index, start sample, end sample (exclusive), inner - outer).
+    """
+    K, T = values.shape
+    v = values if T >= 2 else np.concatenate([values, values], axis=1)
+    G = len(geo.gs)
+    n_thr = len(thetas)
+    a = np.ascontiguousarray(v[:, :G]).reshape(-1)  # (K*G,) value at each group's left knot
+    d = (v[:, 1 : G + 1] - v[:, :G]).reshape(-1)  # slope per unit weight
+    gs, ge, w = geo.gs, geo.ge, geo.w
+    # inside_j(x) <=> x >= tp[j] (tp: thresholds, 0 replaced by the smallest positive double)
+    tp = np.maximum(thetas, np.nextafter(0.0, 1.0))
+    # levels (thresholds passed) at checkpoints: [0, first_0, last_0, ..., last_{G-1}, 0]; the
+    # outer zeros open every run at the series start and close it at the end
+    lev = np.zeros((K, 2 * G + 2), dtype=np.int64)
+    lev[:, 1:-1:2] = np.searchsorted(tp, (a + d * np.tile(w[gs], K)).reshape(K, G), side="right")
+    lev[:, 2:-1:2] = np.searchsorted(tp, (a + d * np.tile(w[ge - 1], K)).reshape(K, G), side="right")
+    k_idx, q = np.nonzero(lev[:, 1:] != lev[:, :-1])
+    l1, l2 = lev[k_idx, q], lev[k_idx, q + 1]
+    lo_j, n_j = np.minimum(l1, l2), np.abs(l2 - l1)
+    ev = np.repeat(np.arange(len(q)), n_j)  # one event per (transition, threshold crossed)
+    j = lo_j[ev] + (np.arange(len(ev)) - np.repeat(np.cumsum(n_j) - n_j, n_j))
+    ek, eq = k_idx[ev], q[ev]
+    rising = (l2 > l1)[ev]
+    # even q: between checkpoints of different groups -> boundary at a group start (or the end)
+    bpos = np.append(gs, geo.n)
+    pos = bpos[eq // 2]
+    inside = eq % 2 == 1  # first -> last of group g = q // 2: search the first changed sample
+    if inside.any():
+        ig = eq[inside] // 2
+        fi = ek[inside] * G + ig
+        ae, de, thr = a[fi], d[fi], tp[j[inside]]
+        lo = gs[ig].copy()  # on the side of the group's first sample
+        hi = ge[ig] - 1  # on the other side
+        first_in = (ae + de * w[lo]) >= thr
+        while True:
+            open_ = hi - lo > 1
+            if not open_.any():
+                break
+            mid = (lo + hi) // 2
+            changed = ((ae + de * w[mid]) >= thr) != first_in
+            hi = np.where(open_ & changed, mid, hi)
+            lo = np.where(open_ & ~changed, mid, lo)
+        pos[inside] = hi
+    order = np.argsort((ek * n_thr + j) * (geo.n + 1) + pos)  # unique keys: (series, threshold, pos)
+    rising = rising[order]
+    sk, sj = ek[order][rising], j[order][rising]
+    start, end = pos[order][rising], pos[order][~rising]
+    if len(start) != len(end) or np.any(end <= start):  # pragma: no cover - an internal invariant
+        raise AssertionError("run boundaries do not alternate")
+
+    # prefix sums S(i) = sum of the first i samples of a series, from the linear pieces
+    n_g = np.tile((ge - gs).astype(np.float64), K)
+    dcw = np.tile(geo.cw[ge] - geo.cw[gs], K)
+    tot = (n_g * a + d * dcw).reshape(K, G)
+    before = (np.cumsum(tot, axis=1) - tot).reshape(-1)  # exclusive prefix over groups
+    base = sk * G
+
+    def prefix(i: np.ndarray) -> np.ndarray:
+        gi = np.where(i >= geo.n, G - 1, geo.group_of[np.minimum(i, geo.n - 1)])
+        fi = base + gi
+        return before[fi] + (i - gs[gi]) * a[fi] + d[fi] * (geo.cw[i] - geo.cw[gs[gi]])
+
+    length = end - start
+    band = lam * length
+    o_s = np.maximum(np.floor(start - band).astype(np.int64), 0)
+    o_e = np.maximum(np.minimum(np.floor(end - 1 + band).astype(np.int64), geo.n - 1) + 1, end)  # exclusive
+    p_s, p_e = prefix(start), prefix(end)
+    inner = (p_e - p_s) / length
+    n_out = (start - o_s) + (o_e - end)
+    out_sum = (p_s - prefix(o_s)) + (prefix(o_e) - p_e)
+    outer = np.where(n_out > 0, out_sum / np.maximum(n_out, 1), 0.0)
+    return sk, sj, start, end, inner - outer
+
+
+# ---------------------------------------------------------------------------------- NMS
+
+
+def nms_groups(
+    group: np.ndarray, start: np.ndarray, end: np.ndarray, rank: np.ndarray, tiou: float
+) -> np.ndarray:
+    """Greedy NMS within each group; returns a keep mask (the same as the one-at-a-time loop).
+
+    ``rank``: an item's position in its group's processing order (unique within the group).
+    An item is suppressed by an earlier-ranked kept item of its group whose tIoU with it is
+    >= ``tiou`` (tIoU = intersection / union of the ``[start, end)`` intervals, no ``+1``).
+
+    Only candidate pairs are examined: if ``start_i <= start_j`` and tIoU >= tiou then
+    ``start_j - start_i <= (1 - tiou) * (end_i - start_i)``, so after sorting by start each item
+    meets a short window of followers.  The greedy order is then resolved in rounds: an
+    undecided item without a kept or undecided suppressor is kept, an item with a kept
+    suppressor is dropped; every round settles at least the first undecided item of each group.
+    """
+    n = len(group)
+    keep = np.zeros(n, dtype=bool)
+    if n == 0:
+        return keep
+    if not 0 < tiou <= 1:
+        raise InputError(f"NMS tIoU {tiou!r}", "use a value in (0, 1]")
+    s = np.asarray(start, dtype=np.float64)
+    e = np.asarray(end, dtype=np.float64)
+    length = e - s
+    if np.any(length <= 0):
+        raise InputError("NMS got an empty or reversed interval", "intervals need end > start")
+    order = np.lexsort((s, group))  # by group, then start
+    g_o, s_o = group[order], s[order]
+    # window end: first item (in this order) beyond start + (1 - tiou) * length of the same group
+    gcode = np.unique(g_o, return_inverse=True)[1].astype(np.float64)
+    span = float(np.max(s_o) - np.min(s_o) + np.max(length) + 2.0)
+    key = gcode * span + (s_o - np.min(s_o))
+    limit = key + (1.0 - tiou) * length[order] * (1 + 1e-9) + 1e-9
+    hi = np.searchsorted(key, limit, side="right")
+    count = hi - np.arange(n) - 1
+    first = np.repeat(np.arange(n), count)
+    second = _ranges(np.arange(n) + 1, count)
+    a, b = order[first], order[second]
+    inter = np.minimum(e[a], e[b]) - np.maximum(s[a], s[b])
+    np.maximum(inter, 0.0, out=inter)
+    union = length[a] + length[b] - inter
+    close = inter / union >= tiou
+    a, b = a[close], b[close]
+    swap = rank[a] > rank[b]
+    sup, vic = np.where(swap, b, a), np.where(swap, a, b)  # suppressor ranks before its victim
+    undecided = np.ones(n, dtype=bool)
+    while undecided.any():
+        live = undecided[sup] | keep[sup]
+        blocked = np.zeros(n, dtype=bool)
+        blocked[vic[live]] = True
+        newly = undecided & ~blocked
+        keep |= newly
+        undecided &= ~newly
+        hit = np.zeros(n, dtype=bool)
+        hit[vic[keep[sup]]] = True
+        undecided &= ~hit
+        useful = undecided[vic] & (undecided[sup] | keep[sup])
+        sup, vic = sup[useful], vic[useful]
+    return keep
+
+
+def _ranges(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Concatenation of ``arange(s, s + n)`` for each pair (vectorised)."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    total = int(sizes.sum())
+    offs = np.repeat(np.asarray(starts, dtype=np.int64) - (np.cumsum(sizes) - sizes), sizes)
+    return offs + np.arange(total)
+
+
+# ---------------------------------------------------------------------------------- videos
+
+
+def localize_all(
+    cas: Sequence[np.ndarray],
+    scores: np.ndarray | Sequence[np.ndarray],
+    grids: TimeGrid | Sequence[TimeGrid],
+    params: LocalizeParams | None = None,
+) -> Detections:
+    """Detections of many videos: ``cas[v]`` ``(T_v, C+1)``, ``scores[v]`` ``(C+1,)``."""
+    p = params or LocalizeParams()
+    n_vid = len(cas)
+    grid_list = [grids] * n_vid if isinstance(grids, TimeGrid) else list(grids)
+    if len(grid_list) != n_vid or len(scores) != n_vid:
+        raise InputError(
+            f"{n_vid} CAS arrays but {len(scores)} score rows and {len(grid_list)} grids",
+            "give one per video",
+        )
+    thetas = np.asarray(p.act_thresholds, dtype=np.float64)
+    s = int(p.upsample)
+    # kept (video, class) series, grouped by length T
+    by_T: dict[int, list[tuple[int, int, np.ndarray, float]]] = {}
+    for vi in range(n_vid):
+        x = np.asarray(cas[vi])
+        sc = np.asarray(scores[vi], dtype=np.float64).reshape(-1)
+        if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 2 or sc.shape[0] != x.shape[1]:
+            raise InputError(
+                f"video {vi}: CAS shape {x.shape} and scores shape {sc.shape} do not fit",
+                "CAS must be (T, C+1) with T >= 1 and scores (C+1,)",
+            )
+        if not (np.isfinite(sc).all() and np.isfinite(x).all()):
+            raise InputError(f"video {vi}: CAS or scores hold NaN or Inf", "recompute the T-CAS")
+        keep = np.flatnonzero(sc[:-1] >= p.class_threshold)
+        if len(keep) == 0:
+            continue
+        norm = minmax_norm(x[:, keep])  # (T, k)
+        for col, c in enumerate(keep):
+            by_T.setdefault(x.shape[0], []).append((vi, int(c), norm[:, col], float(sc[c])))
+
+    out_v, out_c, out_j, out_s, out_e, out_score = [], [], [], [], [], []
+    for T, series in by_T.items():
+        geo = _geometry(T, s, p.alignment)
+        values = np.stack([x[2] for x in series])  # (K, T)
+        k, j, st, en, oic = _series_proposals(values, geo, thetas, p.oic_lambda)
+        vid = np.array([x[0] for x in series], dtype=np.int64)
+        cls = np.array([x[1] for x in series], dtype=np.int64)
+        pc = np.array([x[3] for x in series], dtype=np.float64)
+        out_v.append(vid[k])
+        out_c.append(cls[k])
+        out_j.append(j)
+        out_s.append(st)
+        out_e.append(en)
+        out_score.append(oic + p.oic_gamma * pc[k])
+    v = np.concatenate(out_v) if out_v else np.zeros(0, np.int64)
+    if len(v) == 0:
+        empty_i, empty_f = np.zeros(0, np.int64), np.zeros(0)
+        return Detections(empty_i, empty_i, empty_f, empty_f, empty_f, p.as_dict())
+    c, j = np.concatenate(out_c), np.concatenate(out_j)
+    st, en, score = np.concatenate(out_s), np.concatenate(out_e), np.concatenate(out_score)
+
+    # NMS per (video, class): order by score desc, then threshold, then start (a global order
+    # serves as the within-group order)
+    group = v * (int(c.max()) + 1) + c
+    rank = np.empty(len(v), dtype=np.int64)
+    rank[np.lexsort((st, j, -score))] = np.arange(len(v))
+    keep = nms_groups(group, st, en, rank, p.nms_tiou)
+    v, c, j, st, en, score = v[keep], c[keep], j[keep], st[keep], en[keep], score[keep]
+
+    # per-video order: score desc (then class, then start); optional cap
+    order = np.lexsort((st, c, -score, v))
+    v, c, st, en, score = v[order], c[order], st[order], en[order], score[order]
+    if p.max_proposals is not None and len(v):
+        newv = np.ones(len(v), dtype=bool)
+        newv[1:] = v[1:] != v[:-1]
+        vstart = np.flatnonzero(newv)
+        within = np.arange(len(v)) - np.repeat(vstart, np.diff(np.append(vstart, len(v))))
+        sel = within < p.max_proposals
+        v, c, st, en, score = v[sel], c[sel], st[sel], en[sel], score[sel]
+
+    # samples -> snippet cells -> seconds, per time grid
+    t_start = np.empty(len(v))
+    t_end = np.empty(len(v))
+    grid_of = {}
+    for vi in np.unique(v):
+        grid_of.setdefault(grid_list[vi], []).append(vi)
+    for grid, vids in grid_of.items():
+        sel = np.isin(v, vids)
+        t_start[sel] = grid.index_to_seconds(st[sel] / s)
+        t_end[sel] = grid.index_to_seconds(en[sel] / s)
+    return Detections(v, c, score, t_start, t_end, p.as_dict())
+
+
+def localize_video(
+    cas: np.ndarray, scores: np.ndarray, grid: TimeGrid, params: LocalizeParams | None = None
+) -> Detections:
+    """Detections of one video (``video`` index 0)."""
+    return localize_all([cas], [scores], [grid], params)
