@@ -37,21 +37,13 @@ def extract_synthetic(
     plan = store.plan("features", "extract", params, seed=seed, lineage={"features": "self"})
 
     def work(tmp: Path) -> dict:
-        data = synthetic.generate(config, seed)
+        data = synthetic.stream(config, seed)  # one video at a time: memory stays bounded
         write_feature_set(
-            tmp, data.videos, iter_rows(data), data.classes, data.annotations, dtype, "synthetic"
+            tmp, data.videos, data.iter_features(), data.classes, data.annotations, dtype, "synthetic"
         )
-        return feature_summary(data.videos, data.features.shape[1], len(data.annotations), data.classes)
+        return feature_summary(data.videos, config.feature_dim, len(data.annotations), data.classes)
 
     return build_or_skip(store, plan, force, log, work)
-
-
-def iter_rows(data):
-    offsets = data.videos["n_snippets"].cumsum().to_numpy()
-    start = 0
-    for end in offsets:
-        yield data.features[start:end]
-        start = int(end)
 
 
 def feature_summary(videos, dim: int, n_annotations: int, classes: list[str]) -> dict:

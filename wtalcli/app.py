@@ -184,7 +184,7 @@ def baseline_cmd(
         int | None, typer.Option(help="Training iterations (default: the preset's).")
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Videos per batch.")] = 16,
-    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-4,
+    lr: Annotated[float | None, typer.Option(help="Adam learning rate (default 1e-4; the tiny preset 1e-3).")] = None,
     weight_decay: Annotated[float, typer.Option(help="Adam weight decay.")] = 5e-4,
     num_segments: Annotated[int | None, typer.Option(help="T: snippets sampled per video.")] = None,
     hidden: Annotated[int | None, typer.Option(help="Embedding width (2048 for real features).")] = None,

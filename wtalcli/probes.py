@@ -1,0 +1,427 @@
+"""Linear probes that say how hard a feature set is (synthetic or real), on CPU, seeded.
+
+- :func:`video_probe`: softmax regression on each video's mean feature, trained on ``train``
+  videos with their video-level labels, scored on ``test`` videos (top-1 accuracy, class mAP).
+- :func:`snippet_probe`: a fully supervised snippet classifier (C classes + background) trained
+  with ground-truth snippet labels on ``train`` videos: the linear localization ceiling.
+- :func:`weak_cas_check`: the video probe applied to each snippet (a linear T-CAS learned from
+  video labels only); does its score of a video's class rise on that class's actions or on the
+  background?  The check that class context does not make a weak learner localize the scene.
+- :func:`oracle_projections` (synthetic data only): feature energy along the hidden directions
+  inside actions, in their cores and in the background.
+- :func:`dataset_stats`: the layout statistics STATS.md reports for THUMOS14.
+
+All probes take any object with ``videos`` (with ``offset``), ``features``, ``annotations`` and
+``classes`` -- a :class:`wtalcli.synthetic.SyntheticData` or a :class:`wtalcli.schema.FeatureSet`.
+Regularisation is chosen on a held-out fifth of the training videos, never on test videos.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import wraps
+from typing import Protocol, TypeVar
+
+import numpy as np
+import pandas as pd
+import torch
+
+from wtalcli.timegrid import TimeGrid
+
+LAMBDAS = (1e-3, 1e-2, 1e-1, 1.0)
+F = TypeVar("F", bound=Callable)
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run torch on one thread, restoring the caller's setting after.
+
+    The probe problems are small: one thread is as fast on a quiet machine, far faster on a busy
+    one (two spinning threads on two shared cores), and makes the results independent of the
+    machine's thread count.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _single_threaded(fn: F) -> F:
+    @wraps(fn)
+    def inner(*args, **kwargs):
+        with _one_thread():
+            return fn(*args, **kwargs)
+
+    return inner  # type: ignore[return-value]
+
+
+class FeatureData(Protocol):
+    videos: pd.DataFrame
+    features: np.ndarray
+    annotations: pd.DataFrame
+    classes: list[str]
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+def _rows(data: FeatureData, subset: str) -> np.ndarray:
+    return np.flatnonzero(data.videos["subset"].to_numpy() == subset)
+
+
+def _span(data: FeatureData, row: int) -> slice:
+    off = int(data.videos["offset"].iat[row])
+    return slice(off, off + int(data.videos["n_snippets"].iat[row]))
+
+
+def video_means(data: FeatureData, rows: np.ndarray) -> np.ndarray:
+    """Mean feature of each video in ``rows``: ``(len(rows), D)`` float64."""
+    return np.stack([np.asarray(data.features[_span(data, int(r))], np.float64).mean(axis=0) for r in rows])
+
+
+def label_matrix(data: FeatureData, rows: np.ndarray) -> np.ndarray:
+    index = {c: i for i, c in enumerate(data.classes)}
+    y = np.zeros((len(rows), len(data.classes)))
+    for k, r in enumerate(rows):
+        for c in data.videos["labels"].iat[int(r)]:
+            y[k, index[c]] = 1.0
+    return y
+
+
+def snippet_labels(data: FeatureData) -> np.ndarray:
+    """Ground-truth class index of every snippet (-1 = background) from the annotations.
+
+    A snippet belongs to a segment when its cell centre ``t + 0.5`` lies in ``[start, end)`` on
+    the video's time grid; with overlapping segments the later row wins.
+    """
+    labels = np.full(int(data.videos["n_snippets"].sum()), -1, np.int64)
+    index = {c: i for i, c in enumerate(data.classes)}
+    rows = {v: i for i, v in enumerate(data.videos["video_id"])}
+    ann = data.annotations
+    if len(ann) == 0:
+        return labels
+    for vid, group in ann.groupby("video_id", sort=False):
+        if vid not in rows:
+            continue
+        r = data.videos.iloc[rows[vid]]
+        grid = TimeGrid(fps=float(r["fps"]), stride=int(r["stride"]), clip_len=int(r["clip_len"]))
+        n, off = int(r["n_snippets"]), int(r["offset"])
+        centre = np.arange(n) + 0.5
+        for lab, s, e in zip(group["label"], group["start_s"], group["end_s"], strict=True):
+            lo, hi = grid.seconds_to_index(s), grid.seconds_to_index(e)
+            labels[off : off + n][(centre >= lo) & (centre < hi)] = index[lab]
+    return labels
+
+
+def average_precision(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Non-interpolated AP: mean precision at the rank of each positive (stable order on ties)."""
+    order = np.argsort(-scores, kind="stable")
+    hits = positive[order].astype(np.float64)
+    if hits.sum() == 0:
+        return float("nan")
+    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    return float((precision * hits).sum() / hits.sum())
+
+
+def _standardise(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
+    mu = train.mean(axis=0)
+    sd = train.std(axis=0) + 1e-6
+    return [(x - mu) / sd for x in (train, *others)]
+
+
+def _fit_softmax(
+    x: np.ndarray, y: np.ndarray, lam: float, max_iter: int = 100, dtype: torch.dtype = torch.float64
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax regression with soft targets ``y`` (rows sum to 1) and L2 ``lam`` on the weights."""
+    X = torch.as_tensor(x, dtype=dtype)  # (N, D)
+    Y = torch.as_tensor(y, dtype=dtype)  # (N, K)
+    W = torch.zeros(X.shape[1], Y.shape[1], dtype=dtype, requires_grad=True)  # (D, K)
+    b = torch.zeros(Y.shape[1], dtype=dtype, requires_grad=True)  # (K,)
+    opt = torch.optim.LBFGS([W, b], lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        logp = torch.log_softmax(X @ W + b, dim=1)
+        loss = -(Y * logp).sum(dim=1).mean() + 0.5 * lam * (W * W).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return W.detach(), b.detach()
+
+
+def _logits(x: np.ndarray, W: torch.Tensor, b: torch.Tensor) -> np.ndarray:
+    with torch.no_grad():
+        return (torch.as_tensor(x, dtype=W.dtype) @ W + b).double().numpy()
+
+
+def _log_loss(logits: np.ndarray, y: np.ndarray) -> float:
+    z = logits - logits.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-(y * logp).sum(axis=1).mean())
+
+
+def _holdout(n_videos: int, seed: int, frac: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+    perm = np.random.default_rng(seed).permutation(n_videos)
+    k = max(1, int(round(frac * n_videos)))
+    return np.sort(perm[k:]), np.sort(perm[:k])
+
+
+# ------------------------------------------------------------------------------------ probes
+
+
+def _video_probe_fit(data: FeatureData, seed: int, lambdas: tuple[float, ...]) -> dict:
+    torch.manual_seed(seed)
+    tr, te = _rows(data, "train"), _rows(data, "test")
+    xtr, xte = video_means(data, tr), video_means(data, te)
+    xtr, xte = _standardise(xtr, xte)
+    ytr = label_matrix(data, tr)
+    ptr = ytr / ytr.sum(axis=1, keepdims=True).clip(min=1)
+    fit, val = _holdout(len(tr), seed)
+    losses = {
+        lam: _log_loss(_logits(xtr[val], *_fit_softmax(xtr[fit], ptr[fit], lam)), ptr[val]) for lam in lambdas
+    }
+    lam = min(losses, key=lambda k: (losses[k], k))
+    W, b = _fit_softmax(xtr, ptr, lam)
+    return {"rows": (tr, te), "x": (xtr, xte), "W": W, "b": b, "lam": lam, "losses": losses}
+
+
+@_single_threaded
+def video_probe(data: FeatureData, seed: int = 0, lambdas: tuple[float, ...] = LAMBDAS) -> dict[str, float]:
+    """Linear probe on video-mean features: test top-1 accuracy and class mAP (with chance levels)."""
+    fitted = _video_probe_fit(data, seed, lambdas)
+    _, te = fitted["rows"]
+    logits = _logits(fitted["x"][1], fitted["W"], fitted["b"])
+    yte = label_matrix(data, te)
+    top1 = float(yte[np.arange(len(te)), logits.argmax(axis=1)].mean())
+    present = np.flatnonzero(yte.sum(axis=0) > 0)
+    aps = [average_precision(logits[:, c], yte[:, c] > 0) for c in present]
+    return {
+        "top1": top1,
+        "map": float(np.mean(aps)),
+        "top1_chance": float((yte.sum(axis=1) / len(data.classes)).mean()),
+        "map_chance": float(yte[:, present].mean(axis=0).mean()),
+        "lambda": float(fitted["lam"]),
+        "n_train": int(len(fitted["rows"][0])),
+        "n_test": int(len(te)),
+    }
+
+
+@_single_threaded
+def snippet_probe(
+    data: FeatureData, seed: int = 0, max_train_snippets: int = 20000, lambdas: tuple[float, ...] = LAMBDAS
+) -> dict[str, float]:
+    """Fully supervised snippet probe (C classes + background), scored on test snippets.
+
+    ``fg_auc``: AUC of ``1 - p(background)`` for action vs background snippets; ``fg_acc`` /
+    ``fg_bacc``: accuracy / balanced accuracy of the decision ``p(background) < 0.5``; ``class_acc``: on action snippets, the argmax over the C action
+    classes is the true class; ``class_acc_core`` / ``class_acc_rest`` split it by the hidden
+    core mask when the data has one (synthetic data).
+    """
+    torch.manual_seed(seed)
+    C = len(data.classes)
+    truth = snippet_labels(data)
+    tr, te = _rows(data, "train"), _rows(data, "test")
+    fit_v, val_v = _holdout(len(tr), seed)
+    rng = np.random.default_rng(seed)
+
+    def gather(rows: np.ndarray, cap: int | None) -> tuple[np.ndarray, np.ndarray]:
+        idx = np.concatenate([np.arange(_span(data, int(r)).start, _span(data, int(r)).stop) for r in rows])
+        if cap is not None and len(idx) > cap:
+            idx = np.sort(rng.choice(idx, cap, replace=False))
+        return idx, np.asarray(data.features[idx], np.float32)
+
+    i_fit, x_fit = gather(tr[fit_v], int(max_train_snippets * 0.8))
+    i_val, x_val = gather(tr[val_v], int(max_train_snippets * 0.2))
+    i_all, x_all = gather(tr, max_train_snippets)
+    i_te, x_te = gather(te, None)
+
+    def onehot(idx: np.ndarray) -> np.ndarray:
+        y = np.zeros((len(idx), C + 1))
+        t = truth[idx]
+        y[np.arange(len(idx)), np.where(t < 0, C, t)] = 1.0
+        return y
+
+    x_fit_s, x_val_s = _standardise(x_fit, x_val)
+    f32 = torch.float32
+    losses = {
+        lam: _log_loss(_logits(x_val_s, *_fit_softmax(x_fit_s, onehot(i_fit), lam, 50, f32)), onehot(i_val))
+        for lam in lambdas
+    }
+    lam = min(losses, key=lambda k: (losses[k], k))
+    x_all_s, x_te_s = _standardise(x_all, x_te)
+    W, b = _fit_softmax(x_all_s, onehot(i_all), lam, 100, f32)
+    logits = _logits(x_te_s, W, b)
+    t = truth[i_te]
+    z = logits - logits.max(axis=1, keepdims=True)
+    p_bg = np.exp(z[:, C]) / np.exp(z).sum(axis=1)
+    is_fg, pred_fg = t >= 0, p_bg < 0.5
+    cls_ok = logits[:, :C].argmax(axis=1) == t
+    out = {
+        "fg_auc": _auc(-p_bg[is_fg], -p_bg[~is_fg]),
+        "fg_acc": float((is_fg == pred_fg).mean()),
+        "fg_bacc": float(0.5 * (pred_fg[is_fg].mean() + (~pred_fg[~is_fg]).mean())),
+        "class_acc": float(cls_ok[is_fg].mean()),
+        "fg_share": float(is_fg.mean()),
+        "lambda": float(lam),
+        "n_train_snippets": int(len(i_all)),
+        "n_test_snippets": int(len(i_te)),
+    }
+    core = getattr(data, "snippet_core", None)
+    if core is not None:
+        c = np.asarray(core)[i_te]
+        out["class_acc_core"] = float(cls_ok[is_fg & c].mean())
+        out["class_acc_rest"] = float(cls_ok[is_fg & ~c].mean()) if (is_fg & ~c).any() else float("nan")
+    return out
+
+
+def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """Probability that a positive outscores a negative (ties count half)."""
+    allv = np.concatenate([pos, neg])
+    order = np.argsort(allv, kind="stable")
+    ranks = np.empty(len(allv))
+    sorted_v = allv[order]
+    # average ranks over ties
+    i = 0
+    while i < len(allv):
+        j = i
+        while j + 1 < len(allv) and sorted_v[j + 1] == sorted_v[i]:
+            j += 1
+        ranks[order[i : j + 1]] = 0.5 * (i + j) + 1
+        i = j + 1
+    r = ranks[: len(pos)].sum()
+    return float((r - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+@_single_threaded
+def weak_cas_check(
+    data: FeatureData, seed: int = 0, lambdas: tuple[float, ...] = LAMBDAS
+) -> dict[str, float]:
+    """Apply the video probe (trained on video labels only) to each test snippet.
+
+    For every test video and each of its classes: the AUC with which that class's score ranks
+    the class's action snippets above the video's background snippets.  Above 0.5 means a weak
+    (video-label) learner points at the actions; below 0.5 means it points at the background.
+    """
+    fitted = _video_probe_fit(data, seed, lambdas)
+    tr, te = fitted["rows"]
+    mean_tr = video_means(data, tr)
+    mu, sd = mean_tr.mean(axis=0), mean_tr.std(axis=0) + 1e-6
+    truth = snippet_labels(data)
+    index = {c: i for i, c in enumerate(data.classes)}
+    aucs = []
+    for r in te:
+        sl = _span(data, int(r))
+        x = (np.asarray(data.features[sl], np.float64) - mu) / sd
+        scores = _logits(x, fitted["W"], fitted["b"])
+        t = truth[sl]
+        for lab in data.videos["labels"].iat[int(r)]:
+            c = index[lab]
+            pos, neg = scores[t == c, c], scores[t < 0, c]
+            if len(pos) and len(neg):
+                aucs.append(_auc(pos, neg))
+    a = np.array(aucs)
+    return {
+        "auc_mean": float(a.mean()),
+        "auc_median": float(np.median(a)),
+        "share_above_half": float((a > 0.5).mean()),
+        "n_pairs": int(len(a)),
+    }
+
+
+def oracle_projections(data) -> dict[str, float]:
+    """Mean projection of snippets on the hidden directions (a :class:`SyntheticData` only).
+
+    For each video and each of its classes c: scene direction b_c in the background vs inside
+    class-c instances; class direction u_{c,m(v)} in the core, the rest of the instances and
+    the background; the actionness direction g inside vs outside actions.  Averages over videos.
+    """
+    w = data.world
+    cls, core = data.snippet_class, data.snippet_core
+    out: dict[str, list[float]] = {
+        k: [] for k in ("ctx_bg", "ctx_fg", "ctx_other", "cls_core", "cls_rest", "cls_bg", "act_fg", "act_bg")
+    }
+    g = w.actionness_dir
+    for r in range(len(data.videos)):
+        sl = _span(data, r)
+        x = np.asarray(data.features[sl], np.float64)
+        t, k = cls[sl], core[sl]
+        bg = t < 0
+        if bg.any() and (~bg).any():
+            pg = w.latent_projection(x, g)
+            out["act_fg"].append(float(pg[~bg].mean()))
+            out["act_bg"].append(float(pg[bg].mean()))
+        plan = data.plans[r]
+        groups = {int(w.context_group[c]) for c in plan.labels}
+        absent = [c for c in range(len(data.classes)) if int(w.context_group[c]) not in groups]
+        if absent:  # a scene the video does not show: the zero line
+            out["ctx_other"].append(float(w.latent_projection(x, w.context_dirs[absent[0]]).mean()))
+        for c, mode in zip(plan.labels, plan.modes, strict=True):
+            pb = w.latent_projection(x, w.context_dirs[c])
+            pc = w.latent_projection(x, w.mode_dirs[c, mode])
+            fg = t == c
+            if bg.any():
+                out["ctx_bg"].append(float(pb[bg].mean()))
+                out["cls_bg"].append(float(pc[bg].mean()))
+            if fg.any():
+                out["ctx_fg"].append(float(pb[fg].mean()))
+                out["cls_core"].append(float(pc[fg & k].mean()))
+                if (fg & ~k).any():
+                    out["cls_rest"].append(float(pc[fg & ~k].mean()))
+    return {k: float(np.mean(v)) if v else float("nan") for k, v in out.items()}
+
+
+# ------------------------------------------------------------------------------------ stats
+
+
+def dataset_stats(videos: pd.DataFrame, annotations: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Per subset: the layout statistics that STATS.md reports for THUMOS14.
+
+    Coverage is the union of a video's segments over its duration, averaged over videos.
+    """
+    out: dict[str, dict[str, float]] = {}
+    for subset in sorted(set(videos["subset"])):
+        v = videos[videos["subset"] == subset]
+        a = annotations[annotations["video_id"].isin(set(v["video_id"]))]
+        lengths = (a["end_s"] - a["start_s"]).to_numpy(float)
+        covered = []
+        for vid, dur in zip(v["video_id"], v["duration_s"], strict=True):
+            seg = (
+                a.loc[a["video_id"] == vid, ["start_s", "end_s"]].to_numpy(float)
+                if len(a)
+                else np.zeros((0, 2))
+            )
+            covered.append(_union_length(seg) / dur if dur > 0 else 0.0)
+        per_video = a.groupby("video_id").size().reindex(v["video_id"]).fillna(0).to_numpy()
+        out[subset] = {
+            "videos": float(len(v)),
+            "duration_mean_s": float(v["duration_s"].mean()),
+            "duration_median_s": float(v["duration_s"].median()),
+            "duration_max_s": float(v["duration_s"].max()),
+            "snippets": float(v["n_snippets"].sum()),
+            "instances_per_video": float(per_video.mean()),
+            "instances_per_video_max": float(per_video.max()),
+            "instance_mean_s": float(lengths.mean()) if len(lengths) else float("nan"),
+            "instance_median_s": float(np.median(lengths)) if len(lengths) else float("nan"),
+            "coverage_mean": float(np.mean(covered)),
+            "multi_class_share": float((v["labels"].map(len) > 1).mean()),
+            "classes_present": float(a["label"].nunique()),
+        }
+    return out
+
+
+def _union_length(seg: np.ndarray) -> float:
+    if len(seg) == 0:
+        return 0.0
+    seg = seg[np.argsort(seg[:, 0], kind="stable")]
+    total, cur_s, cur_e = 0.0, seg[0, 0], seg[0, 1]
+    for s, e in seg[1:]:
+        if s > cur_e:
+            total += cur_e - cur_s
+            cur_s, cur_e = s, e
+        else:
+            cur_e = max(cur_e, e)
+    return float(total + cur_e - cur_s)
