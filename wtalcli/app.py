@@ -184,7 +184,9 @@ def baseline_cmd(
         int | None, typer.Option(help="Training iterations (default: the preset's).")
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Videos per batch.")] = 16,
-    lr: Annotated[float | None, typer.Option(help="Adam learning rate (default 1e-4; the tiny preset 1e-3).")] = None,
+    lr: Annotated[
+        float | None, typer.Option(help="Adam learning rate (default 1e-4; the tiny preset 1e-3).")
+    ] = None,
     weight_decay: Annotated[float, typer.Option(help="Adam weight decay.")] = 5e-4,
     num_segments: Annotated[int | None, typer.Option(help="T: snippets sampled per video.")] = None,
     hidden: Annotated[int | None, typer.Option(help="Embedding width (2048 for real features).")] = None,
@@ -512,6 +514,30 @@ def evaluate_cmd(
         emit(
             {"artifact": art.id, "average_map": result["average_map"], "map_per_tiou": result["map_per_tiou"]}
         )
+
+
+# ---------------------------------------------------------------- report
+
+
+@app.command(
+    "report",
+    help=(
+        "Write a self-contained HTML report with figures of every stage: T-CAS against ground truth "
+        "and proposals, pseudo-labels and confidence across refresh rounds, embeddings (baseline vs "
+        "DCC), precision-recall curves, mAP against tIoU.\n\n"
+        "Examples:\n\n  wtal report\n\n  wtal report --out report.html --videos 6"
+    ),
+)
+def report_cmd(
+    out: Annotated[Path, typer.Option("--out", help="HTML file to write.")] = Path("report.html"),
+    videos: Annotated[int, typer.Option("--videos", help="How many test videos to plot.")] = 4,
+    seed: Seed = 0,
+    workdir: Workdir = DEFAULT_WORKDIR,
+) -> None:
+    from stages.report import report
+
+    path = report(_store(workdir), out, n_videos=videos, seed=seed)
+    emit({"report": str(path)})
 
 
 # ---------------------------------------------------------------- status / show
