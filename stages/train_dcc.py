@@ -41,7 +41,8 @@ class DCCParams:
     beta_end: float = 1.0
     beta_shape: str = "exp"  # constant | linear | exp
     momentum: float = 0.0  # memory-bank update: 0 overwrites
-    refresh_every: int = -1  # -1: once per pass over the training videos; 0: never
+    refresh_every: int = -1  # -1: once per pass over the training videos (capped by max_rounds); 0: never
+    max_rounds: int = 10  # with refresh_every=-1: at most this many refresh rounds per run
     clusters: int = 64  # K of the refresh rounds' denoise
     seed: int = 0
     device: str = "auto"
@@ -162,7 +163,11 @@ def train_dcc(
     )
     holdout, holdout_seed = base.params.get("holdout", 0.0), base.params.get("holdout_seed", 0)
     train_rows, val_rows = split_rows(fs, holdout, holdout_seed)
-    refresh = p.refresh_every if p.refresh_every >= 0 else math.ceil(len(train_rows) / cfg.batch_size)
+    if p.refresh_every >= 0:
+        refresh = p.refresh_every
+    else:  # once per pass over the training videos, but no more than max_rounds rounds
+        per_pass = math.ceil(len(train_rows) / cfg.batch_size)
+        refresh = max(per_pass, math.ceil(cfg.iterations / max(1, p.max_rounds + 1)))
     d = asdict(p)
     for k in ("device", "num_workers", "checkpoint_every"):
         d.pop(k)

@@ -516,6 +516,58 @@ def evaluate_cmd(
         )
 
 
+# ---------------------------------------------------------------- run
+
+
+@app.command(
+    "run",
+    help=(
+        "The whole pipeline through the artifact cache: extract -> baseline -> pseudolabel -> denoise -> "
+        "train-dcc -> localize -> evaluate, ending with a baseline-vs-DCC table. With no arguments it "
+        "runs on the built-in synthetic dataset.\n\n"
+        "Examples:\n\n  wtal run\n\n  wtal run --preset tiny --until baseline\n\n"
+        "  wtal run --force train-dcc --seed 2"
+    ),
+)
+def run_cmd(
+    preset: Annotated[str, typer.Option(help="Synthetic preset: tiny, small or thumos.")] = "small",
+    features: Annotated[
+        str | None, typer.Option("--features", help="Use this feature set instead of the synthetic one.")
+    ] = None,
+    until: Annotated[str, typer.Option("--until", help="Stop after this stage.")] = "evaluate",
+    force: Annotated[
+        list[str] | None, typer.Option("--force", help="Rebuild this stage (repeatable).")
+    ] = None,
+    clusters: Annotated[int, typer.Option("--clusters", help="K for denoise.")] = 64,
+    iterations: Annotated[
+        int | None, typer.Option(help="Training iterations of baseline and DCC (default: the preset's).")
+    ] = None,
+    seed: Seed = 0,
+    device: Device = "auto",
+    workdir: Workdir = DEFAULT_WORKDIR,
+) -> None:
+    from stages.baseline import BaselineParams
+    from stages.denoise import DenoiseParams
+    from stages.run import RunParams, comparison_table, run
+    from stages.train_dcc import DCCParams
+
+    params = RunParams(
+        preset=preset,
+        features=features,
+        seed=seed,
+        device=device,
+        until=until,
+        force=tuple(force or ()),
+        baseline=BaselineParams(iterations=iterations),
+        denoise=DenoiseParams(clusters=clusters),
+        dcc=DCCParams(iterations=iterations, clusters=clusters),
+    )
+    out = run(_store(workdir), params)
+    if out.get("results"):
+        err.print(comparison_table(out["results"]))
+    emit(out)
+
+
 # ---------------------------------------------------------------- report
 
 
