@@ -340,9 +340,11 @@ def train_dcc_cmd(
     refresh_every: Annotated[
         int,
         typer.Option(
-            help="Recompute pseudo-labels/confidence every N iterations (-1: once per pass, 0: never)."
+            help="Recompute pseudo-labels/confidence every N iterations (-1: once per pass over the "
+            "training videos, at most --max-rounds times; 0: never)."
         ),
     ] = -1,
+    max_rounds: Annotated[int, typer.Option(help="With --refresh-every -1: the most refresh rounds.")] = 10,
     num_workers: Annotated[int, typer.Option(help="Background batch-loading threads.")] = 0,
     seed: Seed = 0,
     device: Device = "auto",
@@ -365,6 +367,7 @@ def train_dcc_cmd(
         beta_shape=beta_shape,
         momentum=momentum,
         refresh_every=refresh_every,
+        max_rounds=max_rounds,
         clusters=clusters,
         seed=seed,
         device=device,
