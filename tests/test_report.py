@@ -1,0 +1,205 @@
+"""``wtal report`` on a workdir built by the real stages (tiny preset, few iterations): every figure
+is embedded and decodes as a PNG, the page names the artifacts it used, partial and damaged
+workdirs still render (with notes), the PR curves agree with the evaluation, and a headless
+Chromium loads every image."""
+
+import base64
+import io
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from stages.baseline import BaselineParams, baseline
+from stages.denoise import DenoiseParams, denoise
+from stages.evaluate import evaluate
+from stages.extract import extract_synthetic
+from stages.localize import localize
+from stages.pseudolabel import pseudolabel
+from stages.report import choose, interpolated_ap, match_ranked, pr_points, report, select_artifacts
+from stages.train_dcc import DCCParams, train_dcc
+from wtalcli.errors import InputError
+from wtalcli.gt import gt_from_dataframe
+from wtalcli.schema import FeatureSet, read_parquet
+from wtalcli.store import Store
+
+QUIET = {"log": lambda m: None}
+IMG = re.compile(r"<img\b[^>]*\bsrc=\"([^\"]*)\"")
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Store:
+    """features -> baseline -> pseudolabel -> denoise -> train-dcc (one refresh round) -> localize
+    and evaluate both T-CAS."""
+    store = Store(tmp_path_factory.mktemp("wd"))
+    fs = extract_synthetic(store, "tiny", seed=0, **QUIET)
+    model, tcas = baseline(store, fs.id, BaselineParams(device="cpu", iterations=30), **QUIET)
+    pl = pseudolabel(store, tcas.id, **QUIET)
+    conf = denoise(store, pl.id, params=DenoiseParams(clusters=4, device="cpu"), **QUIET)
+    params = DCCParams(iterations=10, refresh_every=5, clusters=4, proj_dim=16, device="cpu")
+    _, dcc_tcas = train_dcc(store, model.id, pl.id, conf.id, params, **QUIET)
+    for t in (tcas, dcc_tcas):
+        evaluate(store, localize(store, t.id, **QUIET).id, **QUIET)
+    return store
+
+
+@pytest.fixture(scope="module")
+def page(workdir, tmp_path_factory) -> tuple[Path, str]:
+    out = report(workdir, tmp_path_factory.mktemp("out") / "sub" / "report.html", n_videos=4, seed=0, **QUIET)
+    return out, out.read_text()
+
+
+def pngs(text: str) -> list[bytes]:
+    srcs = IMG.findall(text)
+    assert all(s.startswith("data:image/png;base64,") for s in srcs), "every figure is embedded"
+    return [base64.b64decode(s.split(",", 1)[1], validate=True) for s in srcs]
+
+
+def notes(text: str) -> list[str]:
+    return re.findall(r'<p class="note">(.*?)</p>', text)
+
+
+def test_full_report_embeds_every_figure_and_names_its_artifacts(workdir, page):
+    out, text = page
+    assert out.exists() and not list(out.parent.glob(".*.part"))  # atomic write left nothing behind
+    images = pngs(text)
+    # 4 test videos + 3 training videos x rounds + embeddings + PR + mAP-vs-tIoU + losses
+    assert len(images) == 4 + 3 + 1 + 2 + 1
+    for png in images:
+        assert png.startswith(b"\x89PNG\r\n\x1a\n")
+        im = Image.open(io.BytesIO(png))
+        im.load()
+        assert im.format == "PNG" and im.width >= 500 and im.height >= 200
+    assert text.count("<figcaption>") == len(images)
+    assert notes(text) == []  # nothing is missing in a complete workdir
+    sel = select_artifacts(workdir)
+    for _, art in sel.used():
+        assert art.id in text
+    assert sel.tcas["baseline"].stage == "baseline" and sel.tcas["dcc"].stage == "train-dcc"
+    assert [r.number for r in sel.rounds] == [0, 1]  # the untagged inputs, then the refresh round
+    assert sel.rounds[1].pseudolabels.params["tag"] == "round 1" and sel.rounds[1].confidence is not None
+    round_tcas = [a.id for a in workdir.artifacts("tcas") if "round" in a.params]
+    assert round_tcas and not any(i in text for i in round_tcas)  # refresh-round T-CAS are not compared
+    fs = FeatureSet(sel.features.path)
+    shown = re.findall(r'alt="T-CAS of ([^"]+)"', text)
+    test_ids = set(fs.videos["video_id"][fs.videos["subset"] == "test"])
+    assert len(shown) == 4 and set(shown) <= test_ids and set(shown) <= set(fs.annotations["video_id"])
+
+
+def test_video_choice_is_seeded_and_prefers_annotated():
+    ids = [f"v{i}" for i in range(20)]
+    preferred = {"v3", "v7", "v11"}
+    a = choose(ids, preferred, 5, seed=0)
+    assert a == choose(ids, preferred, 5, seed=0) and len(set(a)) == 5
+    assert preferred <= set(a) and a == sorted(a, key=ids.index)
+    assert set(choose(ids, preferred, 2, seed=0)) <= preferred
+    assert set(choose(ids, preferred, 2, seed=1)) <= preferred
+    assert len({tuple(choose(ids, set(), 4, s)) for s in range(5)}) > 1  # the seed matters
+    assert choose(ids, preferred, 50, seed=0) == ids
+
+
+def test_pr_curves_agree_with_the_evaluation(workdir):
+    fs = FeatureSet(select_artifacts(workdir).features.path)
+    ids = fs.videos["video_id"][fs.videos["subset"] == "test"].tolist()
+    gt = gt_from_dataframe(fs.annotations, ids, "test")
+    positive = 0
+    for ev in workdir.artifacts("evaluation"):
+        result = json.loads((ev.path / "result.json").read_text())
+        k = int(np.argmin(np.abs(np.asarray(result["tiou_thresholds"]) - 0.5)))
+        prop = workdir.get(workdir.root / ev.manifest["inputs"]["proposals"]["id"])
+        preds = read_parquet(prop.path / "proposals.parquet", "proposals")
+        matched = match_ranked(preds, gt, 0.5)
+        assert set(matched) == set(result["classes"])
+        for c, (scores, tp) in matched.items():
+            assert np.all(np.diff(scores) <= 0) and len(tp) == result["n_pred"][c]
+            rec, prec = pr_points(tp, result["n_gt"][c])
+            ap = interpolated_ap(rec, prec)
+            assert ap == pytest.approx(result["ap"][c][k], abs=1e-12), c
+            positive += ap > 0
+    assert positive > 0  # some class was actually found, so the comparison means something
+
+
+def test_pr_points_and_ap_by_hand():
+    rec, prec = pr_points(np.array([True, False, True, False]), n_gt=4)
+    np.testing.assert_allclose(rec, [0.25, 0.25, 0.5, 0.5])
+    np.testing.assert_allclose(prec, [1.0, 0.5, 2 / 3, 0.5])
+    assert interpolated_ap(rec, prec) == pytest.approx(0.25 * 1.0 + 0.25 * 2 / 3)
+    assert interpolated_ap(np.zeros(0), np.zeros(0)) == 0.0
+
+
+def test_features_only_and_empty_workdirs_render_with_notes(tmp_path):
+    empty = report(Store(tmp_path / "nothing"), tmp_path / "empty.html", **QUIET).read_text()
+    assert pngs(empty) == [] and any("run `wtal extract`" in n for n in notes(empty))
+    store = Store(tmp_path / "wd")
+    fs = extract_synthetic(store, "tiny", seed=0, **QUIET)
+    text = report(store, tmp_path / "fs.html", **QUIET).read_text()
+    assert pngs(text) == [] and fs.id in text
+    found = notes(text)
+    assert len(found) >= 5 and any("No T-CAS artifact" in n for n in found)
+    assert any("No model artifact" in n for n in found) and any("No evaluation" in n for n in found)
+    with pytest.raises(InputError, match="--videos"):
+        report(store, tmp_path / "x.html", n_videos=-1, **QUIET)
+
+
+def test_damaged_and_partial_workdir_still_renders(workdir, tmp_path):
+    store = Store(tmp_path / "copy")
+    shutil.copytree(workdir.root, store.root)
+    sel = select_artifacts(store)
+    np.save(sel.tcas["dcc"].path / "cas.npy", np.zeros((3, 2), np.float32))  # wrong shape
+    shutil.rmtree(sel.evaluations["baseline"].path)
+    shutil.rmtree(sel.rounds[1].confidence.path)
+    (sel.proposals["baseline"].path / "proposals.parquet").write_bytes(b"not parquet")
+    text = report(store, tmp_path / "r.html", n_videos=1, **QUIET).read_text()
+    found = notes(text)
+    assert any(n.startswith("DCC T-CAS not shown") and sel.tcas["dcc"].id in n for n in found)
+    assert any("No confidence map for round(s) [1]" in n for n in found)
+    assert any("No evaluation for: baseline" in n for n in found)
+    assert any(n.startswith("baseline proposals computed here") and "proposals.parquet" in n for n in found)
+    # the rest is drawn: the baseline T-CAS of 1 video, 3 round heatmaps, embeddings, PR + mAP of DCC, losses
+    assert len(pngs(text)) == 1 + 3 + 1 + 2 + 1
+    assert len(re.findall(r'alt="T-CAS of ', text)) == 1
+    shutil.rmtree(sel.features.path)  # without the feature set: no ground truth, no embedding split
+    text = report(store, tmp_path / "r2.html", n_videos=1, **QUIET).read_text()
+    found = notes(text)
+    assert any(f"feature set {sel.features.id}" in n and "is gone" in n for n in found)
+    assert any("cannot be split into action and background" in n for n in found)
+    assert any("no PR curve for DCC" in n for n in found)
+    assert len(pngs(text)) == 1 + 3 + 1 + 1  # T-CAS, round heatmaps, mAP against tIoU, losses
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+def test_headless_chromium_loads_every_image(page, tmp_path):
+    _, text = page
+    probe = (
+        "<script>window.addEventListener('load', () => {"
+        "const ok = Array.from(document.images).map(i => i.complete && i.naturalWidth > 0);"
+        "const p = document.createElement('pre'); p.id = 'imgcheck'; p.textContent = JSON.stringify(ok);"
+        "document.body.appendChild(p);});</script>"
+    )
+    probed = tmp_path / "probe.html"
+    probed.write_text(text.replace("</body>", probe + "</body>"))
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=10000",
+        "--dump-dom",
+        probed.as_uri(),
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    found = re.search(r'<pre id="imgcheck">(.*?)</pre>', done.stdout)
+    assert found, f"chromium printed no result (exit {done.returncode}): {done.stderr[-2000:]}"
+    loaded = json.loads(found.group(1))
+    assert len(loaded) == len(pngs(text)) and all(loaded)
