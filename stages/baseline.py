@@ -4,6 +4,7 @@ artifact (checkpoint, training log, training-snippet embeddings) and the T-CAS a
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pandas as pd
 from wtalcli.console import log as _log
 from wtalcli.console import progress as _progress
 from wtalcli.errors import InputError
-from wtalcli.schema import FeatureSet, rebase, write_tcas, write_videos
+from wtalcli.schema import FeatureSet, check_finite_rows, rebase, write_tcas, write_videos
 from wtalcli.store import Artifact, Plan, Store, build_or_skip
 
 WORK_DIR = ".work"  # per-run scratch space that survives a crash (resumable checkpoints)
@@ -21,7 +22,7 @@ WORK_DIR = ".work"  # per-run scratch space that survives a crash (resumable che
 # Model/training sizes for each feature-set scale.  Real features use the official setting.
 SCALE_PRESETS: dict[str, dict] = {
     "tiny": {"hidden": 64, "attn_hidden": 32, "iterations": 300, "num_segments": 64, "lr": 1e-3},
-    "small": {"hidden": 256, "attn_hidden": 128, "iterations": 1500, "num_segments": 256},
+    "small": {"hidden": 256, "attn_hidden": 128, "iterations": 600, "num_segments": 128},
     "thumos": {"num_segments": 750},
     "anet": {"num_segments": 50},
 }
@@ -90,7 +91,7 @@ def split_rows(fs: FeatureSet, holdout: float, holdout_seed: int) -> tuple[np.nd
     """Training rows used for fitting, and the held-out ones (``val``), by a seeded shuffle."""
     train = fs.rows_of("train")
     if not 0.0 <= holdout < 1.0:
-        raise InputError(f"--holdout {holdout} must be in [0, 1)")
+        raise InputError(f"--holdout {holdout} must be in [0, 1)", "e.g. --holdout 0.1 (0: no held-out videos)")
     n_val = int(round(holdout * len(train)))
     if n_val == 0:
         return train, np.zeros(0, np.int64)
@@ -212,8 +213,11 @@ def run_training(
     original_save = trainer.save_checkpoint
 
     def save_with_log(path):  # the log travels with the checkpoint, so a resume keeps it
+        # log first, each file atomically: a kill at any moment leaves a log covering the checkpoint
+        part = log_path.with_name(log_path.name + ".part")
+        steps.frame().to_parquet(part)
+        os.replace(part, log_path)
         original_save(path)
-        steps.frame().to_parquet(log_path)
 
     trainer.save_checkpoint = save_with_log
     with training_progress(cfg.iterations, trainer.step) as bar_step:
@@ -254,11 +258,16 @@ def baseline(
             build_or_skip(store, tcas_plan, False, log, None),
         )
     device = resolve_device(p.device)
+    check_finite_rows(fs.features, fs.path / "features.npy")  # a damaged set fails here, not as a NaN loss
     log(
         f"training BaS-Net ({preset} preset: T={cfg.num_segments}, hidden={cfg.hidden}, "
         f"{cfg.iterations} iterations, batch {cfg.batch_size}) on {len(train_rows)} videos, device {device}"
     )
     with store.lock(f"run-{model_plan.id}"):
+        done = None if force else (store.existing(model_plan), store.existing(tcas_plan))
+        if done is not None and all(done):  # another process finished this run while we waited
+            log(f"{model_plan.id} and {tcas_plan.id} were just built by another process: skipped")
+            return done[0], done[1]
         trainer, steps, work = run_training(store, model_plan, fs, cfg, train_rows, resume, log)
         model = trainer.model
 
@@ -281,7 +290,7 @@ def baseline(
             return summary
 
         tcas_art = build_or_skip(store, tcas_plan, True, log, write_tcas_art)
-    shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)  # under the lock: a waiting run may resume from it
     sanity = tcas_art.manifest["summary"]["sanity_test"]
     if sanity["pairs"]:
         log(
