@@ -142,3 +142,135 @@ def extract_import(
         return summary
 
     return build_or_skip(store, plan, force, log, work)
+
+
+def extract_videos(
+    store: Store,
+    source: Path,
+    backbone: str = "r2plus1d_18",
+    weights: str = "hub",
+    grid: TimeGrid = TimeGrid(),
+    batch_size: int = 32,
+    device: str = "auto",
+    shard: str | None = None,
+    labels_csv: Path | None = None,
+    annotations: Path | None = None,
+    size: int | None = None,
+    decoder: str = "pyav",
+    workers: int = 1,
+    dtype: str = "float32",
+    seed: int = 0,
+    force: bool = False,
+    log=_log,
+) -> Artifact | None:
+    """Extract features from raw videos (a folder, or a list file ``PATH[<TAB>SUBSET]`` per line).
+
+    Finished videos are cached per video under ``<workdir>/.work/videos-<key>/``, so an interrupted
+    run resumes and ``--shard i/N`` runs (other processes or machines sharing the workdir) fill one
+    cache; the feature set is assembled once every video is done.  With ``--shard`` only that
+    shard is extracted (returns None); run again without ``--shard`` to merge."""
+    try:
+        from wtalcli import video_extract as vx
+    except ImportError as exc:  # torchvision / PyAV live in the optional `video` extra
+        raise InputError(
+            f"video extraction needs torchvision and PyAV ({exc})",
+            "install them: bash scripts/setup-video.sh, then use .venv-video/bin/wtal",
+        ) from None
+    source = Path(source)
+    if not source.exists():
+        raise InputError(
+            "video folder or list not found", "pass a folder of videos or a list file", path=source
+        )
+    items = vx.list_videos(source)
+    if not items:
+        raise InputError(
+            "no videos found", f"supported extensions: {', '.join(sorted(vx.VIDEO_EXTENSIONS))}", path=source
+        )
+    ids = [it.video_id for it in items]
+    labels = vx.read_labels_csv(labels_csv) if labels_csv else {}
+    key_params = {
+        "backbone": backbone,
+        "weights": str(weights),
+        "grid": grid.as_dict(),
+        "size": size,
+        "decoder": decoder,
+        "seed": seed,
+        "videos": sorted(ids),
+        "signature": source_signature(source)
+        if source.is_dir()
+        else hashlib.sha256(source.read_bytes()).hexdigest(),
+    }
+    cache = (
+        store.root
+        / ".work"
+        / f"videos-{hashlib.sha256(repr(sorted(key_params.items())).encode()).hexdigest()[:12]}"
+    )
+    cache.mkdir(parents=True, exist_ok=True)
+    shard_t = vx.parse_shard(shard)
+    log(f"extracting {len(ids)} videos with {backbone} into {cache}" + (f" (shard {shard})" if shard else ""))
+
+    def progress(ev) -> None:
+        if ev.kind == "failed":
+            log(f"{ev.video_id}: failed ({ev.message})")
+
+    report = vx.extract(
+        [it.path for it in items],
+        cache,
+        backbone,
+        weights,
+        grid,
+        batch_size,
+        device,
+        shard_t,
+        progress,
+        size=size,
+        backend=decoder,
+        workers=workers,
+        seed=seed,
+    )
+    log(
+        f"{len(report.computed)} computed, {len(report.cached)} already cached, {len(report.failed)} failed "
+        f"({report.snippets} snippets in {report.seconds:.1f} s)"
+    )
+    if report.failed:
+        listed = "; ".join(f"{f.video_id}: {f.message}" for f in report.failed[:5])
+        raise InputError(
+            f"{len(report.failed)} video(s) could not be decoded: {listed}",
+            "fix or remove them and rerun (finished videos are kept)",
+            path=source,
+        )
+    if shard_t is not None:
+        return None
+    params = {
+        "source": "videos",
+        **key_params,
+        "labels": str(labels_csv) if labels_csv else None,
+        "dtype": dtype,
+    }
+    params["source_info"] = report.source
+    plan = store.plan("features", "extract", params, seed=seed, lineage={"features": "self"})
+
+    def work(tmp: Path) -> dict:
+        ann = None
+        if annotations is not None:
+            from wtalcli.importers import read_annotations
+
+            ann = read_annotations(annotations)
+        rep = vx.assemble(
+            cache,
+            ids,
+            {it.video_id: it.subset for it in items},
+            labels,
+            tmp,
+            annotations=ann,
+            source_subsets={it.video_id: it.source_subset for it in items},
+            dtype=dtype,
+        )
+        return {
+            "videos": rep.videos,
+            "snippets": rep.snippets,
+            "dim": rep.dim,
+            "skipped_short": rep.skipped_short,
+        }
+
+    return build_or_skip(store, plan, force, log, work)

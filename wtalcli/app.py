@@ -84,7 +84,8 @@ def _main(
         "Make a feature set: the built-in synthetic dataset, or import features in a known layout.\n\n"
         "Examples:\n\n"
         "  wtal extract --from synthetic --preset small\n\n"
-        "  wtal extract --from basnet ~/data/THUMOS14   # features/{train,test}/{rgb,flow}/*.npy + gt.json"
+        "  wtal extract --from basnet ~/data/THUMOS14   # features/{train,test}/{rgb,flow}/*.npy + gt.json\n\n"
+        "  wtal extract --from videos ~/videos --backbone r3d_18 --weights r3d_18-b3b3357e.pth --device cuda"
     ),
 )
 def extract_cmd(
@@ -116,6 +117,23 @@ def extract_cmd(
         bool, typer.Option(help="Warn (not fail) on ground-truth videos without features.")
     ] = False,
     keep_unlabeled: Annotated[bool, typer.Option(help="Import videos with features but no labels.")] = False,
+    backbone: Annotated[
+        str, typer.Option(help="videos: r2plus1d_18, r3d_18, s3d, mvit_v2_s or swin3d_t.")
+    ] = "r2plus1d_18",
+    weights: Annotated[
+        str, typer.Option(help="videos: a weights file, 'hub' (torch hub cache) or 'random'.")
+    ] = "hub",
+    batch_size: Annotated[int, typer.Option(help="videos: clips per forward pass.")] = 32,
+    device: Annotated[str, typer.Option("--device", help="videos: auto, cpu or cuda.")] = "auto",
+    shard: Annotated[
+        str | None, typer.Option(help="videos: extract only shard i/N (rerun without it to merge).")
+    ] = None,
+    labels: Annotated[
+        Path | None, typer.Option("--labels", help="videos: CSV video_id,label of video-level labels.")
+    ] = None,
+    size: Annotated[int | None, typer.Option(help="videos: crop side override (quick runs).")] = None,
+    decoder: Annotated[str, typer.Option(help="videos: pyav or torchcodec.")] = "pyav",
+    workers: Annotated[int, typer.Option(help="videos: decoder threads.")] = 1,
     seed: Seed = 0,
     workdir: Workdir = DEFAULT_WORKDIR,
     force: Force = False,
@@ -129,9 +147,29 @@ def extract_cmd(
             raise typer.BadParameter("--from synthetic takes no input path")
         art = stage.extract_synthetic(store, preset=preset, seed=seed, dtype=dtype, force=force)
     elif source is Source.videos:
-        raise WtalError(
-            "--from videos is not available in this build yet", "import precomputed features instead"
+        if path is None:
+            raise typer.BadParameter("--from videos needs a folder of videos or a list file")
+        art = stage.extract_videos(
+            store,
+            path,
+            backbone,
+            weights,
+            TimeGrid(fps, stride, clip_len),
+            batch_size,
+            device,
+            shard,
+            labels_csv=labels,
+            annotations=annotations,
+            size=size,
+            decoder=decoder,
+            workers=workers,
+            dtype=dtype,
+            seed=seed,
+            force=force,
         )
+        if art is None:
+            emit({"shard": shard, "done": True})
+            return
     else:
         if path is None:
             raise typer.BadParameter(f"--from {source.value} needs the input folder")
