@@ -24,7 +24,8 @@ STAGES = ("extract", "baseline", "pseudolabel", "denoise", "train-dcc", "localiz
 class RunParams:
     preset: str = "small"
     features: str | None = None  # use this feature set instead of generating the synthetic one
-    seed: int = 0
+    seed: int = 0  # training, k-means and DCC seed
+    data_seed: int = 0  # the synthetic dataset's seed (kept apart so seeds compare on the same data)
     device: str = "auto"
     until: str = "evaluate"
     force: tuple[str, ...] = ()
@@ -50,7 +51,7 @@ def run(store: Store, p: RunParams | None = None, log=_log) -> dict:
 
     out: dict = {"workdir": str(store.root)}
     if p.features is None:
-        fs = extract_synthetic(store, p.preset, seed=p.seed, force=forced("extract"), log=log)
+        fs = extract_synthetic(store, p.preset, seed=p.data_seed, force=forced("extract"), log=log)
     else:
         fs = store.resolve("features", p.features, log)
     out["features"] = fs.id

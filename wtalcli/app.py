@@ -584,6 +584,7 @@ def run_cmd(
         int | None, typer.Option(help="Training iterations of baseline and DCC (default: the preset's).")
     ] = None,
     seed: Seed = 0,
+    data_seed: Annotated[int, typer.Option(help="Seed of the synthetic dataset.")] = 0,
     device: Device = "auto",
     workdir: Workdir = DEFAULT_WORKDIR,
 ) -> None:
@@ -596,6 +597,7 @@ def run_cmd(
         preset=preset,
         features=features,
         seed=seed,
+        data_seed=data_seed,
         device=device,
         until=until,
         force=tuple(force or ()),
