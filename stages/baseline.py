@@ -91,7 +91,9 @@ def split_rows(fs: FeatureSet, holdout: float, holdout_seed: int) -> tuple[np.nd
     """Training rows used for fitting, and the held-out ones (``val``), by a seeded shuffle."""
     train = fs.rows_of("train")
     if not 0.0 <= holdout < 1.0:
-        raise InputError(f"--holdout {holdout} must be in [0, 1)", "e.g. --holdout 0.1 (0: no held-out videos)")
+        raise InputError(
+            f"--holdout {holdout} must be in [0, 1)", "e.g. --holdout 0.1 (0: no held-out videos)"
+        )
     n_val = int(round(holdout * len(train)))
     if n_val == 0:
         return train, np.zeros(0, np.int64)

@@ -75,7 +75,7 @@ def denoise(
 
     p = params or DenoiseParams()
     if p.clusters < 1:
-        raise InputError(f"--clusters {p.clusters} must be >= 1")
+        raise InputError(f"--clusters {p.clusters} must be >= 1", "e.g. --clusters 64")
     pl_art = store.resolve("pseudolabels", pseudolabels, log)
     if model is None:
         model_id = pl_art.lineage.get("model")

@@ -55,7 +55,7 @@ def _features_of(data: bytes, art: Artifact | None, store: Store, log) -> Artifa
         try:
             ext = json.loads(data).get("external_data", {})
             ref = ext.get("wtal", {}).get("features") if isinstance(ext, dict) else None
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        except (ValueError, RecursionError, AttributeError):  # load_predictions reports it later
             ref = None
     if ref is not None and (store.root / ref).exists():
         return store.get(store.root / ref)
@@ -71,7 +71,8 @@ def ground_truth(gt_path: Path | None, fs_art: Artifact | None, subset: str):
     ids = fs.videos["video_id"].to_numpy()[fs.rows_of(subset)].tolist()
     if not ids:
         raise InputError(f"the feature set has no {subset!r} videos", "pick another --subset", path=fs.path)
-    return gt_from_dataframe(fs.annotations, ids, subset, source=str(fs.path / "annotations.parquet"))
+    # named relative to the workdir: the result must not depend on where the workdir lives
+    return gt_from_dataframe(fs.annotations, ids, subset, source=f"{fs.path.name}/annotations.parquet")
 
 
 def evaluate(
@@ -99,6 +100,12 @@ def evaluate(
     if fs_art is not None:
         inputs["features"] = fs_art
     else:
+        if not Path(gt_path).exists():
+            raise InputError(
+                "ground-truth file not found",
+                "give an ActivityNet-style JSON or a THUMOS14 txt folder",
+                path=gt_path,
+            )
         pdict["gt"] = str(gt_path)
         pdict["gt_sha256"] = _path_digest(gt_path)
     plan = store.plan("evaluation", "evaluate", pdict, inputs)

@@ -55,10 +55,17 @@ class DCCParams:
         if self.init not in ("baseline", "scratch"):
             raise InputError(f"--init {self.init!r} is unknown", "use baseline or scratch")
         if self.regions < 1 or self.proj_dim < 1 or self.clusters < 1:
-            raise InputError("--regions, --proj-dim and --clusters must be >= 1")
+            raise InputError(
+                "--regions, --proj-dim and --clusters must be >= 1", "e.g. the defaults 5, 512, 64"
+            )
         if not self.tau > 0:
-            raise InputError(f"--tau {self.tau} must be > 0")
-        beta_at(0, 10, self.beta_start, self.beta_end, self.beta_shape)  # raises on a bad schedule
+            raise InputError(f"--tau {self.tau} must be > 0", "e.g. --tau 0.1")
+        try:
+            beta_at(0, 10, self.beta_start, self.beta_end, self.beta_shape)  # raises on a bad schedule
+        except ValueError as exc:
+            raise InputError(
+                f"bad beta schedule: {exc}", "use --beta-shape constant, linear or exp (exp needs beta > 0)"
+            ) from None
         return self
 
 
@@ -192,7 +199,11 @@ def train_dcc(
     labels = fs.label_matrix(train_rows)
     bank = RegionBank(labels, p.regions, p.proj_dim, p.momentum)
     state = DCCState(bank)
-    head = ProjectionHead(cfg.hidden, p.proj_dim)
+    with torch.random.fork_rng(devices=[]):  # the head's initial weights follow --seed, not the global RNG
+        torch.random.default_generator.manual_seed(
+            int(np.random.SeedSequence([p.seed, 0x4EAD]).generate_state(1)[0])
+        )
+        head = ProjectionHead(cfg.hidden, p.proj_dim)
     targets: dict[str, Targets] = {}
 
     def load_targets(pl_id: str, conf_id: str | None) -> None:
@@ -293,6 +304,10 @@ def train_dcc(
         f"refresh every {refresh or 'never'}) from {base.id if p.init == 'baseline' else 'scratch'}"
     )
     with store.lock(f"run-{model_plan.id}"):
+        done = None if force else (store.existing(model_plan), store.existing(tcas_plan))
+        if done is not None and all(done):  # another process finished this run while we waited
+            log(f"{model_plan.id} and {tcas_plan.id} were just built by another process: skipped")
+            return done[0], done[1]
         trainer, steps, work = run_training(
             store,
             model_plan,
@@ -326,5 +341,5 @@ def train_dcc(
             return summary
 
         tcas_art = build_or_skip(store, tcas_plan, True, log, write_tcas_art)
-    shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)  # under the lock: a waiting run may resume from it
     return model_art, tcas_art

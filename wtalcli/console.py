@@ -17,8 +17,8 @@ from rich.progress import (
 )
 
 err = Console(stderr=True, highlight=False)
-if not err.is_terminal:  # logs captured to a file: do not wrap tables at 80 columns
-    err = Console(stderr=True, highlight=False, width=160)
+if not err.is_terminal:  # logs captured to a file: do not wrap tables at 80 columns, nor any line
+    err = Console(stderr=True, highlight=False, width=160, soft_wrap=True)  # one message = one line
 
 
 def log(message: str) -> None:

@@ -126,6 +126,8 @@ def _inclusive_range(text: str) -> np.ndarray:
     if not (step > 0 and stop >= start):
         raise InputError(f"empty range {text!r}", "write start:stop:step with step > 0 and stop >= start")
     steps = (stop - start) / step
+    if not steps <= 10_000:  # also inf/nan: a typo such as a step of 1e-13, never a huge array
+        raise InputError(f"range {text!r} gives more than 10000 thresholds", "use a larger step")
     n = round(steps)
     if abs(steps - n) > 1e-6:
         raise InputError(f"range {text!r}: stop is not start + k*step", "adjust stop or step")
@@ -267,7 +269,7 @@ def load_predictions(source: str | Path | bytes) -> Predictions:
     with _gc_paused():
         try:
             data = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # also > 4300-digit integers and absurd nesting
             raise InputError(
                 f"predictions are not valid JSON ({exc})", "give an ActivityNet results JSON", path=name
             ) from None
@@ -301,12 +303,16 @@ def _columns(data: dict, name: str) -> Predictions:
     if not score_types <= {float, int}:
         _locate_bad_item(results, name)
     integer_scores = score_types == {int}
-    scores = np.fromiter(scores_l, dtype=np.float64, count=n)
+    try:
+        scores = np.fromiter(scores_l, dtype=np.float64, count=n)
+    except OverflowError:  # an integer beyond the float range
+        _locate_bad_item(results, name)
+        raise
     bounds = None
     if set(map(type, segs)) <= {list} and set(map(len, segs)) <= {2}:
         try:
             bounds = np.fromiter(itertools.chain.from_iterable(segs), dtype=np.float64, count=2 * n)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             bounds = None
     if bounds is None:  # strings, tuples or malformed segments: the careful path
         bounds = np.array([[_bound(s, 0, results, name), _bound(s, 1, results, name)] for s in segs], float)
@@ -335,9 +341,25 @@ def _bound(seg, k: int, results: dict, name: str) -> float:
         _locate_bad_item(results, name)
     try:
         return float(x)
-    except ValueError:
+    except (ValueError, OverflowError):
         _locate_bad_item(results, name)
         raise
+
+
+def _as_float(x) -> float | None:
+    """``float(x)``, or None where that fails (not numeric, or an integer beyond the float range)."""
+    try:
+        return float(x)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _clip(x, limit: int = 60) -> str:
+    """``repr(x)`` cut short: a bad value may be a 4000-digit integer."""
+    text = (
+        repr(x) if not isinstance(x, int) or abs(x) < 10**limit else f"<integer of {len(str(abs(x)))} digits>"
+    )
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _locate_bad_item(results: dict, name: str) -> None:
@@ -351,23 +373,22 @@ def _locate_bad_item(results: dict, name: str) -> None:
                 if key not in x:
                     raise InputError(f"{where} lacks '{key}'", "write {label, score, segment}", path=name)
             sc = x["score"]
-            if isinstance(sc, bool) or not isinstance(sc, (int, float)):
-                raise InputError(f"{where}: score {sc!r} is not a number", "write a numeric score", path=name)
+            if isinstance(sc, bool) or not isinstance(sc, (int, float)) or _as_float(sc) is None:
+                raise InputError(
+                    f"{where}: score {_clip(sc)} is not a number", "write a numeric score", path=name
+                )
             seg = x["segment"]
             if not isinstance(seg, (list, tuple)) or len(seg) != 2:
                 raise InputError(
                     f"{where}: segment {seg!r} is not [start, end]", "write [start, end]", path=name
                 )
             for b in seg:
-                ok = not isinstance(b, bool) and isinstance(b, (int, float, str))
-                if ok and isinstance(b, str):
-                    try:
-                        float(b)
-                    except ValueError:
-                        ok = False
+                ok = not isinstance(b, bool) and isinstance(b, (int, float, str)) and _as_float(b) is not None
                 if not ok:
                     raise InputError(
-                        f"{where}: segment bound {b!r} is not a number", "write seconds as numbers", path=name
+                        f"{where}: segment bound {_clip(b)} is not a number",
+                        "write seconds as numbers",
+                        path=name,
                     )
     raise InputError("malformed predictions", "check the results entries", path=name)
 

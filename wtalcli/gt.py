@@ -133,6 +133,14 @@ class GroundTruth:
 # ---------------------------------------------------------------------------------- helpers
 
 
+def _clip(x, limit: int = 60) -> str:
+    """``repr(x)`` cut short (a bad value may be a 4000-digit integer)."""
+    text = (
+        repr(x) if not isinstance(x, int) or abs(x) < 10**limit else f"<integer of {len(str(abs(x)))} digits>"
+    )
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _to_float(x, where: str, path: str | Path) -> float:
     """A segment bound: a number or a numeric string (BaS-Net writes strings), finite."""
     if isinstance(x, bool) or not isinstance(x, (int, float, str)):
@@ -141,13 +149,23 @@ def _to_float(x, where: str, path: str | Path) -> float:
         )
     try:
         v = float(x)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: an integer beyond the float range
         raise InputError(
-            f"{where}: segment bound {x!r} is not a number", "write seconds as numbers", path=path
+            f"{where}: segment bound {_clip(x)} is not a number", "write seconds as numbers", path=path
         ) from None
     if not math.isfinite(v):
         raise InputError(f"{where}: segment bound {x!r} is not finite", "write finite seconds", path=path)
     return v
+
+
+def _check_segment(s: float, e: float, where: str, path: str | Path) -> None:
+    """Ground-truth segments need ``0 <= start <= end`` (none of THUMOS14's or ActivityNet's break it)."""
+    if s < 0 or e < s:
+        raise InputError(
+            f"{where}: segment [{s}, {e}] is negative or reversed",
+            "segments need 0 <= start <= end",
+            path=path,
+        )
 
 
 def _build(
@@ -192,7 +210,9 @@ def _read_database(path: Path) -> dict:
         data = json.loads(path.read_bytes())
     except FileNotFoundError:
         raise InputError("ground-truth file not found", "check the path", path=path) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except IsADirectoryError:
+        raise InputError("ground truth is a folder", "give the JSON file", path=path) from None
+    except (ValueError, RecursionError) as exc:  # also > 4300-digit integers and absurd nesting
         raise InputError(
             f"ground truth is not valid JSON ({exc})", "give an ActivityNet-style JSON", path=path
         ) from None
@@ -234,9 +254,9 @@ def load_gt_json(path: str | Path, subset: str, ambiguous_label: str | None = No
         if entry.get("duration") is not None:
             try:
                 durations[vid] = float(entry["duration"])
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise InputError(
-                    f"video {vid!r} has a non-numeric duration {entry['duration']!r}",
+                    f"video {vid!r} has a non-numeric duration {_clip(entry['duration'])}",
                     "write the duration in seconds",
                     path=path,
                 ) from None
@@ -259,6 +279,7 @@ def load_gt_json(path: str | Path, subset: str, ambiguous_label: str | None = No
             if not isinstance(label, str) or not label:
                 raise InputError(f"{where}: label {label!r} is not a name", "write the class name", path=path)
             s, e = _to_float(seg[0], where, path), _to_float(seg[1], where, path)
+            _check_segment(s, e, where, path)
             if ambiguous_label is not None and label == ambiguous_label:
                 amb_v.append(vid)
                 amb_s.append(s)
@@ -296,6 +317,7 @@ def _read_txt(file: Path) -> tuple[list[str], list[float], list[float]]:
         vids.append(parts[0])
         starts.append(_to_float(parts[1], where, file))
         ends.append(_to_float(parts[2], where, file))
+        _check_segment(starts[-1], ends[-1], where, file)
     return vids, starts, ends
 
 
@@ -395,7 +417,7 @@ def load_ambiguous_json(gt: GroundTruth, path: str | Path, subset: str | None = 
         ]
     except FileNotFoundError:
         raise InputError("ambiguous-segment file not found", "check the path", path=path) from None
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError, RecursionError) as exc:
         raise InputError(
             f"malformed ambiguous-segment file ({type(exc).__name__}: {exc})",
             "expected {'ambiguous': {subset: {video: [[start, end], ...]}}}",

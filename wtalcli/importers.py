@@ -154,8 +154,14 @@ def _to_float(value: Any) -> float:
         return math.nan
     try:
         return float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float range
         return math.nan
+
+
+def _short(exc: BaseException, limit: int = 160) -> str:
+    """An exception's message cut to one short line (a RecursionError's can be long)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _read_json(path: Path) -> Any:
@@ -181,8 +187,8 @@ def _read_json(path: Path) -> Any:
         raise InputError(f"unreadable ground-truth file ({exc})", "re-create the file", path=path) from exc
     try:
         return json.loads(text, object_pairs_hook=no_duplicates)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"malformed JSON ({exc})", "fix the file", path=path) from exc
+    except (ValueError, RecursionError) as exc:  # also integers of > 4300 digits and absurd nesting
+        raise InputError(f"malformed JSON ({_short(exc)})", "fix the file", path=path) from exc
 
 
 def read_class_list(path: Path) -> list[str]:

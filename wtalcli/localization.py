@@ -60,6 +60,7 @@ from wtalcli.timegrid import TimeGrid
 BASNET_ACT_THRESHOLDS: tuple[float, ...] = tuple(float(x) for x in np.arange(0.0, 0.25, 0.025))
 
 Alignment = Literal["center", "basnet"]
+MAX_THRESHOLDS = 10_000  # a range giving more is a typo (e.g. a step of 1e-13), not a request
 
 
 def parse_act_thresholds(spec: str | float | Sequence[float]) -> tuple[float, ...]:
@@ -80,8 +81,13 @@ def parse_act_thresholds(spec: str | float | Sequence[float]) -> tuple[float, ..
                         f"empty threshold range {spec!r}",
                         "write start:stop:step with step > 0 and stop > start",
                     )
-                n = int(np.ceil((stop - start) / step - 1e-9))
-                values = [start + i * step for i in range(n)]
+                count = (stop - start) / step - 1e-9
+                if not count <= MAX_THRESHOLDS:  # also inf/nan: never build a huge list
+                    raise InputError(
+                        f"threshold range {spec!r} gives more than {MAX_THRESHOLDS} values",
+                        "use a larger step",
+                    )
+                values = [start + i * step for i in range(int(np.ceil(count)))]
             else:
                 values = [float(x) for x in text.split(",") if x.strip()]
         except ValueError:

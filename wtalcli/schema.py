@@ -120,7 +120,7 @@ def read_classes(path: Path) -> list[str]:
         raise InputError(
             "missing class list", "rebuild the artifact (rerun its stage with --force)", path=path
         ) from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, absurd numbers or nesting
         raise InputError(
             f"malformed class list ({exc})", "it must be a JSON list of class names", path=path
         ) from exc
@@ -141,7 +141,12 @@ def load_npy(path: Path, what: str, mmap: bool = True) -> np.ndarray:
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except ValueError as exc:
         msg = str(exc)
-        hint = "it holds pickled objects, which are never loaded" if "pickle" in msg.lower() else msg
+        if "mmap length" in msg or "reshape" in msg:  # fewer data bytes than the header promises
+            raise InputError(
+                f"cannot read {what}: truncated ({msg})", "rebuild or re-download the file", path=path
+            ) from exc
+        pickled = "pickle" in msg.lower() or "python objects" in msg.lower()  # np.load / its mmap path
+        hint = "it holds pickled objects, which are never loaded" if pickled else msg
         raise InputError(
             f"cannot read {what}: {hint}", "write it as a plain numeric .npy", path=path
         ) from exc

@@ -76,6 +76,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:  # a missing folder, no permission, a full disk: the user's to fix
+        tmp.unlink(missing_ok=True)
+        raise InputError(
+            f"cannot write the file ({exc.strerror or exc})",
+            "check that its folder exists and is writable",
+            path=path,
+        ) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -156,7 +163,7 @@ def read_manifest(path: Path) -> dict:
             "pass an artifact directory from `wtal status`",
             path=path,
         ) from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, absurd numbers or nesting
         raise InputError(
             f"corrupt manifest ({exc})", "rebuild the artifact with --force or delete it", path=mpath
         ) from exc
@@ -208,8 +215,11 @@ class Store:
     def get(self, ref: str | Path) -> Artifact:
         """An artifact by directory path, id, or unique id prefix."""
         p = Path(ref)
-        if p.is_dir() and (p / MANIFEST).exists():
-            return Artifact(p, read_manifest(p))
+        if p.is_dir() and ((p / MANIFEST).exists() or os.sep in str(ref)):
+            return Artifact(p, read_manifest(p))  # a folder that is no artifact says so
+        named = self.root / str(ref)
+        if os.sep not in str(ref) and (named / MANIFEST).is_file():
+            return Artifact(named, read_manifest(named))  # a damaged manifest says so, not "no artifact"
         candidates = [a for a in self.artifacts() if a.id == str(ref) or a.id.startswith(str(ref))]
         if len(candidates) == 1:
             return candidates[0]

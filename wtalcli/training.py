@@ -30,10 +30,12 @@ top-k pooling, softmax and the loss stay float32.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import math
 import os
 import pickle
+import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -92,21 +94,26 @@ class TrainConfig:
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise InputError(f"training option {name}={value!r} must be a positive integer")
+                raise InputError(
+                    f"training option {name}={value!r} must be a positive integer",
+                    "use a whole number >= 1",
+                )
         for name in ("num_workers", "checkpoint_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise InputError(f"training option {name}={value!r} must be a non-negative integer")
+                raise InputError(
+                    f"training option {name}={value!r} must be a non-negative integer", "pass 0 or more"
+                )
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise InputError(f"learning rate {self.lr!r} must be positive", "e.g. --lr 1e-4")
         if not (self.weight_decay >= 0 and self.attn_l1 >= 0):
-            raise InputError("weight_decay and attn_l1 must be >= 0")
+            raise InputError("weight_decay and attn_l1 must be >= 0", "pass --weight-decay 0 or more")
         if not 0.0 <= self.dropout < 1.0:
-            raise InputError(f"dropout {self.dropout!r} must be in [0, 1)")
+            raise InputError(f"dropout {self.dropout!r} must be in [0, 1)", "e.g. 0.7 (BaS-Net's)")
         if self.amp not in AMP_CHOICES:
             raise InputError(f"unknown amp mode {self.amp!r}", f"use one of {AMP_CHOICES}")
         if not isinstance(self.seed, int) or self.seed < 0:
-            raise InputError(f"seed {self.seed!r} must be a non-negative integer")
+            raise InputError(f"seed {self.seed!r} must be a non-negative integer", "pass --seed 0 or more")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -337,11 +344,30 @@ def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManage
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp == "bf16")
 
 
+def _canonical(obj: Any) -> Any:
+    """A copy of nested dicts/lists/tuples with every string interned (tensors kept as they are).
+
+    Pickle memoises by object identity, so a state holding a loaded checkpoint's strings (e.g.
+    the optimizer's ``"step"`` keys after a resume) would save to other bytes than the same state
+    built by the code; interned, equal states save to equal bytes."""
+    if isinstance(obj, str):
+        return sys.intern(obj)
+    if type(obj) in (dict, collections.OrderedDict):
+        out = type(obj)((_canonical(k), _canonical(v)) for k, v in obj.items())
+        meta = getattr(obj, "_metadata", None)  # module state dicts carry their version info here
+        if meta is not None:
+            out._metadata = _canonical(meta)
+        return out
+    if isinstance(obj, list | tuple) and type(obj) in (list, tuple):
+        return type(obj)(_canonical(v) for v in obj)
+    return obj
+
+
 def _atomic_save(obj: Any, path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
+    torch.save(_canonical(obj), tmp)
     os.replace(tmp, path)
 
 
