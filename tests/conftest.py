@@ -5,7 +5,9 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# One intra-op thread: the test models are tiny, and on a busy 2-core machine two OpenMP threads
+# spin-wait for each other (measured 3-15x slower under load); subprocess tests inherit this.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 if not SHARED.exists():  # CI lays shared/ beside the checkout
