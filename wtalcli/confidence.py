@@ -1,0 +1,128 @@
+"""The confidence map S of DCC's pseudo-label denoising (method.md 3.2), from per-cluster counts.
+
+For snippet t in cluster k(t) and channel c:
+
+    S[t, c] = #{ j : k(j) = k(t), A[j, c] = A[t, c] } / #{ j : k(j) = k(t) }
+
+the share of t's cluster (t included) that agrees with t's pseudo-label. With
+``P[k, c] = #{j in k : A[j, c] = 1}`` and ``n[k] = |k|``, ``S[t, c] = P[k(t), c] / n[k(t)]`` where
+``A[t, c] = 1`` and ``(n[k(t)] - P[k(t), c]) / n[k(t)]`` where ``A[t, c] = 0``; P and n are bincounts,
+so the cost is O(N (C+1)) with no loop over snippets or clusters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from wtalcli.errors import InputError
+from wtalcli.schema import BACKGROUND
+
+
+def _check_labels(labels: np.ndarray, what: str) -> np.ndarray:
+    a = np.asarray(labels)
+    if a.ndim != 2:
+        raise InputError(f"{what} must be (snippets x channels), got shape {a.shape}")
+    if a.dtype != np.bool_ and not ((a == 0) | (a == 1)).all():
+        raise InputError(f"{what} must hold only 0 and 1", "rebuild them with wtal pseudolabel")
+    return a.astype(bool, copy=False)
+
+
+def cluster_positive_counts(assign: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``P`` (K, C+1): snippets per cluster with label 1 per channel; ``n`` (K,): cluster sizes."""
+    a = np.asarray(assign, dtype=np.int64).reshape(-1)
+    lab = _check_labels(labels, "pseudo-labels")
+    if lab.shape[0] != a.shape[0]:
+        raise InputError(
+            f"{a.shape[0]} cluster assignments for {lab.shape[0]} pseudo-labelled snippets",
+            "cluster the same snippets that were pseudo-labelled (rerun wtal denoise)",
+        )
+    if a.size and (a.min() < 0 or a.max() >= k):
+        raise InputError(
+            f"cluster ids must lie in [0, {k}), found {a.min()}..{a.max()}", "pass the K used to cluster"
+        )
+    cp1 = lab.shape[1]
+    rows, cols = np.nonzero(lab)
+    pos = np.bincount(a[rows] * cp1 + cols, minlength=k * cp1).reshape(k, cp1)
+    size = np.bincount(a, minlength=k)
+    return pos, size
+
+
+def confidence_map(assign: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """S (N, C+1) float32 in (0, 1]: the share of each snippet's cluster agreeing with its label.
+
+    ``assign``: (N,) cluster ids in [0, k); ``labels``: (N, C+1) 0/1 pseudo-labels.
+    """
+    pos, size = cluster_positive_counts(assign, labels, k)
+    a = np.asarray(assign, dtype=np.int64).reshape(-1)
+    lab = np.asarray(labels).astype(bool, copy=False)
+    if a.size == 0:
+        return np.zeros(lab.shape, dtype=np.float32)
+    share_pos = (pos / np.maximum(size, 1)[:, None]).astype(np.float32)  # (K, C+1)
+    sp = share_pos[a]  # (N, C+1)
+    return np.where(lab, sp, np.float32(1.0) - sp)
+
+
+def confidence_summary(
+    s: np.ndarray,
+    labels: np.ndarray,
+    classes: Sequence[str],
+    gt_labels: np.ndarray | None = None,
+    gt_mask: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """Per-channel diagnostics of a confidence map, one row per class plus the background.
+
+    Columns: ``class``, ``n_pos`` / ``n_neg`` (snippets with pseudo-label 1 / 0), ``mean_s_pos`` /
+    ``mean_s_neg`` (mean S over them; NaN when none). With ground-truth snippet labels
+    ``gt_labels`` (N, C+1), on the rows where ``gt_mask`` (N,) is True (default: all):
+    ``n_gt`` rows compared, ``agree`` = share of snippets whose pseudo-label equals the GT,
+    ``agree_weighted`` = ``sum_t S[t,c] 1[A[t,c] = G[t,c]] / sum_t S[t,c]`` (the same share when each
+    snippet counts with its confidence, as DCC weights its features; above ``agree`` when S is
+    higher on correct pseudo-labels), ``mean_s_correct`` / ``mean_s_wrong`` (mean S over snippets
+    whose pseudo-label is right / wrong).
+    """
+    lab = _check_labels(labels, "pseudo-labels")
+    s = np.asarray(s, dtype=np.float64)
+    if s.shape != lab.shape:
+        raise InputError(
+            f"confidence map has shape {s.shape}, pseudo-labels {lab.shape}", "rerun wtal denoise"
+        )
+    names = list(classes)
+    if len(names) == lab.shape[1] - 1:
+        names.append(BACKGROUND)
+    if len(names) != lab.shape[1]:
+        raise InputError(
+            f"{len(names)} class names for {lab.shape[1]} channels", "pass the artifact's class list"
+        )
+    n_pos = lab.sum(0)
+    n_neg = lab.shape[0] - n_pos
+    with np.errstate(invalid="ignore", divide="ignore"):
+        table = {
+            "class": names,
+            "n_pos": n_pos.astype(np.int64),
+            "n_neg": n_neg.astype(np.int64),
+            "mean_s_pos": np.where(lab, s, 0.0).sum(0) / np.where(n_pos > 0, n_pos, np.nan),
+            "mean_s_neg": np.where(lab, 0.0, s).sum(0) / np.where(n_neg > 0, n_neg, np.nan),
+        }
+        if gt_labels is not None:
+            gt = _check_labels(gt_labels, "ground-truth snippet labels")
+            if gt.shape != lab.shape:
+                raise InputError(f"ground-truth labels have shape {gt.shape}, pseudo-labels {lab.shape}")
+            rows = np.ones(lab.shape[0], dtype=bool) if gt_mask is None else np.asarray(gt_mask, dtype=bool)
+            if rows.shape != (lab.shape[0],):
+                raise InputError(f"gt_mask has shape {rows.shape}, expected ({lab.shape[0]},)")
+            right = (lab == gt)[rows]  # (M, C+1)
+            sr = s[rows]
+            n_gt = int(rows.sum())
+            n_right = right.sum(0)
+            table["n_gt"] = np.full(lab.shape[1], n_gt, dtype=np.int64)
+            table["agree"] = n_right / (n_gt if n_gt else np.nan)
+            table["agree_weighted"] = np.where(right, sr, 0.0).sum(0) / np.where(
+                sr.sum(0) > 0, sr.sum(0), np.nan
+            )
+            table["mean_s_correct"] = np.where(right, sr, 0.0).sum(0) / np.where(n_right > 0, n_right, np.nan)
+            n_wrong = n_gt - n_right
+            table["mean_s_wrong"] = np.where(right, 0.0, sr).sum(0) / np.where(n_wrong > 0, n_wrong, np.nan)
+    return pd.DataFrame(table)
