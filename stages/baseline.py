@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -227,6 +228,49 @@ def run_training(
     return trainer, steps, work
 
 
+def publish(
+    store: Store,
+    model_plan: Plan,
+    tcas_plan: Plan,
+    trainer,
+    steps: StepLog,
+    work: Path,
+    fs: FeatureSet,
+    cfg,
+    device,
+    train_rows: np.ndarray,
+    val_rows: np.ndarray,
+    log,
+    summary_extra: dict,
+) -> tuple[Artifact, Artifact]:
+    """Publish a finished training run as its ``model`` artifact (checkpoint, training log,
+    training-snippet embeddings) and its ``tcas`` artifact (with the inside/outside sanity figure);
+    shared by ``baseline`` and ``train-dcc``."""
+    from wtalcli.diagnostics import inside_outside
+    from wtalcli.schema import TCAS
+
+    model = trainer.model
+
+    def write_model(tmp: Path) -> dict:
+        shutil.copyfile(work / "checkpoint.pt", tmp / "checkpoint.pt")
+        steps.frame().to_parquet(tmp / "train_log.parquet")
+        summary = export_embeddings(model, fs, cfg, device, tmp, train_rows)
+        last = steps.rows[-1] if steps.rows else {}
+        summary.update({"iterations": trainer.step, "final_loss": last.get("total"), **summary_extra})
+        return summary
+
+    def write_tcas_art(tmp: Path) -> dict:
+        summary = export_tcas(model, fs, cfg, device, tmp, train_rows, val_rows)
+        t = TCAS(tmp)
+        summary["sanity_test"] = inside_outside(t, t.cas, fs.annotations, fs.classes, "test")
+        return summary
+
+    return (
+        build_or_skip(store, model_plan, True, log, write_model),
+        build_or_skip(store, tcas_plan, True, log, write_tcas_art),
+    )
+
+
 def baseline(
     store: Store,
     features: str | None = None,
@@ -236,10 +280,7 @@ def baseline(
     log=_log,
 ) -> tuple[Artifact, Artifact]:
     """Train BaS-Net; returns the ``model`` and ``tcas`` artifacts."""
-    import shutil
-
     from wtalcli.devices import resolve_device
-    from wtalcli.diagnostics import inside_outside
 
     p = params or BaselineParams()
     fs_art = store.resolve("features", features, log)
@@ -271,27 +312,21 @@ def baseline(
             log(f"{model_plan.id} and {tcas_plan.id} were just built by another process: skipped")
             return done[0], done[1]
         trainer, steps, work = run_training(store, model_plan, fs, cfg, train_rows, resume, log)
-        model = trainer.model
-
-        def write_model(tmp: Path) -> dict:
-            shutil.copyfile(work / "checkpoint.pt", tmp / "checkpoint.pt")
-            steps.frame().to_parquet(tmp / "train_log.parquet")
-            summary = export_embeddings(model, fs, cfg, device, tmp, train_rows)
-            last = steps.rows[-1] if steps.rows else {}
-            summary.update({"iterations": trainer.step, "final_loss": last.get("total"), "preset": preset})
-            return summary
-
-        model_art = build_or_skip(store, model_plan, True, log, write_model)
-
-        def write_tcas_art(tmp: Path) -> dict:
-            summary = export_tcas(model, fs, cfg, device, tmp, train_rows, val_rows)
-            from wtalcli.schema import TCAS
-
-            t = TCAS(tmp)
-            summary["sanity_test"] = inside_outside(t, t.cas, fs.annotations, fs.classes, "test")
-            return summary
-
-        tcas_art = build_or_skip(store, tcas_plan, True, log, write_tcas_art)
+        model_art, tcas_art = publish(
+            store,
+            model_plan,
+            tcas_plan,
+            trainer,
+            steps,
+            work,
+            fs,
+            cfg,
+            device,
+            train_rows,
+            val_rows,
+            log,
+            {"preset": preset},
+        )
         shutil.rmtree(work, ignore_errors=True)  # under the lock: a waiting run may resume from it
     sanity = tcas_art.manifest["summary"]["sanity_test"]
     if sanity["pairs"]:

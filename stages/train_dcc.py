@@ -13,12 +13,11 @@ from __future__ import annotations
 import math
 import shutil
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from stages.baseline import export_embeddings, export_tcas, run_training, split_rows
+from stages.baseline import export_embeddings, export_tcas, publish, run_training, split_rows
 from stages.denoise import DenoiseParams, denoise
 from stages.pseudolabel import pseudolabel
 from wtalcli.console import log as _log
@@ -148,8 +147,6 @@ def train_dcc(
 ) -> tuple[Artifact, Artifact]:
     """Train with DCC; returns the ``model`` and ``tcas`` artifacts."""
     from wtalcli.devices import resolve_device
-    from wtalcli.diagnostics import inside_outside
-    from wtalcli.schema import TCAS
     from wtalcli.training import TrainConfig, read_checkpoint
 
     p = (params or DCCParams()).validate()
@@ -320,26 +317,20 @@ def train_dcc(
             before_train=before_train,
             after_resume=after_resume,
         )
-        model = trainer.model
-
-        def write_model(tmp: Path) -> dict:
-            shutil.copyfile(work / "checkpoint.pt", tmp / "checkpoint.pt")
-            steps.frame().to_parquet(tmp / "train_log.parquet")
-            summary = export_embeddings(model, fs, cfg, device, tmp, train_rows)
-            last = steps.rows[-1] if steps.rows else {}
-            summary.update(
-                {"iterations": trainer.step, "final_loss": last.get("total"), "rounds": state.round}
-            )
-            return summary
-
-        model_art = build_or_skip(store, model_plan, True, log, write_model)
-
-        def write_tcas_art(tmp: Path) -> dict:
-            summary = export_tcas(model, fs, cfg, device, tmp, train_rows, val_rows)
-            t = TCAS(tmp)
-            summary["sanity_test"] = inside_outside(t, t.cas, fs.annotations, fs.classes, "test")
-            return summary
-
-        tcas_art = build_or_skip(store, tcas_plan, True, log, write_tcas_art)
+        model_art, tcas_art = publish(
+            store,
+            model_plan,
+            tcas_plan,
+            trainer,
+            steps,
+            work,
+            fs,
+            cfg,
+            device,
+            train_rows,
+            val_rows,
+            log,
+            {"rounds": state.round},
+        )
         shutil.rmtree(work, ignore_errors=True)  # under the lock: a waiting run may resume from it
     return model_art, tcas_art
