@@ -191,7 +191,7 @@ def save_object_npy(path: Path, obj) -> None:
     """An ``np.save`` of a 1-element object array holding ``obj`` (a pickle inside a .npy)."""
     arr = np.empty(1, dtype=object)
     arr[0] = obj
-    np.save(path, arr, allow_pickle=True)
+    np.save(path, arr, allow_pickle=True)  # a pickle on purpose: the reader under test is the restricted one
 
 
 def truncate(path: Path, keep: float = 0.5) -> None:
