@@ -259,7 +259,9 @@ def wtalc_root(tmp_path_factory, datasets_module) -> Path:
     arr = np.empty(len(names), dtype=object)
     for i, vid in enumerate(names):
         arr[i] = feats(vid, 16)
-    np.save(root / "Thumos14reduced-I3D-JOINTFeatures.npy", arr, allow_pickle=True)  # a pickle on purpose: the reader under test is the restricted one
+    np.save(
+        root / "Thumos14reduced-I3D-JOINTFeatures.npy", arr, allow_pickle=True
+    )  # a pickle on purpose: the reader under test is the restricted one
     return root
 
 
@@ -296,7 +298,9 @@ def test_wtalc_feature_count_mismatch_and_file_choice(wtalc_root, tmp_path):
     short = np.empty(3, dtype=object)
     for i in range(3):
         short[i] = np.zeros((2, 4), np.float32)
-    np.save(root / "Thumos14reduced-I3D-JOINTFeatures.npy", short, allow_pickle=True)  # a pickle on purpose: the reader under test is the restricted one
+    np.save(
+        root / "Thumos14reduced-I3D-JOINTFeatures.npy", short, allow_pickle=True
+    )  # a pickle on purpose: the reader under test is the restricted one
     with pytest.raises(InputError, match="412 videos"):
         import_wtalc(root)
     shutil.copy(root / "Thumos14reduced-I3D-JOINTFeatures.npy", root / "Other-I3D-JOINTFeatures.npy")
@@ -312,7 +316,9 @@ def test_wtalc_nan_row_names_the_video(wtalc_root, tmp_path):
     arr = safe_load_object_npy(wtalc_root / "Thumos14reduced-I3D-JOINTFeatures.npy")
     arr[0] = arr[0].copy()
     arr[0][1, 3] = np.inf
-    np.save(root / "Thumos14reduced-I3D-JOINTFeatures.npy", arr, allow_pickle=True)  # a pickle on purpose: the reader under test is the restricted one
+    np.save(
+        root / "Thumos14reduced-I3D-JOINTFeatures.npy", arr, allow_pickle=True
+    )  # a pickle on purpose: the reader under test is the restricted one
     plan = import_wtalc(root)
     with pytest.raises(InputError, match="video_validation_0000051.*row 1"):
         list(plan.iter_features())
@@ -443,7 +449,9 @@ def test_pickled_per_video_features_are_refused_unexecuted(tmp_path):
     marker = tmp_path / "pwned"
     arr = np.empty(2, dtype=object)
     arr[0], arr[1] = Evil(marker), np.ones(3)
-    np.save(tmp_path / "train/a.npy", arr, allow_pickle=True)  # a pickle on purpose: the reader under test is the restricted one
+    np.save(
+        tmp_path / "train/a.npy", arr, allow_pickle=True
+    )  # a pickle on purpose: the reader under test is the restricted one
     with pytest.raises(InputError, match="pickled Python objects") as err:
         import_folder(tmp_path, gt)
     assert "a.npy" in str(err.value) and "np.float32" in str(err.value)
@@ -485,7 +493,9 @@ def test_malicious_pickles_are_refused_and_not_run(tmp_path):
     marker = tmp_path / "pwned"
     arr = np.empty(1, dtype=object)
     arr[0] = Evil(marker)
-    np.save(tmp_path / "evil.npy", arr, allow_pickle=True)  # a pickle on purpose: the reader under test is the restricted one
+    np.save(
+        tmp_path / "evil.npy", arr, allow_pickle=True
+    )  # a pickle on purpose: the reader under test is the restricted one
     with pytest.raises(InputError, match=r"refusing to unpickle (posix|nt|os)\.system") as err:
         safe_load_object_npy(tmp_path / "evil.npy")
     assert "evil.npy" in str(err.value)
@@ -502,7 +512,9 @@ def test_malicious_pickles_are_refused_and_not_run(tmp_path):
 def test_truncated_and_non_array_payloads(tmp_path):
     arr = np.empty(2, dtype=object)
     arr[0], arr[1] = [1.0, 2.0], "a"
-    np.save(tmp_path / "ok.npy", arr, allow_pickle=True)  # a pickle on purpose: the reader under test is the restricted one
+    np.save(
+        tmp_path / "ok.npy", arr, allow_pickle=True
+    )  # a pickle on purpose: the reader under test is the restricted one
     data = (tmp_path / "ok.npy").read_bytes()
     (tmp_path / "cut.npy").write_bytes(data[: len(data) - 10])
     with pytest.raises(InputError, match="cannot decode"):
@@ -570,7 +582,9 @@ def test_restricted_unpickler_reads_py2_and_py3_numpy_pickles(tmp_path):
         np.testing.assert_array_equal(got[1], xs[1])
     scal = np.empty(1, dtype=object)
     scal[0] = [np.float64(1.5), np.int64(3)]
-    np.save(tmp_path / "scalars.npy", scal, allow_pickle=True)  # a pickle on purpose: the reader under test is the restricted one
+    np.save(
+        tmp_path / "scalars.npy", scal, allow_pickle=True
+    )  # a pickle on purpose: the reader under test is the restricted one
     assert safe_load_object_npy(tmp_path / "scalars.npy")[0] == [1.5, 3]
     plain = np.arange(6.0).reshape(2, 3)
     np.save(tmp_path / "plain.npy", plain)
