@@ -396,10 +396,6 @@ class FeatureSet(SnippetTable):
         return y
 
 
-def class_index(classes: list[str]) -> dict[str, int]:
-    return {c: i for i, c in enumerate(classes)}
-
-
 def rebase(videos: pd.DataFrame) -> pd.DataFrame:
     """A copy of ``videos`` whose offsets index a new array holding just these videos, in order."""
     out = videos.reset_index(drop=True).copy()
