@@ -65,14 +65,21 @@ def _emit_artifact(art, **extra) -> None:
     emit({"artifact": art.id, "kind": art.kind, "path": str(art.path), **extra})
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"wtal {__version__} (code {code_version()})")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _main(
     debug: Debug = False,
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Print the version and exit.", callback=_print_version, is_eager=True),
+    ] = False,
 ) -> None:
-    if version:
-        typer.echo(f"wtal {__version__} (code {code_version()})")
-        raise typer.Exit(0)
+    """Global options (``--debug`` is also accepted after the command)."""
 
 
 # ---------------------------------------------------------------- extract
