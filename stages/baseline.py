@@ -228,6 +228,21 @@ def run_training(
     return trainer, steps, work
 
 
+def already_built(
+    store: Store,
+    model_plan: Plan,
+    tcas_plan: Plan,
+    log,
+    why: str = "up to date (same inputs, parameters and code)",
+) -> tuple[Artifact, Artifact] | None:
+    """The run's two artifacts if both exist (a training stage then has nothing to do)."""
+    model, tcas = store.existing(model_plan), store.existing(tcas_plan)
+    if model is None or tcas is None:
+        return None
+    log(f"{model.id} and {tcas.id} are {why}: skipped; --force redoes them")
+    return model, tcas
+
+
 def publish(
     store: Store,
     model_plan: Plan,
@@ -265,10 +280,12 @@ def publish(
         summary["sanity_test"] = inside_outside(t, t.cas, fs.annotations, fs.classes, "test")
         return summary
 
-    return (
+    out = (
         build_or_skip(store, model_plan, True, log, write_model),
         build_or_skip(store, tcas_plan, True, log, write_tcas_art),
     )
+    shutil.rmtree(work, ignore_errors=True)  # under the caller's lock: a waiting run may resume from it
+    return out
 
 
 def baseline(
@@ -295,11 +312,8 @@ def baseline(
     tcas_plan = store.plan(
         "tcas", "baseline", mparams, {"features": fs_art}, seed=p.seed, lineage={"model": model_plan.id}
     )
-    if not force and store.existing(model_plan) and store.existing(tcas_plan):
-        return (
-            build_or_skip(store, model_plan, False, log, None),
-            build_or_skip(store, tcas_plan, False, log, None),
-        )
+    if not force and (done := already_built(store, model_plan, tcas_plan, log)):
+        return done
     device = resolve_device(p.device)
     check_finite_rows(fs.features, fs.path / "features.npy")  # a damaged set fails here, not as a NaN loss
     log(
@@ -307,10 +321,10 @@ def baseline(
         f"{cfg.iterations} iterations, batch {cfg.batch_size}) on {len(train_rows)} videos, device {device}"
     )
     with store.lock(f"run-{model_plan.id}"):
-        done = None if force else (store.existing(model_plan), store.existing(tcas_plan))
-        if done is not None and all(done):  # another process finished this run while we waited
-            log(f"{model_plan.id} and {tcas_plan.id} were just built by another process: skipped")
-            return done[0], done[1]
+        if not force and (
+            done := already_built(store, model_plan, tcas_plan, log, "just built by another process")
+        ):
+            return done
         trainer, steps, work = run_training(store, model_plan, fs, cfg, train_rows, resume, log)
         model_art, tcas_art = publish(
             store,
@@ -327,7 +341,6 @@ def baseline(
             log,
             {"preset": preset},
         )
-        shutil.rmtree(work, ignore_errors=True)  # under the lock: a waiting run may resume from it
     sanity = tcas_art.manifest["summary"]["sanity_test"]
     if sanity["pairs"]:
         log(

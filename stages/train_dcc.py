@@ -11,13 +11,12 @@ Writes the same ``model`` and ``tcas`` artifacts as ``baseline``.
 from __future__ import annotations
 
 import math
-import shutil
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 
-from stages.baseline import export_embeddings, export_tcas, publish, run_training, split_rows
+from stages.baseline import already_built, export_embeddings, export_tcas, publish, run_training, split_rows
 from stages.denoise import DenoiseParams, denoise
 from stages.pseudolabel import pseudolabel
 from wtalcli.console import log as _log
@@ -186,11 +185,8 @@ def train_dcc(
     tcas_plan = store.plan(
         "tcas", "train-dcc", mparams, inputs, seed=p.seed, lineage={"model": model_plan.id}
     )
-    if not force and store.existing(model_plan) and store.existing(tcas_plan):
-        return (
-            build_or_skip(store, model_plan, False, log, None),
-            build_or_skip(store, tcas_plan, False, log, None),
-        )
+    if not force and (done := already_built(store, model_plan, tcas_plan, log)):
+        return done
     device = resolve_device(p.device)
     video_ids = [str(v) for v in fs.videos["video_id"].to_numpy()[train_rows]]
     labels = fs.label_matrix(train_rows)
@@ -301,10 +297,10 @@ def train_dcc(
         f"refresh every {refresh or 'never'}) from {base.id if p.init == 'baseline' else 'scratch'}"
     )
     with store.lock(f"run-{model_plan.id}"):
-        done = None if force else (store.existing(model_plan), store.existing(tcas_plan))
-        if done is not None and all(done):  # another process finished this run while we waited
-            log(f"{model_plan.id} and {tcas_plan.id} were just built by another process: skipped")
-            return done[0], done[1]
+        if not force and (
+            done := already_built(store, model_plan, tcas_plan, log, "just built by another process")
+        ):
+            return done
         trainer, steps, work = run_training(
             store,
             model_plan,
@@ -332,5 +328,4 @@ def train_dcc(
             log,
             {"rounds": state.round},
         )
-        shutil.rmtree(work, ignore_errors=True)  # under the lock: a waiting run may resume from it
     return model_art, tcas_art
