@@ -13,7 +13,7 @@ import pandas as pd
 
 from wtalcli.console import log as _log
 from wtalcli.errors import InputError
-from wtalcli.schema import FeatureSet
+from wtalcli.schema import FeatureSet, read_parquet
 from wtalcli.store import Artifact, Store, build_or_skip
 
 
@@ -62,13 +62,31 @@ def _features_of(data: bytes, art: Artifact | None, store: Store, log) -> Artifa
     return store.resolve("features", None, log)
 
 
-def ground_truth(gt_path: Path | None, fs_art: Artifact | None, subset: str):
+def _tcas_of(prop_art: Artifact | None, store: Store) -> Artifact | None:
+    """The T-CAS artifact the proposals were localized from (None for a plain JSON file)."""
+    if prop_art is None:
+        return None
+    ref = prop_art.manifest.get("inputs", {}).get("tcas", {}).get("id")
+    return store.get(store.root / ref) if ref and (store.root / ref).exists() else None
+
+
+def ground_truth(
+    gt_path: Path | None, fs_art: Artifact | None, subset: str, tcas_art: Artifact | None = None
+):
+    """The ground truth of the ``subset`` videos. Held-out training videos (``baseline --holdout``)
+    are subset ``val`` in the T-CAS only, so the T-CAS's own subset column decides when it has any
+    such video; otherwise the feature set's."""
     from wtalcli.gt import gt_from_dataframe, load_ground_truth
 
     if gt_path is not None:
         return load_ground_truth(gt_path, subset)
     fs = FeatureSet(fs_art.path)
     ids = fs.videos["video_id"].to_numpy()[fs.rows_of(subset)].tolist()
+    if tcas_art is not None:
+        tv = read_parquet(tcas_art.path / "videos.parquet", "T-CAS videos table")
+        held = tv.loc[tv["subset"] == subset, "video_id"].astype(str).tolist()
+        if held:
+            ids = held
     if not ids:
         raise InputError(f"the feature set has no {subset!r} videos", "pick another --subset", path=fs.path)
     # named relative to the workdir: the result must not depend on where the workdir lives
@@ -112,7 +130,7 @@ def evaluate(
     log(f"predictions: {name}; ground truth: {gt_path or fs_art.id} (subset {p.subset})")
 
     def work(tmp: Path) -> dict:
-        gt = ground_truth(gt_path, fs_art, p.subset)
+        gt = ground_truth(gt_path, fs_art, p.subset, _tcas_of(prop_art, store) if fs_art else None)
         if p.protocol != "all":
             gt = apply_protocol(gt, p.protocol)
         preds = load_predictions(data)

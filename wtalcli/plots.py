@@ -364,3 +364,29 @@ def loss_figure(
     for ax in list(axes.flat)[len(terms) :]:
         ax.axis("off")
     return png_bytes(fig)
+
+
+# ---------------------------------------------------------------------------------- ablation
+
+
+def ablation_figure(results, tables: Sequence[str]) -> bytes:
+    """One panel per ablation table: average mAP (%) per run, mean ± sample std as a bar with an
+    error bar, each seed as a dot.  ``results``: a frame with table, variant, seed, average_map."""
+    fig = Figure(figsize=(WIDTH_IN, 3.4), layout="constrained")
+    axes = fig.subplots(1, len(tables), squeeze=False)[0]
+    for ax, table in zip(axes, tables, strict=True):
+        sub = results[results["table"] == table]
+        names = list(dict.fromkeys(sub["variant"]))
+        for i, name in enumerate(names):
+            y = 100 * sub.loc[sub["variant"] == name, "average_map"].to_numpy(float)
+            sd = y.std(ddof=1) if len(y) > 1 else 0.0
+            ax.bar(i, y.mean(), yerr=sd, color=colormaps["tab10"](i), alpha=0.55, capsize=3, width=0.7)
+            ax.plot(np.full(len(y), i) + np.linspace(-0.15, 0.15, len(y)), y, "o", ms=3, color="0.15")
+        ax.set_xticks(range(len(names)), [n.replace(" ", "\n", 2) for n in names], fontsize=7)
+        lo = 100 * sub["average_map"].min()
+        ax.set_ylim(bottom=max(0.0, lo - 3))
+        ax.set_title(table, fontsize=9, loc="left")
+        ax.set_ylabel("avg mAP (%)", fontsize=8)
+        ax.grid(axis="y", color="0.92", lw=0.6)
+        _style(ax)
+    return png_bytes(fig)

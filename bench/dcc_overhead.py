@@ -1,0 +1,122 @@
+"""Benchmark: the cost of a DCC iteration against a baseline iteration (issue target: at most 1.3x,
+refresh rounds amortised), through the real stage functions on a synthetic preset.
+
+Both trainings run the same number of iterations on the same feature set, in one process, one
+after the other; each is timed end to end by the stage (training loop, checkpoints and the final
+T-CAS/embedding export for both; DCC adds the bank fill, the projection head, region pooling, the
+loss and every refresh round it does: T-CAS + embeddings of all training videos, pseudo-labels,
+k-means, confidence map). Reported per iteration, in wall and in process CPU seconds (the steadier
+figure on a shared machine), and the ratio DCC / baseline. A torch-profiler breakdown of a few DCC
+steps shows where the extra time goes.
+
+Usage: ``.venv/bin/python bench/dcc_overhead.py [--preset small] [--iterations 120] [--threads 1]``
+(with ``--iterations`` below the preset's, the refresh period is the one the full run would use,
+so the rounds are amortised the same way).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from stages.baseline import SCALE_PRESETS, BaselineParams, baseline  # noqa: E402
+from stages.denoise import DenoiseParams, denoise  # noqa: E402
+from stages.extract import extract_synthetic  # noqa: E402
+from stages.pseudolabel import pseudolabel  # noqa: E402
+from stages.train_dcc import DCCParams, train_dcc  # noqa: E402
+from wtalcli.schema import FeatureSet  # noqa: E402
+from wtalcli.store import Store  # noqa: E402
+
+
+def quiet(_msg: str) -> None:
+    pass
+
+
+def timed(fn):
+    w0, c0 = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.perf_counter() - w0, time.process_time() - c0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--preset", default="small")
+    ap.add_argument("--iterations", type=int, default=120)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--profile-steps", type=int, default=10)
+    ap.add_argument("--json", type=Path, default=Path(__file__).parent / "out" / "dcc_overhead.json")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    full = SCALE_PRESETS[args.preset]["iterations"]
+    load0 = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(Path(tmp))
+        fs = extract_synthetic(store, args.preset, seed=0, log=quiet)
+        n_train = len(FeatureSet(fs.path).rows_of("train"))
+        # the pretrained starting point (not timed) and its targets
+        base_full, tc = baseline(store, fs.id, BaselineParams(iterations=args.iterations, seed=1), log=quiet)
+        pl = pseudolabel(store, tc.id, log=quiet)
+        conf = denoise(store, pl.id, base_full.id, DenoiseParams(seed=0), log=quiet)
+        # the refresh period of a full-length run (once per pass, at most 10 rounds)
+        per_pass = math.ceil(n_train / 16)
+        refresh = max(per_pass, math.ceil(full / 11))
+        (_, bw, bc) = timed(
+            lambda: baseline(store, fs.id, BaselineParams(iterations=args.iterations, seed=2), log=quiet)
+        )
+        dp = DCCParams(iterations=args.iterations, seed=2, refresh_every=refresh)
+        (dm, dw, dc) = timed(lambda: train_dcc(store, base_full.id, pl.id, conf.id, dp, log=quiet))
+        rounds = store.get(dm[0].path).manifest["summary"].get("rounds")
+        prof = profile_dcc(store, base_full.id, pl.id, conf.id, args.profile_steps)
+    n = args.iterations
+    res = {
+        "preset": args.preset,
+        "iterations": n,
+        "refresh_every": refresh,
+        "refresh_rounds": rounds,
+        "threads": args.threads,
+        "baseline_ms_per_it": {"wall": 1000 * bw / n, "cpu": 1000 * bc / n},
+        "dcc_ms_per_it": {"wall": 1000 * dw / n, "cpu": 1000 * dc / n},
+        "ratio": {"wall": dw / bw, "cpu": dc / bc},
+        "load_average": [load0, os.getloadavg()[0]],
+        "torch": torch.__version__,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "profile_top": prof,
+    }
+    print(
+        f"# {args.preset} preset, {n} iterations each, {args.threads} torch thread(s), refresh every "
+        f"{refresh} ({rounds} rounds), load {load0:.2f} -> {os.getloadavg()[0]:.2f}\n"
+        f"baseline: {res['baseline_ms_per_it']['wall']:.1f} ms/it wall, {res['baseline_ms_per_it']['cpu']:.1f} CPU\n"
+        f"DCC:      {res['dcc_ms_per_it']['wall']:.1f} ms/it wall, {res['dcc_ms_per_it']['cpu']:.1f} CPU\n"
+        f"ratio DCC/baseline: {res['ratio']['wall']:.2f}x wall, {res['ratio']['cpu']:.2f}x CPU"
+    )
+    print("profile of DCC steps (self CPU time, top ops):")
+    for row in prof:
+        print(f"  {row['name']:<40} {row['ms']:8.1f} ms")
+    args.json.parent.mkdir(exist_ok=True)
+    args.json.write_text(json.dumps(res, indent=1))
+
+
+def profile_dcc(store: Store, model: str, pl: str, conf: str, steps: int) -> list[dict]:
+    """Self CPU time per op over ``steps`` DCC iterations (torch profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    dp = DCCParams(iterations=steps, seed=3, refresh_every=0)
+    with profile(activities=[ProfilerActivity.CPU]) as p:
+        train_dcc(store, model, pl, conf, dp, log=quiet)
+    rows = sorted(p.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:12]
+    return [{"name": e.key, "ms": e.self_cpu_time_total / 1000} for e in rows]
+
+
+if __name__ == "__main__":
+    main()
