@@ -1,5 +1,10 @@
 """``wtal baseline``: train BaS-Net on a feature set's training videos, then export the model
-artifact (checkpoint, training log, training-snippet embeddings) and the T-CAS artifact."""
+artifact (checkpoint, training log, training-snippet embeddings) and the T-CAS artifact.
+
+Under ``torchrun`` (``docs/distributed.md``) every rank trains on its slice of each batch, and rank 0
+alone resolves the inputs, decides whether the run is already built, holds the store's lock, saves
+checkpoints and publishes the artifacts; the others follow its decisions (:mod:`wtalcli.distributed`).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from wtalcli import distributed
 from wtalcli.console import log as _log
 from wtalcli.console import progress as _progress
 from wtalcli.errors import InputError
@@ -126,8 +132,11 @@ def export_tcas(
     return {"videos": int(len(videos)), "snippets": int(len(res.cas))}
 
 
-def export_embeddings(model, fs: FeatureSet, cfg, device, tmp: Path, train_rows: np.ndarray) -> dict:
-    """Base-branch embeddings ``h`` of the training snippets (float16), with their videos table."""
+def export_embeddings(
+    model, fs: FeatureSet, cfg, device, tmp: Path, train_rows: np.ndarray, outputs: dict | None = None
+) -> dict:
+    """Base-branch embeddings ``h`` of the training snippets (float16), with their videos table;
+    ``outputs["result"]`` receives the same pass's CAS and scores when ``outputs`` is given."""
     from wtalcli.training import infer
 
     videos = rebase(fs.videos.iloc[train_rows])
@@ -135,7 +144,9 @@ def export_embeddings(model, fs: FeatureSet, cfg, device, tmp: Path, train_rows:
     h = np.lib.format.open_memmap(
         tmp / "embeddings.npy", mode="w+", dtype=np.float16, shape=(n, model.hidden)
     )
-    infer(model, fs, train_rows, cfg.num_segments, device, batch=cfg.batch_size, amp=cfg.amp, h_out=h)
+    res = infer(model, fs, train_rows, cfg.num_segments, device, batch=cfg.batch_size, amp=cfg.amp, h_out=h)
+    if outputs is not None:
+        outputs["result"] = res
     h.flush()
     del h
     write_videos(tmp, videos)
@@ -160,9 +171,16 @@ class StepLog:
         return pd.DataFrame(self.rows)
 
 
+def quiet(message: str) -> None:
+    """The log of the ranks other than 0: rank 0 speaks for the job."""
+
+
 @contextlib.contextmanager
 def training_progress(total: int, start: int, show: bool = True):
     """A Rich progress bar (stderr) updated with the loss terms; yields ``on_step``."""
+    if not show:
+        yield lambda step, terms: None
+        return
     with _progress() as bar:
         task = bar.add_task("training", total=total, completed=start, info="")
 
@@ -187,11 +205,15 @@ def run_training(
     after_resume=None,
 ):
     """Train (resuming from the plan's scratch checkpoint when one exists); returns the trainer
-    and the step log.  The scratch directory is ``<workdir>/.work/<artifact id>/``."""
+    and the step log.  The scratch directory is ``<workdir>/.work/<artifact id>/``.
+
+    Under torchrun rank 0 decides whether to resume (every rank then loads the same checkpoint),
+    keeps the step log and shows the progress bar; the trainer saves checkpoints on rank 0 only."""
     from wtalcli.training import Trainer
 
+    ctx = distributed.current()
     work = store.root / WORK_DIR / plan.id
-    work.mkdir(parents=True, exist_ok=True)
+    distributed.on_main(lambda: work.mkdir(parents=True, exist_ok=True))
     ckpt, log_path = work / "checkpoint.pt", work / "train_log.parquet"
     steps = StepLog()
 
@@ -202,15 +224,16 @@ def run_training(
     trainer = Trainer(fs, cfg, train_rows, on_step=on_step, checkpoint_path=ckpt, **(trainer_kwargs or {}))
     if before_train is not None:
         before_train(trainer)
-    if ckpt.exists() and resume:
+    found = distributed.on_main(ckpt.exists)
+    if found and resume:
         trainer.load_checkpoint(ckpt)
-        if log_path.exists():
+        if ctx.is_main and log_path.exists():
             steps = StepLog(pd.read_parquet(log_path))
             steps.rows = [r for r in steps.rows if r["step"] <= trainer.step]
         log(f"resuming from iteration {trainer.step} ({ckpt})")
         if after_resume is not None:
             after_resume(trainer)
-    elif ckpt.exists():
+    elif found:
         log("found an interrupted run; starting over (--no-resume)")
 
     original_save = trainer.save_checkpoint
@@ -223,7 +246,7 @@ def run_training(
         original_save(path)
 
     trainer.save_checkpoint = save_with_log
-    with training_progress(cfg.iterations, trainer.step) as bar_step:
+    with training_progress(cfg.iterations, trainer.step, show=ctx.is_main) as bar_step:
         trainer.train()
     return trainer, steps, work
 
@@ -241,6 +264,13 @@ def already_built(
         return None
     log(f"{model.id} and {tcas.id} are {why}: skipped; --force redoes them")
     return model, tcas
+
+
+def world_summary(summary: dict) -> dict:
+    """``summary`` plus the number of processes, when there were several (one-process manifests
+    stay as they were)."""
+    world = distributed.current().world
+    return {**summary, "world_size": world} if world > 1 else summary
 
 
 def publish(
@@ -297,10 +327,11 @@ def baseline(
     log=_log,
 ) -> tuple[Artifact, Artifact]:
     """Train BaS-Net; returns the ``model`` and ``tcas`` artifacts."""
-    from wtalcli.devices import resolve_device
-
     p = params or BaselineParams()
-    fs_art = store.resolve("features", features, log)
+    ctx = distributed.setup(p.device)  # one process unless launched by torchrun
+    if not ctx.is_main:
+        log = quiet
+    fs_art = distributed.on_main(lambda: store.resolve("features", features, log))
     fs = FeatureSet(fs_art.path)
     preset = resolve_preset(fs_art, p.preset)
     cfg = train_config(fs_art, p)
@@ -312,34 +343,40 @@ def baseline(
     tcas_plan = store.plan(
         "tcas", "baseline", mparams, {"features": fs_art}, seed=p.seed, lineage={"model": model_plan.id}
     )
-    if not force and (done := already_built(store, model_plan, tcas_plan, log)):
+    if not force and (done := distributed.on_main(lambda: already_built(store, model_plan, tcas_plan, log))):
         return done
-    device = resolve_device(p.device)
-    check_finite_rows(fs.features, fs.path / "features.npy")  # a damaged set fails here, not as a NaN loss
+    device = distributed.resolve_device(p.device)
+    # a damaged set fails here, not as a NaN loss
+    distributed.on_main(lambda: check_finite_rows(fs.features, fs.path / "features.npy"))
     log(
         f"training BaS-Net ({preset} preset: T={cfg.num_segments}, hidden={cfg.hidden}, "
         f"{cfg.iterations} iterations, batch {cfg.batch_size}) on {len(train_rows)} videos, device {device}"
+        + (f" x {ctx.world} processes" if ctx.active else "")
     )
-    with store.lock(f"run-{model_plan.id}"):
+    with distributed.main_only(lambda: store.lock(f"run-{model_plan.id}")):
         if not force and (
-            done := already_built(store, model_plan, tcas_plan, log, "just built by another process")
+            done := distributed.on_main(
+                lambda: already_built(store, model_plan, tcas_plan, log, "just built by another process")
+            )
         ):
             return done
         trainer, steps, work = run_training(store, model_plan, fs, cfg, train_rows, resume, log)
-        model_art, tcas_art = publish(
-            store,
-            model_plan,
-            tcas_plan,
-            trainer,
-            steps,
-            work,
-            fs,
-            cfg,
-            device,
-            train_rows,
-            val_rows,
-            log,
-            {"preset": preset},
+        model_art, tcas_art = distributed.on_main(
+            lambda: publish(
+                store,
+                model_plan,
+                tcas_plan,
+                trainer,
+                steps,
+                work,
+                fs,
+                cfg,
+                device,
+                train_rows,
+                val_rows,
+                log,
+                world_summary({"preset": preset}),
+            )
         )
     sanity = tcas_art.manifest["summary"]["sanity_test"]
     if sanity["pairs"]:

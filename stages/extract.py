@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from wtalcli import distributed
 from wtalcli.console import log as _log
 from wtalcli.console import warn as _warn
 from wtalcli.errors import InputError
@@ -168,7 +169,10 @@ def extract_videos(
     Finished videos are cached per video under ``<workdir>/.work/videos-<key>/``, so an interrupted
     run resumes and ``--shard i/N`` runs (other processes or machines sharing the workdir) fill one
     cache; the feature set is assembled once every video is done.  With ``--shard`` only that
-    shard is extracted (returns None); run again without ``--shard`` to merge."""
+    shard is extracted (returns None); run again without ``--shard`` to merge.
+
+    Under ``torchrun`` process RANK extracts shard RANK/WORLD (on ``cuda:LOCAL_RANK`` with a GPU);
+    once every rank is done, rank 0 merges and every rank returns the feature set."""
     try:
         from wtalcli import video_extract as vx
     except ImportError as exc:  # torchvision / PyAV live in the optional `video` extra
@@ -207,7 +211,18 @@ def extract_videos(
     )
     cache.mkdir(parents=True, exist_ok=True)
     shard_t = vx.parse_shard(shard)
-    log(f"extracting {len(ids)} videos with {backbone} into {cache}" + (f" (shard {shard})" if shard else ""))
+    ctx = distributed.setup("cpu")  # gloo: the ranks only exchange reports and the merged id
+    if ctx.active:
+        if shard_t is not None:
+            raise InputError(
+                f"--shard {shard} under torchrun: torchrun already splits the videos",
+                "drop --shard (process RANK extracts shard RANK/WORLD)",
+            )
+        device = str(distributed.resolve_device(device))
+        log = log if ctx.is_main else _quiet
+        log(f"{ctx.world} processes, each extracting shard RANK/{ctx.world}")
+    where = f" (shard {shard})" if shard else ""
+    log(f"extracting {len(ids)} videos with {backbone} into {cache}{where}")
 
     def progress(ev) -> None:
         if ev.kind == "failed":
@@ -221,21 +236,26 @@ def extract_videos(
         grid,
         batch_size,
         device,
-        shard_t,
+        (ctx.rank, ctx.world) if ctx.active else shard_t,
         progress,
         size=size,
         backend=decoder,
         workers=workers,
         seed=seed,
     )
+    # every rank's report (one process: its own); under torchrun this waits for every shard, so all
+    # ranks stop on any failure, or go on to the merge together
+    reports = distributed.all_gather_object(report)
+    failed = [f for r in reports for f in r.failed]
     log(
-        f"{len(report.computed)} computed, {len(report.cached)} already cached, {len(report.failed)} failed "
-        f"({report.snippets} snippets in {report.seconds:.1f} s)"
+        f"{sum(len(r.computed) for r in reports)} computed, {sum(len(r.cached) for r in reports)} already "
+        f"cached, {len(failed)} failed ({sum(r.snippets for r in reports)} snippets in "
+        f"{max(r.seconds for r in reports):.1f} s)"
     )
-    if report.failed:
-        listed = "; ".join(f"{f.video_id}: {f.message}" for f in report.failed[:5])
+    if failed:
+        listed = "; ".join(f"{f.video_id}: {f.message}" for f in failed[:5])
         raise InputError(
-            f"{len(report.failed)} video(s) could not be decoded: {listed}",
+            f"{len(failed)} video(s) could not be decoded: {listed}",
             "fix or remove them and rerun (finished videos are kept)",
             path=source,
         )
@@ -273,4 +293,8 @@ def extract_videos(
             "skipped_short": rep.skipped_short,
         }
 
-    return build_or_skip(store, plan, force, log, work)
+    return distributed.on_main(lambda: build_or_skip(store, plan, force, log, work))
+
+
+def _quiet(message: str) -> None:
+    """The log of the ranks other than 0."""

@@ -6,23 +6,46 @@ pseudo-labels and confidence maps are recomputed from the current model every th
 iterations by calling the ``pseudolabel`` and ``denoise`` stage functions; each round is written
 as artifacts (``tcas``, ``embeddings``, ``pseudolabels``, ``confidence``, tagged ``round N``).
 Writes the same ``model`` and ``tcas`` artifacts as ``baseline``.
+
+Under ``torchrun`` (``docs/distributed.md``): each rank's region features are all-gathered, so every
+rank computes the contrast of the whole global batch (against the whole batch and the bank) but
+differentiates it only through its own regions, and updates its memory bank with the same gathered
+regions in the same order, so the banks stay identical. Rank 0 fills the initial bank and
+broadcasts it, runs the refresh rounds (writing their artifacts) and broadcasts the new ids.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
 
-from stages.baseline import already_built, export_embeddings, export_tcas, publish, run_training, split_rows
+from stages.baseline import (
+    already_built,
+    export_embeddings,
+    publish,
+    quiet,
+    run_training,
+    split_rows,
+    world_summary,
+)
 from stages.denoise import DenoiseParams, denoise
 from stages.pseudolabel import pseudolabel
+from wtalcli import distributed
 from wtalcli.console import log as _log
-from wtalcli.dcc import SCOPES, ProjectionHead, RegionBank, beta_at, dcc_loss, region_features
+from wtalcli.dcc import (
+    SCOPES,
+    ProjectionHead,
+    RegionBank,
+    beta_at,
+    dcc_loss,
+    gather_regions,
+    region_features,
+)
 from wtalcli.errors import InputError, MismatchError
-from wtalcli.schema import FeatureSet, load_npy, read_parquet
+from wtalcli.schema import FeatureSet, load_npy, read_parquet, rebase, write_tcas
 from wtalcli.store import Artifact, Store, build_or_skip
 
 
@@ -65,6 +88,14 @@ class DCCParams:
                 f"bad beta schedule: {exc}", "use --beta-shape constant, linear or exp (exp needs beta > 0)"
             ) from None
         return self
+
+
+def write_round_tcas(tmp, fs: FeatureSet, train_rows: np.ndarray, outputs: dict) -> dict:
+    """A refresh round's T-CAS: the training videos' CAS computed with the round's embeddings."""
+    res = outputs["result"]
+    videos = rebase(fs.videos.iloc[train_rows])
+    write_tcas(tmp, videos, res.cas, res.scores, fs.classes)
+    return {"videos": int(len(videos)), "snippets": int(len(res.cas))}
 
 
 class DCCState:
@@ -145,11 +176,15 @@ def train_dcc(
     log=_log,
 ) -> tuple[Artifact, Artifact]:
     """Train with DCC; returns the ``model`` and ``tcas`` artifacts."""
-    from wtalcli.devices import resolve_device
     from wtalcli.training import TrainConfig, read_checkpoint
 
     p = (params or DCCParams()).validate()
-    base, pl_art, conf_art = _resolve_inputs(store, model, pseudolabels, confidence, p.denoise, log)
+    ctx = distributed.setup(p.device)
+    if not ctx.is_main:
+        log = quiet
+    base, pl_art, conf_art = distributed.on_main(
+        lambda: _resolve_inputs(store, model, pseudolabels, confidence, p.denoise, log)
+    )
     fs_art = store.get(store.root / base.lineage["features"])
     fs = FeatureSet(fs_art.path)
     ckpt = read_checkpoint(base.path / "checkpoint.pt")
@@ -185,9 +220,9 @@ def train_dcc(
     tcas_plan = store.plan(
         "tcas", "train-dcc", mparams, inputs, seed=p.seed, lineage={"model": model_plan.id}
     )
-    if not force and (done := already_built(store, model_plan, tcas_plan, log)):
+    if not force and (done := distributed.on_main(lambda: already_built(store, model_plan, tcas_plan, log))):
         return done
-    device = resolve_device(p.device)
+    device = distributed.resolve_device(p.device)
     video_ids = [str(v) for v in fs.videos["video_id"].to_numpy()[train_rows]]
     labels = fs.label_matrix(train_rows)
     bank = RegionBank(labels, p.regions, p.proj_dim, p.momentum)
@@ -207,9 +242,16 @@ def train_dcc(
     trainer_ref: dict = {}
 
     def refresh_round(step: int) -> None:
-        """Recompute pseudo-labels and confidence from the current model (numbered artifacts)."""
-        trainer = trainer_ref["t"]
+        """Recompute pseudo-labels and confidence from the current model (numbered artifacts); on
+        rank 0 only, the others wait for the new ids (and take rank 0's RNG state, in case the
+        round drew from it)."""
         state.round += 1
+        new_pl, new_conf = distributed.on_main(lambda: build_round(step))
+        distributed.sync_rng(device)
+        load_targets(new_pl, new_conf)
+
+    def build_round(step: int) -> tuple[str, str]:
+        trainer = trainer_ref["t"]
         tag = f"round {state.round}"
         lineage = {"features": fs_art.id, "model": f"{model_plan.id}@{state.round}"}
         rparams = {"round": state.round, "step": step, "run": model_plan.id}
@@ -218,19 +260,22 @@ def train_dcc(
             "embeddings", "train-dcc", rparams, {"features": fs_art}, seed=p.seed, lineage=lineage
         )
         was = trainer.model.training
-        t_art = build_or_skip(
-            store,
-            tplan,
-            True,
-            log,
-            lambda tmp: export_tcas(trainer.model, fs, cfg, device, tmp, train_rows, val_rows),
-        )
+        # one inference pass over the training videos gives both the embeddings and the T-CAS the
+        # pseudo-labels need (a round's T-CAS covers the training videos only)
+        outputs: dict = {}
         e_art = build_or_skip(
             store,
             eplan,
             True,
             log,
-            lambda tmp: export_embeddings(trainer.model, fs, cfg, device, tmp, train_rows),
+            lambda tmp: export_embeddings(trainer.model, fs, cfg, device, tmp, train_rows, outputs),
+        )
+        t_art = build_or_skip(
+            store,
+            tplan,
+            True,
+            log,
+            lambda tmp: write_round_tcas(tmp, fs, train_rows, outputs),
         )
         trainer.model.train(was)
         new_pl = pseudolabel(store, t_art.id, force=True, log=log, tag=tag)
@@ -243,7 +288,7 @@ def train_dcc(
             log=log,
             tag=tag,
         )
-        load_targets(new_pl.id, new_conf.id)
+        return new_pl.id, new_conf.id
 
     def extra_loss(step: int, batch, out):
         if refresh and step > 0 and step % refresh == 0 and state.round < step // refresh:
@@ -251,6 +296,10 @@ def train_dcc(
         a, s = targets["now"].gather(batch.positions, batch.snippets, device)
         x = head(out.h_base)  # (B, T, P)
         regions = region_features(x, a, s, batch.y, torch.from_numpy(batch.positions).to(device), p.regions)
+        if ctx.active:
+            # every rank computes the loss of the whole global batch but differentiates it through
+            # its own regions only; DDP averages the ranks' gradients, hence the factor world
+            regions = gather_regions(replace(regions, feat=distributed.scale_grad(regions.feat, ctx.world)))
         loss, terms = dcc_loss(regions, bank, p.scope, p.tau)
         bank.update(regions)
         beta = beta_at(step, cfg.iterations, p.beta_start, p.beta_end, p.beta_shape)
@@ -260,7 +309,8 @@ def train_dcc(
         trainer_ref["t"] = trainer
         if p.init == "baseline":
             trainer.model.load_state_dict(ckpt["model"])
-        fill_bank(trainer.model)
+        distributed.on_main(lambda: fill_bank(trainer.model))
+        distributed.broadcast_(bank.feat, bank.valid)  # one bank, whatever each GPU's rounding
 
     def after_resume(trainer) -> None:  # the bank came back with the checkpoint; so did the round
         if state.sources:
@@ -296,9 +346,11 @@ def train_dcc(
         f"beta {p.beta_start}->{p.beta_end} {p.beta_shape}, denoise {'on' if p.denoise else 'off'}, "
         f"refresh every {refresh or 'never'}) from {base.id if p.init == 'baseline' else 'scratch'}"
     )
-    with store.lock(f"run-{model_plan.id}"):
+    with distributed.main_only(lambda: store.lock(f"run-{model_plan.id}")):
         if not force and (
-            done := already_built(store, model_plan, tcas_plan, log, "just built by another process")
+            done := distributed.on_main(
+                lambda: already_built(store, model_plan, tcas_plan, log, "just built by another process")
+            )
         ):
             return done
         trainer, steps, work = run_training(
@@ -313,19 +365,21 @@ def train_dcc(
             before_train=before_train,
             after_resume=after_resume,
         )
-        model_art, tcas_art = publish(
-            store,
-            model_plan,
-            tcas_plan,
-            trainer,
-            steps,
-            work,
-            fs,
-            cfg,
-            device,
-            train_rows,
-            val_rows,
-            log,
-            {"rounds": state.round},
+        model_art, tcas_art = distributed.on_main(
+            lambda: publish(
+                store,
+                model_plan,
+                tcas_plan,
+                trainer,
+                steps,
+                work,
+                fs,
+                cfg,
+                device,
+                train_rows,
+                val_rows,
+                log,
+                world_summary({"rounds": state.round}),
+            )
         )
     return model_art, tcas_art

@@ -57,6 +57,40 @@ def test_region_features_weighted_mean_and_skip():
     assert got[(BG, 1)][1] is False and got[(ACT, 1)][1] is True
 
 
+def test_region_features_match_a_loop_over_videos_classes_regions():
+    g = torch.Generator().manual_seed(0)
+    b, t, p, c, m = 4, 11, 6, 5, 3
+    x = torch.randn(b, t, p, generator=g)
+    pseudo = (torch.rand(b, t, c + 1, generator=g) > 0.5).float()
+    conf = torch.rand(b, t, c + 1, generator=g)
+    conf[2, :, :] = 0.0  # a video whose regions all have zero weight
+    labels = torch.zeros(b, c)
+    labels[0, 1] = labels[1, 0] = labels[1, 4] = labels[2, 3] = labels[3, 2] = 1
+    videos = torch.tensor([5, 0, 9, 2])
+    r = region_features(x, pseudo, conf, labels, videos, m)
+    region = torch.div(torch.arange(t) * m, t, rounding_mode="floor")
+    rows = []
+    for i in range(b):
+        for k in range(c):
+            if not labels[i, k]:
+                continue
+            for kind, w in (
+                (ACT, pseudo[i, :, k] * conf[i, :, k]),
+                (BG, (1 - pseudo[i, :, k]) * conf[i, :, k]),
+            ):
+                for j in range(m):
+                    wj = w * (region == j)
+                    mean = (wj[:, None] * x[i]).sum(0) / max(float(wj.sum()), 1e-12)
+                    rows.append(
+                        (int(videos[i]), k, kind, j, mean / mean.norm().clamp_min(1e-12), bool(wj.sum() > 0))
+                    )
+    assert len(rows) == len(r.feat)
+    for n, (v, k, kind, j, f, ok) in enumerate(rows):
+        assert (int(r.video[n]), int(r.cls[n]), int(r.kind[n]), int(r.region[n])) == (v, k, kind, j)
+        assert bool(r.valid[n]) is ok
+        assert torch.allclose(r.feat[n], f, atol=1e-6)
+
+
 def test_pair_enumeration_tiny_bank():
     # candidates: video 0 class 0 act r0,r1, bg r0; video 1 class 0 act r0, bg r0;
     # video 2 class 1 act r0, bg r0; video 0 class 1 act r0 (multi-label video)

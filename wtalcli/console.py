@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from rich.console import Console
@@ -45,6 +46,8 @@ def progress() -> Progress:
 
 
 def emit(obj) -> None:
-    """Machine output: one JSON document on stdout."""
+    """Machine output: one JSON document on stdout (under torchrun, rank 0's only)."""
+    if os.environ.get("RANK", "0") != "0":
+        return
     sys.stdout.write(json.dumps(obj, indent=1, default=str) + "\n")
     sys.stdout.flush()

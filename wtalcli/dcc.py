@@ -21,6 +21,10 @@ regions of the same and other videos, and the action regions of other classes of
 ``L = -log(sum_pos exp(r.p/tau) / sum_{pos+neg} exp(r.n/tau))``, averaged over the anchors that
 have at least one positive.  ``scope`` limits where pairs come from: ``video`` (same video only),
 ``batch`` (the mini-batch), ``bank`` (the batch plus the bank's slots of every other video).
+
+Several processes (``torchrun``): :func:`gather_regions` collects every rank's regions in rank order,
+which is the order one process lists them for the whole global batch (ranks hold consecutive
+slices); the loss and the bank update then see the global batch, ``batch`` scope included.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from wtalcli import distributed
 
 SCOPES = ("video", "batch", "bank")
 ACT, BG = 0, 1
@@ -76,31 +82,49 @@ def region_features(
     videos: torch.Tensor,  # (B,) training-video indices
     n_regions: int,
 ) -> Regions:
-    b, t, _ = x.shape
-    c = labels.shape[1]
-    a = pseudo[..., :c].detach().float()  # (B, T, C): constants of the loss
-    s = conf[..., :c].detach().float()
-    w_act = (a * s).transpose(1, 2)  # (B, C, T)
-    w_bg = ((1.0 - a) * s).transpose(1, 2)  # (B, C, T)
+    """Pooled region features of the labelled (video, class) pairs only, in (video, class, kind,
+    region) order: the pooling works on L pairs (about one per video) rather than B x C."""
+    t = x.shape[1]
+    bi, ci = labels.bool().nonzero(as_tuple=True)  # (L,) labelled pairs, row-major (video, class)
+    n = len(bi)
+    a = pseudo.detach()[bi, :, ci].float()  # (L, T): constants of the loss
+    s = conf.detach()[bi, :, ci].float()  # (L, T)
+    w = torch.stack([a * s, (1.0 - a) * s], dim=1)  # (L, 2, T): action, background weights
     rm = region_matrix(t, n_regions, x.device)  # (T, M)
-    w = torch.stack([w_act, w_bg], dim=2)  # (B, C, 2, T)
-    wr = w.unsqueeze(-1) * rm  # (B, C, 2, T, M)
-    wr = wr.permute(0, 1, 2, 4, 3).reshape(b, c * 2 * n_regions, t)  # (B, C*2*M, T)
-    sums = torch.bmm(wr, x)  # (B, C*2*M, P)
-    mass = wr.sum(-1)  # (B, C*2*M)
-    feat = F.normalize(sums / mass.clamp_min(1e-12).unsqueeze(-1), dim=-1)
-    feat = feat.reshape(b, c, 2, n_regions, -1)
-    mass = mass.reshape(b, c, 2, n_regions)
-    keep = labels.bool().unsqueeze(-1).unsqueeze(-1).expand(b, c, 2, n_regions)  # labelled classes
-    idx = keep.nonzero(as_tuple=True)
-    bi, ci, ki, mi = idx
+    wr = (w.unsqueeze(2) * rm.T).reshape(n, 2 * n_regions, t)  # (L, 2*M, T)
+    sums = torch.bmm(wr, x[bi])  # (L, 2*M, P)
+    mass = wr.sum(-1)  # (L, 2*M)
+    feat = F.normalize(sums / mass.clamp_min(1e-12).unsqueeze(-1), dim=-1)  # (L, 2*M, P)
+    dev = x.device
     return Regions(
-        feat=feat[bi, ci, ki, mi],
-        video=videos[bi],
-        cls=ci,
-        region=mi,
-        kind=ki,
-        valid=mass[bi, ci, ki, mi] > 0,
+        feat=feat.reshape(n * 2 * n_regions, -1),
+        video=videos[bi].repeat_interleave(2 * n_regions),
+        cls=ci.repeat_interleave(2 * n_regions),
+        region=torch.arange(n_regions, device=dev).repeat(2 * n),
+        kind=torch.tensor([ACT, BG], device=dev).repeat_interleave(n_regions).repeat(n),
+        valid=mass.reshape(-1) > 0,
+    )
+
+
+def gather_regions(local: Regions) -> Regions:
+    """The regions of every rank's slice of the global batch, in rank order (several processes).
+
+    Only this rank's features keep their autograd graph; the other ranks' are detached copies.
+    One process: ``local`` itself.
+    """
+    if not distributed.current().active:
+        return local
+    meta = torch.stack(
+        [local.video, local.cls, local.region, local.kind, local.valid.long()], dim=1
+    )  # (R, 5)
+    meta = torch.cat(distributed.all_gather_rows(meta))  # (R_global, 5)
+    return Regions(
+        feat=torch.cat(distributed.all_gather_rows(local.feat)),  # (R_global, P)
+        video=meta[:, 0],
+        cls=meta[:, 1],
+        region=meta[:, 2],
+        kind=meta[:, 3],
+        valid=meta[:, 4].bool(),
     )
 
 

@@ -23,6 +23,15 @@ Reproducibility model
   is not verified by a test here (no GPU on the test machine). bf16 autocast and TF32 change the
   numbers, not the determinism.
 
+Several processes (``torchrun``, :mod:`wtalcli.distributed`): every rank computes the same global
+batch from the plan and trains on its own contiguous slice (``batch_size`` stays the global batch,
+which must divide by the world size); the model and the extra modules are wrapped together in one
+``DistributedDataParallel``, which averages their gradients, so per-rank means over equal slices
+give the gradient of one process on the global batch. Dropout draws the global batch's mask from
+the rank-identical RNG stream and applies this rank's rows (:class:`GlobalBatchDropout`), so the
+units dropped are those one process would drop. Logged terms are averaged over the ranks; rank 0
+alone saves checkpoints. The result equals one process's up to float rounding (tested on CPU).
+
 Precision: ``amp="none"`` runs true fp32 (TF32 off for both cuBLAS and cuDNN, as the official code
 ran on pre-Ampere GPUs) unless ``tf32=True``; ``amp="bf16"`` autocasts the model to bfloat16 while
 top-k pooling, softmax and the loss stay float32.
@@ -48,7 +57,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from wtalcli.devices import resolve_device
+from wtalcli import distributed
 from wtalcli.errors import InputError, MismatchError, WtalError
 from wtalcli.losses import basnet_loss
 from wtalcli.models import BaSNet, BaSOutput
@@ -246,16 +255,20 @@ class BatchLoader:
         plan: BatchPlan,
         device: torch.device,
         num_workers: int,
+        part: tuple[int, int] = (0, 1),
     ) -> None:
         self.features, self.offsets, self.rows, self.plan = features, offsets, rows, plan
+        # (rank, world): this process takes rows [rank * b, (rank + 1) * b) of each global batch
+        self.part = part
+        b = plan.batch_size // part[1]
         self.device, self.labels = device, labels
         self.n_slots = num_workers + 2 if num_workers > 0 else 1
-        shape = (plan.batch_size * plan.num_segments, features.shape[1])
+        shape = (b * plan.num_segments, features.shape[1])
         dtype = torch.float16 if features.dtype == np.float16 else torch.float32
         pin = device.type == "cuda"
         self.host = [torch.empty(shape, dtype=dtype, pin_memory=pin) for _ in range(self.n_slots)]
         self.host_np = [h.numpy() for h in self.host]
-        y_shape = (plan.batch_size, labels.shape[1])
+        y_shape = (b, labels.shape[1])
         self.host_y = [torch.empty(y_shape, dtype=torch.float32, pin_memory=pin) for _ in range(self.n_slots)]
         self.copied: list[torch.cuda.Event | None] = [None] * self.n_slots
         self.pool = ThreadPoolExecutor(num_workers, thread_name_prefix="wtal-load") if num_workers else None
@@ -264,7 +277,11 @@ class BatchLoader:
 
     def _produce(self, step: int) -> tuple[int, np.ndarray, np.ndarray]:
         pos = self.plan.positions(step)
-        snippets = self.plan.snippets(step, pos)
+        snippets = self.plan.snippets(step, pos)  # drawn for the whole global batch, then sliced
+        if self.part[1] > 1:
+            b = len(pos) // self.part[1]
+            lo = self.part[0] * b
+            pos, snippets = pos[lo : lo + b], snippets[lo : lo + b]
         slot = step % self.n_slots
         event = self.copied[slot]
         if event is not None:
@@ -399,6 +416,51 @@ def model_from_checkpoint(ckpt: Mapping[str, Any], device: torch.device | str = 
     return model.to(device).eval()
 
 
+class GlobalBatchDropout(nn.Module):
+    """BaS-Net's dropout on one rank's slice of the global batch (several processes only).
+
+    Draws the noise of the whole global batch from the torch RNG stream, which is the same on every
+    rank, the way ``F.dropout`` does in one process (CPU: ``bernoulli_`` then ``div_``; CUDA: the
+    fused ``native_dropout`` kernel, equal up to rounding under bf16), and multiplies this rank's
+    rows in: the units dropped are those one process would drop, and the stream advances as it
+    would. Costs one global-batch mask per step on every rank. :class:`BaSNet` applies dropout to
+    its base and suppression branches concatenated along the batch (base rows, then suppression
+    rows), so the global mask is laid out the same way and each half is sliced.
+    """
+
+    def __init__(self, p: float, rank: int, world: int) -> None:
+        super().__init__()
+        self.p, self.rank, self.world = float(p), rank, world
+
+    def forward(self, h: Tensor) -> Tensor:
+        # h: (2b, hidden, T), this rank's b base rows then its b suppression rows -> same shape
+        if not self.training or self.p == 0.0 or h.numel() == 0:
+            return h
+        b = h.shape[0] // 2
+        g = b * self.world  # the global batch
+        shape = (2 * g, *h.shape[1:])  # (2G, hidden, T)
+        if h.is_cuda:
+            ones = torch.ones(shape, dtype=h.dtype, device=h.device)
+            noise = torch.native_dropout(ones, self.p, True)[0]
+        else:
+            noise = torch.empty(shape, dtype=h.dtype, device=h.device).bernoulli_(1 - self.p).div_(1 - self.p)
+        lo = self.rank * b
+        return h * torch.cat([noise[lo : lo + b], noise[g + lo : g + lo + b]])
+
+
+class _Joint(nn.Module):
+    """The model and the extra modules as one module, so one DDP reducer averages all their
+    gradients. Its forward is the model's; the extra modules run in the loss hook, inside the same
+    backward pass (so they must take part in every step's loss)."""
+
+    def __init__(self, model: nn.Module, extra: nn.Module) -> None:
+        super().__init__()
+        self.model, self.extra = model, extra
+
+    def forward(self, x: Tensor) -> BaSOutput:
+        return self.model(x)
+
+
 class Trainer:
     """Trains BaS-Net on a FeatureSet's training rows; hooks let DCC add its loss and state.
 
@@ -425,11 +487,18 @@ class Trainer:
         checkpoint_path: str | Path | None = None,
     ) -> None:
         self.config = config.validate()
+        world = distributed.launched().world  # 1 unless launched by torchrun
+        if config.batch_size % world:
+            raise InputError(
+                f"batch size {config.batch_size} does not split over {world} processes",
+                f"use a --batch-size that is a multiple of {world} (it is the global batch)",
+            )
+        self.device = distributed.resolve_device(config.device)
+        self.dist = distributed.setup(self.device)
         self.fs = fs
         self.rows = fs.rows_of("train") if rows is None else np.asarray(rows, dtype=np.int64)
         if len(self.rows) == 0:
             raise InputError("the feature set has no training videos", "import a train split", path=fs.path)
-        self.device = resolve_device(config.device)
         self.extra_loss, self.extra_state, self.on_step = extra_loss, extra_state, on_step
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
         self.video_ids = [str(v) for v in fs.videos["video_id"].to_numpy()[self.rows]]
@@ -450,6 +519,8 @@ class Trainer:
                 with torch.cuda.device(self.device):
                     torch.cuda.manual_seed(config.seed)
                 self._torch_cuda_state = torch.cuda.get_rng_state(self.device)
+        if self.dist.active:
+            self.model.dropout = GlobalBatchDropout(config.dropout, self.dist.rank, self.dist.world)
         self.model.to(self.device)
         self.extra_modules = nn.ModuleDict(dict(extra_modules or {})).to(self.device)
         params = list(self.model.parameters()) + list(self.extra_modules.parameters())
@@ -468,7 +539,13 @@ class Trainer:
 
     def _forward_module(self) -> nn.Module:
         if self._forward is None:
-            self._forward = torch.compile(self.model) if self.config.compile else self.model
+            module: nn.Module = self.model
+            if self.dist.active:  # built at the first train(), after any weights were loaded
+                module = nn.parallel.DistributedDataParallel(
+                    _Joint(self.model, self.extra_modules),
+                    device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                )
+            self._forward = torch.compile(module) if self.config.compile else module
         return self._forward
 
     def _train_step(self, model: nn.Module, batch: Batch) -> dict[str, Tensor]:
@@ -490,6 +567,11 @@ class Trainer:
         terms["total"] = total.detach()
         total.backward()
         self.optimizer.step()
+        if self.dist.active:  # log the global batch's terms (each rank's are means over its slice)
+            names = list(terms)
+            values = torch.stack([terms[k].float().reshape(()).to(self.device) for k in names])
+            distributed.mean_(values)
+            terms = {k: values[i] for i, k in enumerate(names)}
         return terms
 
     def _stage(self, step: int, terms: dict[str, Tensor]) -> tuple[int, dict[str, Any], Any]:
@@ -531,7 +613,14 @@ class Trainer:
             return self.step
         cfg = self.config
         loader = BatchLoader(
-            self.fs.features, self.offsets, self.labels, self.rows, self.plan, self.device, cfg.num_workers
+            self.fs.features,
+            self.offsets,
+            self.labels,
+            self.rows,
+            self.plan,
+            self.device,
+            cfg.num_workers,
+            part=(self.dist.rank, self.dist.world),
         )
         model = self._forward_module()
         with (
@@ -573,7 +662,7 @@ class Trainer:
             self._torch_cuda_state = torch.cuda.get_rng_state(self.device)
 
     def _save_if_configured(self) -> None:
-        if self.checkpoint_path is not None:
+        if self.checkpoint_path is not None and self.dist.is_main:  # ranks hold the same state
             self.save_checkpoint(self.checkpoint_path)
 
     # ----------------------------------------------------------------------------- checkpoints
