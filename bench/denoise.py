@@ -11,9 +11,16 @@ additions). Also printed: the same arithmetic at the rate a same-shape (N x d) @
 reaches, and the "one-hot" floor that counts the update as a second GEMM (4*N*d*K per iteration).
 All rates are measured in this run.
 
+The certified mixed-precision row (``precision="mixed"``, what ``auto`` runs on a CPU with fast
+bf16 GEMMs for d >= 512) also reports the share of points re-checked in float32 per iteration and whether its
+assignments and centroids equal the fp32 row's (same start). ``--normalise`` L2-normalises the
+Gaussian-mixture rows (the shape of the embeddings `wtal denoise` clusters); ``--embeddings F``
+clusters the rows of an ``embeddings.npy`` (L2-normalised, as `wtal denoise` does) instead.
+
 Run (from the repository root):
     .venv/bin/python bench/denoise.py                          # full size (a few minutes)
     .venv/bin/python bench/denoise.py --n 20000 --d 256 --k 16  # quick
+    .venv/bin/python bench/denoise.py --threads 1 --clock cpu --no-peers --only torch,torch_mixed,torch_bf16
 Peers (scikit-learn, faiss-cpu, fast_pytorch_kmeans) run in a separate venv so that the main one
 keeps a single faiss build (faiss-gpu) and no scikit-learn; make it once with:
     python3 -m venv .venv-bench
@@ -215,6 +222,8 @@ def main() -> None:
     ap.add_argument("--chunks", default="", help="also sweep the CPU chunk size, e.g. 512,1024,4096")
     ap.add_argument("--threads", type=int, default=0, help="threads for every method (default: torch's)")
     ap.add_argument("--clock", choices=tuple(CLOCKS), default="wall")
+    ap.add_argument("--normalise", action="store_true", help="L2-normalise the data rows")
+    ap.add_argument("--embeddings", type=Path, help="cluster this (N, d) .npy instead (L2-normalised)")
     ap.add_argument("--peer", choices=PEERS, help=argparse.SUPPRESS)
     ap.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -250,7 +259,16 @@ def main() -> None:
         f"{args.clock} clock, load average at start {load0[0]:.2f}"
     )
     t0 = time.perf_counter()
-    x, comp = make_data(n, d, k, args.seed)
+    if args.embeddings:
+        x = np.load(args.embeddings, allow_pickle=False).astype(np.float32)
+        n, d = x.shape
+        comp = np.arange(n) % k
+        args.normalise = True
+        print(f"# data: {args.embeddings} ({n} x {d}), L2-normalised")
+    else:
+        x, comp = make_data(n, d, k, args.seed)
+    if args.normalise:
+        x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     rng = np.random.default_rng(args.seed)
     t_init, c0 = best_of(lambda: _kmeanspp(torch.from_numpy(x), k, rng, 64 * k).numpy(), 1)
     print(
@@ -273,19 +291,18 @@ def main() -> None:
     )
 
     sample = min(n, 256 * k)
+    fp32 = {"backend": "torch", "precision": "fp32"}
     own: dict[str, tuple[str, dict]] = {
-        "torch": ("wtal torch fp32, incremental update (auto)", {"backend": "torch"}),
-        "torch_index_add": (
-            "wtal torch fp32, full index_add update",
-            {"backend": "torch", "update": "index_add"},
+        "torch": ("wtal torch fp32, incremental update", fp32),
+        "torch_mixed": (
+            "wtal torch mixed: certified bf16 + fp32 rechecks",
+            {"backend": "torch", "precision": "mixed"},
         ),
-        "torch_onehot": ("wtal torch fp32, one-hot GEMM update", {"backend": "torch", "update": "onehot"}),
+        "torch_index_add": ("wtal torch fp32, full index_add update", {**fp32, "update": "index_add"}),
+        "torch_onehot": ("wtal torch fp32, one-hot GEMM update", {**fp32, "update": "onehot"}),
         "torch_bf16": ("wtal torch bf16-input GEMM (oneDNN)", {"backend": "torch", "precision": "bf16"}),
-        "torch_sample": (
-            f"wtal torch, {sample}-pt sample + assign all",
-            {"backend": "torch", "sample": sample},
-        ),
-        "torch_pp": ("wtal torch incl. own k-means++ init", {"backend": "torch", "init_centroids": None}),
+        "torch_sample": (f"wtal torch fp32, {sample}-pt sample + assign all", {**fp32, "sample": sample}),
+        "torch_pp": ("wtal torch fp32 incl. own k-means++ init", {**fp32, "init_centroids": None}),
     }
     if faiss_available():
         own["faiss"] = ("wtal faiss (faiss-gpu wheel), all points", {"backend": "faiss"})
@@ -316,6 +333,31 @@ def main() -> None:
                 "inertia": full_inertia(x, res.centroids),
             }
         )
+
+    # the certified mixed mode against fp32 from the same start
+    mixed_info: dict = {}
+    if "torch_mixed" in results:
+        res = results["torch_mixed"]["res"]
+        per_iter = res.details.get("rechecked_per_iter")
+        mixed_info = {"precision_used": res.precision, "note": res.details.get("precision_note", "")}
+        if per_iter is not None:
+            share = [v / n for v in per_iter]
+            mixed_info.update(
+                rechecked_share_per_iter=share,
+                rechecked_share_mean=float(np.mean(share)) if share else 0.0,
+                rechecked_share_final=res.details["rechecked_final"] / n,
+            )
+        if "torch" in results:
+            ref = results["torch"]["res"]
+            mixed_info.update(
+                assign_differ=int((ref.assign != res.assign).sum()),
+                centroid_max_abs_diff=float(np.abs(ref.centroids - res.centroids).max()),
+                inertia_rel_diff=res.inertia / ref.inertia - 1.0,
+            )
+        if "torch_bf16" in results and "torch" in results:
+            mixed_info["bf16_assign_differ"] = int(
+                (results["torch_bf16"]["res"].assign != results["torch"]["res"].assign).sum()
+            )
 
     # chunk-size sweep (optional)
     for ch in filter(None, args.chunks.split(",")):
@@ -387,8 +429,17 @@ def main() -> None:
         )
         xd = torch.from_numpy(x).cuda()
         cases = [
-            ("wtal torch CUDA fp32, one-hot update (auto)", {"backend": "torch"}, floor32),
+            (
+                "wtal torch CUDA fp32, one-hot update (auto)",
+                {"backend": "torch", "precision": "fp32"},
+                floor32,
+            ),
             ("wtal torch CUDA bf16, one-hot update", {"backend": "torch", "precision": "bf16"}, floor16),
+            (
+                "wtal torch CUDA certified mixed, one-hot update",
+                {"backend": "torch", "precision": "mixed"},
+                floor16,
+            ),
             (
                 "wtal torch CUDA fp32, incremental update",
                 {"backend": "torch", "update": "incremental"},
@@ -443,6 +494,25 @@ def main() -> None:
     print(
         "inertia: all points to the nearest returned centroid; 'vs best': relative to the lowest in the table"
     )
+    if mixed_info:
+        sh = mixed_info.get("rechecked_share_per_iter")
+        line = f"certified mixed mode ran as {mixed_info['precision_used']!r}"
+        if mixed_info["note"]:
+            line += f" ({mixed_info['note']})"
+        if sh:
+            line += (
+                f"; re-checked in fp32: {sh[0]:.1%} of points in iteration 1, {sh[-1]:.1%} in the last, "
+                f"{mixed_info['rechecked_share_mean']:.1%} on average, {mixed_info['rechecked_share_final']:.1%} "
+                "in the final assignment"
+            )
+        if "assign_differ" in mixed_info:
+            line += (
+                f"; vs fp32: {mixed_info['assign_differ']} assignments differ, centroids max |diff| "
+                f"{mixed_info['centroid_max_abs_diff']:.3g}, inertia {mixed_info['inertia_rel_diff']:+.2e}"
+            )
+        if "bf16_assign_differ" in mixed_info:
+            line += f" (uncertified bf16: {mixed_info['bf16_assign_differ']} assignments differ)"
+        print(line)
     for note in notes:
         print("note:", note)
     load1 = os.getloadavg()
@@ -455,7 +525,8 @@ def main() -> None:
         "floor_onehot_s": floor_onehot, "ceilings": ceil, "init_kmeanspp_s": t_init,
         "pseudolabels_s": t_pl, "confidence_s": t_s, "rows": rows + cuda_rows, "notes": notes,
         "load_start": load0[0], "load_end": load1[0], "torch": torch.__version__, "threads": threads,
-        "clock": args.clock,
+        "clock": args.clock, "mixed": mixed_info, "normalise": bool(args.normalise),
+        "embeddings": str(args.embeddings) if args.embeddings else None,
     }  # fmt: skip
     (out / "denoise.json").write_text(json.dumps(record, indent=1, default=float))
 

@@ -27,6 +27,9 @@ class DenoiseParams:
     normalize: bool = True  # L2-normalise the embeddings first (method.md section 6)
     sample: int | None = None  # iterate on a sample of this many snippets, then assign all
     device: str = "auto"
+    # k-means GEMM precision (wtalcli/kmeans.py): auto = certified mixed bf16/fp32 (the fp32
+    # assignments, faster) on a CPU with fast bf16 GEMMs and d >= 512, else fp32; fp32 | mixed | bf16
+    precision: str = "auto"
 
 
 def load_embeddings(
@@ -59,6 +62,16 @@ def gt_snippet_labels(fs: FeatureSet, table: SnippetTable) -> np.ndarray | None:
     return np.concatenate([truth, ~truth.any(1, keepdims=True)], axis=1).astype(np.uint8)
 
 
+def video_label_matrix(videos: pd.DataFrame, classes: list[str]) -> np.ndarray:
+    """(V, C) bool multi-hot video-level labels of a videos table (unknown names ignored)."""
+    index = {c: i for i, c in enumerate(classes)}
+    y = np.zeros((len(videos), len(classes)), dtype=bool)
+    for r, names in enumerate(videos["labels"]):
+        cols = [index[c] for c in names if c in index]
+        y[r, cols] = True
+    return y
+
+
 def denoise(
     store: Store,
     pseudolabels: str | None = None,
@@ -70,7 +83,7 @@ def denoise(
 ) -> Artifact:
     """Cluster the embeddings of the model that made the pseudo-labels (default: the newest
     pseudo-labels and, unless named, the model in their lineage) and write the confidence map."""
-    from wtalcli.confidence import confidence_map, confidence_summary
+    from wtalcli.confidence import confidence_map, confidence_summary, video_class_mask
     from wtalcli.kmeans import kmeans
 
     p = params or DenoiseParams()
@@ -121,14 +134,17 @@ def denoise(
             backend=p.backend,
             device=p.device,
             sample=p.sample,
+            precision=p.precision,
         )
         t_km = time.perf_counter() - t0
         s = confidence_map(km.assign, labels, p.clusters)
         t_all = time.perf_counter() - t0
         log(
-            f"k-means K={p.clusters} on {len(x):,} x {x.shape[1]} ({km.backend_used} on {km.device_used}): "
-            f"{t_km:.2f} s; with the confidence map {t_all:.2f} s"
+            f"k-means K={p.clusters} on {len(x):,} x {x.shape[1]} ({km.backend_used} on {km.device_used}, "
+            f"{km.precision}): {t_km:.2f} s; with the confidence map {t_all:.2f} s"
         )
+        if km.details.get("precision_note") and p.precision == "mixed":
+            log(f"k-means precision: fp32, not mixed: {km.details['precision_note']}")
         np.save(tmp / "assign.npy", km.assign.astype(np.int32))
         np.save(tmp / "centroids.npy", km.centroids.astype(np.float32))
         np.save(tmp / "confidence.npy", s.astype(np.float16))
@@ -149,7 +165,19 @@ def denoise(
             else None
         )
         gt = gt_snippet_labels(fs, table) if fs is not None else None
-        summary_df = confidence_summary(s, labels, classes, gt_labels=gt)
+        # each class is compared on the videos that carry it (video label or ground truth)
+        cmask = (
+            video_class_mask(
+                videos["offset"].to_numpy(),
+                videos["n_snippets"].to_numpy(),
+                video_label_matrix(videos, classes),
+                len(labels),
+                gt_labels=gt,
+            )
+            if gt is not None
+            else None
+        )
+        summary_df = confidence_summary(s, labels, classes, gt_labels=gt, class_mask=cmask)
         summary_df.to_parquet(tmp / "summary.parquet")
         sizes = np.bincount(km.assign, minlength=p.clusters)
         out = {
@@ -157,6 +185,7 @@ def denoise(
             "dim": int(x.shape[1]),
             "backend": km.backend_used,
             "device": km.device_used,
+            "kmeans_precision": km.precision,
             "kmeans_seconds": round(t_km, 3),
             "denoise_seconds": round(t_all, 3),
             "final_inertia": float(km.inertia),
@@ -164,6 +193,9 @@ def denoise(
             "mean_s_pos": float(np.nanmean(summary_df["mean_s_pos"].to_numpy()[:-1])),
             "mean_s_neg": float(np.nanmean(summary_df["mean_s_neg"].to_numpy()[:-1])),
         }
+        rechecked = km.details.get("rechecked_per_iter")
+        if rechecked:  # mixed precision: share of points recomputed in fp32, mean over iterations
+            out["kmeans_rechecked_share"] = round(float(np.mean(rechecked)) / km.n_train, 4)
         if gt is not None:
             act = summary_df.iloc[:-1]
             out["agree"] = float(np.nanmean(act["agree"]))

@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wtalcli.confidence import cluster_positive_counts, confidence_map, confidence_summary
+from wtalcli.confidence import (
+    cluster_positive_counts,
+    confidence_map,
+    confidence_summary,
+    video_class_mask,
+)
 from wtalcli.errors import InputError
 from wtalcli.pseudolabels import RULES, mean_threshold_labels
 
@@ -106,6 +111,113 @@ def test_confidence_summary_hand_example() -> None:
     masked = confidence_summary(TOY_S, TOY_LABELS, ["jump"], gt_labels=gt, gt_mask=np.arange(6) < 3)
     assert masked.iloc[0]["n_gt"] == 3
     assert masked.iloc[0]["agree"] == pytest.approx(2 / 3)
+
+
+# Two videos, 2 classes + background: video A = snippets 0..2 labelled {class 0}, video B =
+# snippets 3..5 labelled {class 1}. Pseudo-labels of a class a video lacks are 0 by construction.
+TWO_LABELS = np.array(
+    [  # class 0, class 1, background
+        [1, 0, 0],
+        [0, 0, 1],
+        [1, 0, 0],
+        [0, 1, 0],
+        [0, 1, 0],
+        [0, 0, 1],
+    ],
+    dtype=np.uint8,
+)
+TWO_GT = np.array(
+    [  # A: class 0 on snippets 0, 1; B: class 1 on snippet 4; background = no action
+        [1, 0, 0],
+        [1, 0, 0],
+        [0, 0, 1],
+        [0, 0, 1],
+        [0, 1, 0],
+        [0, 0, 1],
+    ],
+    dtype=np.uint8,
+)
+TWO_S = np.array(
+    [
+        [0.9, 0.5, 0.7],
+        [0.4, 0.5, 0.2],
+        [0.3, 0.5, 0.6],
+        [0.8, 0.6, 0.5],
+        [0.7, 0.9, 0.5],
+        [0.6, 0.8, 0.9],
+    ]
+)
+TWO_OFFSETS, TWO_COUNTS = np.array([0, 3]), np.array([3, 3])
+TWO_VIDEO_LABELS = np.array([[1, 0], [0, 1]], dtype=np.uint8)
+
+
+def test_video_class_mask_hand_example() -> None:
+    mask = video_class_mask(TWO_OFFSETS, TWO_COUNTS, TWO_VIDEO_LABELS, 6)
+    np.testing.assert_array_equal(mask, [[1, 0], [1, 0], [1, 0], [0, 1], [0, 1], [0, 1]])
+    # ground truth adds the classes a video shows without carrying the label: class 0 in B
+    gt = TWO_GT.copy()
+    gt[5, 0] = 1
+    mask = video_class_mask(TWO_OFFSETS, TWO_COUNTS, TWO_VIDEO_LABELS, 6, gt_labels=gt)
+    np.testing.assert_array_equal(mask[:, 0], [1, 1, 1, 1, 1, 1])
+    np.testing.assert_array_equal(mask[:, 1], [0, 0, 0, 1, 1, 1])
+    # rows of no video (a gap) compare nothing; bad spans are refused
+    gap = video_class_mask(np.array([0, 4]), np.array([3, 2]), TWO_VIDEO_LABELS, 6)
+    assert not gap[3].any()
+    with pytest.raises(InputError, match="outside"):
+        video_class_mask(np.array([0, 4]), np.array([3, 3]), TWO_VIDEO_LABELS, 6)
+    with pytest.raises(InputError, match="per video"):
+        video_class_mask(TWO_OFFSETS, TWO_COUNTS, TWO_VIDEO_LABELS[:1], 6)
+
+
+def test_confidence_summary_compares_each_class_on_its_videos() -> None:
+    """The old, unmasked numbers count video B for class 0 (and A for class 1), where pseudo-label
+    0 and GT 0 agree by construction; the per-class mask leaves them out."""
+    old = confidence_summary(TWO_S, TWO_LABELS, ["a", "b"], gt_labels=TWO_GT)
+    mask = video_class_mask(TWO_OFFSETS, TWO_COUNTS, TWO_VIDEO_LABELS, 6)
+    new = confidence_summary(TWO_S, TWO_LABELS, ["a", "b"], gt_labels=TWO_GT, class_mask=mask)
+    assert list(new["class"]) == ["a", "b", "__background__"]
+    # class 0, all rows: A = 1 0 1 0 0 0, G = 1 1 0 0 0 0 -> right 1 0 0 1 1 1
+    assert old.iloc[0]["n_gt"] == 6 and old.iloc[0]["agree"] == pytest.approx(4 / 6)
+    assert old.iloc[0]["agree_weighted"] == pytest.approx((0.9 + 0.8 + 0.7 + 0.6) / 3.7)
+    # class 0, video A only (rows 0..2): right 1 0 0
+    a = new.iloc[0]
+    assert a["n_gt"] == 3 and a["agree"] == pytest.approx(1 / 3)
+    assert a["agree_weighted"] == pytest.approx(0.9 / (0.9 + 0.4 + 0.3))
+    assert a["mean_s_correct"] == pytest.approx(0.9)
+    assert a["mean_s_wrong"] == pytest.approx((0.4 + 0.3) / 2)
+    # class 1, all rows: A = 0 0 0 1 1 0, G = 0 0 0 0 1 0 -> 5 of 6 right; video B only: 0 1 1
+    assert old.iloc[1]["agree"] == pytest.approx(5 / 6)
+    b = new.iloc[1]
+    assert b["n_gt"] == 3 and b["agree"] == pytest.approx(2 / 3)
+    assert b["agree_weighted"] == pytest.approx((0.9 + 0.8) / (0.6 + 0.9 + 0.8))
+    assert b["mean_s_wrong"] == pytest.approx(0.6)
+    # background: every video, unchanged. A = 0 1 0 0 0 1, G = 0 0 1 1 0 1 -> right 1 0 0 0 1 1
+    for df in (old, new):
+        bg = df.iloc[2]
+        assert bg["n_gt"] == 6 and bg["agree"] == pytest.approx(3 / 6)
+        assert bg["agree_weighted"] == pytest.approx((0.7 + 0.5 + 0.9) / 3.4)
+    # counts of pseudo-labels do not depend on the mask
+    np.testing.assert_array_equal(new["n_pos"], old["n_pos"])
+    # gt_mask still applies on top (rows 0, 1, 3, 4): class 0 -> rows 0, 1 (right 1 0)
+    both = confidence_summary(
+        TWO_S, TWO_LABELS, ["a", "b"], gt_labels=TWO_GT, gt_mask=np.array([1, 1, 0, 1, 1, 0]), class_mask=mask
+    )
+    assert list(both["n_gt"]) == [2, 2, 4]
+    assert both.iloc[0]["agree"] == pytest.approx(1 / 2)
+    # a C+1-column mask sets the background's rows too; a wrong shape is refused
+    full = np.concatenate([mask, np.array([[1], [1], [1], [0], [0], [0]], bool)], axis=1)
+    bg_a = confidence_summary(TWO_S, TWO_LABELS, ["a", "b"], gt_labels=TWO_GT, class_mask=full)
+    assert bg_a.iloc[2]["n_gt"] == 3 and bg_a.iloc[2]["agree"] == pytest.approx(1 / 3)
+    with pytest.raises(InputError, match="class_mask"):
+        confidence_summary(TWO_S, TWO_LABELS, ["a", "b"], gt_labels=TWO_GT, class_mask=mask[:5])
+
+
+def test_confidence_summary_class_without_videos_is_nan() -> None:
+    mask = np.zeros((6, 2), bool)
+    mask[:3, 0] = True  # no video carries class 1
+    df = confidence_summary(TWO_S, TWO_LABELS, ["a", "b"], gt_labels=TWO_GT, class_mask=mask)
+    assert df.iloc[1]["n_gt"] == 0
+    assert np.isnan(df.iloc[1]["agree"]) and np.isnan(df.iloc[1]["agree_weighted"])
 
 
 def test_confidence_summary_without_gt_and_empty_class() -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from wtalcli import kmeans as km
 from wtalcli.errors import InputError, WtalError
 from wtalcli.kmeans import _Pass, faiss_available, kmeans
 
@@ -82,6 +84,8 @@ def nearest(x: np.ndarray, c: np.ndarray) -> np.ndarray:
         {"chunk_size": 97},  # chunks that do not divide N
         {"sample": 400},
         {"precision": "bf16"},
+        {"precision": "mixed"},
+        {"precision": "fp32"},
     ],
 )
 def test_planted_clusters_recovered(options: dict) -> None:
@@ -140,6 +144,234 @@ def test_bf16_copy_code_path(update: str) -> None:
         # by <= 2^-9 relative: about sqrt(375) * 1.5 * 2^-9 ~ 0.06 per coordinate) and, without
         # torch's out_dtype (CPU), rounds the sum itself to bf16 (<= 2^-9 relative)
         np.testing.assert_allclose(p.sums.numpy(), exact.numpy(), rtol=2**-8, atol=0.25)
+
+
+# ------------------------------------------------------------------------- certified mixed precision
+
+needs_fast_bf16 = pytest.mark.skipif(
+    bool(km._mixed_unavailable(torch.device("cpu"))),
+    reason="no fast bf16 GEMM on this CPU (AMX-BF16 / AVX512-BF16): the mixed mode runs as fp32 here",
+)
+# both ways the mixed mode computes its bf16 scores: oneDNN on float32 inputs (CPU), and the
+# CUDA code path (a bfloat16 copy, float32 accumulation) run on the CPU, which needs no bf16 CPU
+ROUTES = [pytest.param(False, marks=needs_fast_bf16, id="onednn"), pytest.param(True, id="copy")]
+
+
+def near_ties(n: int = 2400, d: int = 96, k: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Centroids, and points almost equidistant from two of them: the midpoint of a random pair,
+    plus noise orthogonal to their difference, plus an offset along it of about 2^-10 of its length
+    (score margins near the bf16 error, so the bf16 argmax is often wrong, the fp32 one rarely in
+    doubt). A few points sit exactly at a midpoint (ties for fp32 itself)."""
+    rng = np.random.default_rng(seed)
+    c = rng.normal(size=(k, d)).astype(np.float32)
+    a, b = rng.integers(0, k, n), rng.integers(0, k, n)
+    b = np.where(a == b, (b + 1) % k, b)
+    diff = c[a] - c[b]
+    unit = diff / np.linalg.norm(diff, axis=1, keepdims=True)
+    noise = rng.normal(size=(n, d)) * 0.5
+    noise -= (noise * unit).sum(1, keepdims=True) * unit  # orthogonal to c_a - c_b
+    scale = np.abs(rng.normal(size=(n, 1))) * 2.0**-10 * rng.choice([-1.0, 1.0], size=(n, 1))
+    x = (c[a] + c[b]) / 2 + noise + scale * np.linalg.norm(diff, axis=1, keepdims=True) * unit
+    x[:8] = (c[a[:8]] + c[b[:8]]) / 2
+    return x.astype(np.float32), c
+
+
+def fp32_ties(x: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Rows whose exact top-1/top-2 margin is within float32's own error bound (the float32
+    argmax there depends on rounding: "genuine fp32 ties")."""
+    xd, cd = x.astype(np.float64), c.astype(np.float64)
+    s = xd @ cd.T - 0.5 * (cd * cd).sum(1)
+    top = np.sort(s, axis=1)[:, -2:]
+    d = x.shape[1]
+    g = (d + 2) * 2.0**-24 / (1 - (d + 2) * 2.0**-24)
+    err = g * (np.linalg.norm(xd, axis=1) * np.linalg.norm(cd, axis=1).max() + 0.5 * (cd * cd).sum(1).max())
+    return top[:, 1] - top[:, 0] <= 2 * err
+
+
+@pytest.mark.parametrize("copy", ROUTES)
+def test_mixed_pass_equals_fp32_on_near_ties(copy: bool) -> None:
+    x, c = near_ties()
+    xt, ct = torch.from_numpy(x), torch.from_numpy(c)
+    ref = _Pass(xt, 16, 1000, "fp32", "index_add")
+    ref.run(ct, with_update=True)
+    mix = _Pass(xt, 16, 1000, "mixed", "index_add", bf16_copy=copy)
+    assert mix.mixed and (mix.x16 is not None) == copy
+    mix.run(ct, with_update=True)
+    raw = _Pass(xt, 16, 1000, "bf16", "index_add", bf16_copy=copy)
+    raw.run(ct, with_update=True)
+    ties = fp32_ties(x, c)
+    assert ties.sum() <= 0.02 * len(x)  # the planted exact midpoints, and few others
+    wrong_bf16 = (raw.assign != ref.assign).numpy() & ~ties
+    assert wrong_bf16.sum() > 50  # the data has teeth: plain bf16 gets these wrong
+    assert mix.n_rechecked >= wrong_bf16.sum()  # ... and the certificate catches all of them
+    assert mix.n_rechecked < len(x)  # while certifying part of the rows
+    same = (mix.assign == ref.assign).numpy()
+    assert same[~ties].all()
+    assert same.all()  # ties too, in practice: the rows are re-checked with the same float32 GEMM
+    assert torch.equal(mix.counts, ref.counts)
+    np.testing.assert_allclose(mix.sums.numpy(), ref.sums.numpy(), rtol=1e-6, atol=1e-5)
+    assert mix.inertia_from_sums() == pytest.approx(ref.inertia(), rel=1e-6)
+
+
+def adversarial(d: int = 256, rows: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Two centroids and rows that make the bf16 error reach the bound's Cauchy-Schwarz terms:
+    every coordinate of x and of c - m sits just below a rounding midpoint (error ~2^-8 relative,
+    the most round to nearest allows), with signs along c_a - c_j, so dx and e_a - e_j are parallel
+    to c_a - c_j and to x."""
+    rng = np.random.default_rng(1)
+    v = rng.choice([-1.0, 1.0], size=d)  # the direction c_a - c_j
+    near = 1 + 2**-8 - 2**-20  # rounds down to 1: error 2^-8 - 2^-20
+    m = np.full(d, 4.0)
+    c = np.stack([m + v * near / 2, m - v * near / 2])  # c - m = +-v*near/2, exact in float32
+    mags = rng.uniform(0.5, 2.0, size=(rows, 1)).round(3)
+    x = v * near * mags
+    x[rows // 2 :] *= -1
+    x[:, : d // 2] *= rng.choice([1.0, 1.0 + 2**-7], size=(rows, d // 2))  # vary half the roundings
+    return x.astype(np.float32), c.astype(np.float32)
+
+
+@pytest.mark.parametrize("copy", ROUTES)
+@pytest.mark.parametrize("case", ["adversarial", "random"])
+def test_mixed_error_bound_holds(copy: bool, case: str) -> None:
+    """|bf16 score difference - exact difference| <= the certificate's bound, for every row and pair,
+    also on rows built to make the error as large as the bound allows."""
+    if case == "adversarial":
+        x, c = adversarial()
+    else:
+        rng = np.random.default_rng(2)
+        x = (rng.normal(size=(300, 200)) * rng.uniform(0.01, 100, size=(300, 1))).astype(np.float32)
+        c = (rng.normal(size=(40, 200)) * rng.uniform(0.1, 10, size=(40, 1)) + 3).astype(np.float32)
+    xt, ct = torch.from_numpy(x), torch.from_numpy(c)
+    k = len(c)
+    p = _Pass(xt, k, 4096, "mixed", "index_add", bf16_copy=copy)
+    neg_half = -0.5 * (ct * ct).sum(1)
+    m = ct.mean(0)
+    cm = ct - m
+    cm16 = cm.to(torch.bfloat16)
+    b_dx, b_x, b_1 = km._mixed_bounds(ct, m, cm16, neg_half)
+    out_err = torch.zeros(len(x), k, dtype=torch.float64)  # output rounding of a bf16-output GEMM
+    if copy:
+        assert p.out16 and p.x16 is not None
+        o16 = torch.mm(p.x16, cm16.t().contiguous())
+        sc = o16.float() + neg_half
+        out_err = km.U_BF16 / (1 - km.U_BF16) * o16.double().abs()
+    else:
+        with km._cpu_matmul_precision(True):
+            sc = torch.addmm(neg_half, xt, cm.t().contiguous())
+    exact = xt.double() @ (ct.double() - m.double()).t() + neg_half.double()  # shifted by x.m, as sc
+    err = (sc.double()[:, :, None] - sc.double()[:, None, :]) - (exact[:, :, None] - exact[:, None, :])
+    dx, xn = p.dx.double(), p.xn.double()
+    bound = (
+        dx[:, None, None] * b_dx.double()
+        + xn[:, None, None] * b_x.double()
+        + b_1.double()
+        + out_err[:, :, None]
+        + out_err[:, None, :]
+    )  # (N, K, K): bound of pair (a, j)
+    off = ~torch.eye(k, dtype=torch.bool)
+    assert bool((err.abs()[:, off] <= bound[:, off]).all())
+    assert bool((b_1.diagonal() == -math.inf).all())
+    assert bool((dx <= km.U_BF16 * xn + math.sqrt(x.shape[1]) * km.TINY).all())
+    # the chunk-wise form the pass tests, |x| (rho B_dx + B_x + B_1 / min|x|), is at least the
+    # bound (to float32 rounding of rho, which the bound's inflation covers)
+    rho, inv = float((p.dx / p.xn).max()), 1.0 / float(p.xn.min())
+    folded = xn[:, None, None] * (rho * b_dx.double() + b_x.double() + inv * b_1.double())
+    folded += out_err[:, :, None] + out_err[:, None, :]
+    assert bool((folded[:, off] >= bound[:, off] * (1 - 1e-6)).all())
+    if case == "adversarial":  # the bound is tight there: the error reaches most of it (the
+        # output rounding of the copy route is not pushed to its worst case by these rows)
+        assert float((err.abs()[:, off] / bound[:, off]).max()) > (0.75 if copy else 0.9)
+
+
+@pytest.mark.parametrize("copy_budget", [None, 0], ids=["bf16-copy", "no-copy"])
+def test_mixed_kmeans_equals_fp32_and_reports_rechecks(
+    copy_budget: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if km._mixed_unavailable(torch.device("cpu")):
+        pytest.skip("no fast bf16 GEMM on this CPU")
+    if copy_budget is not None:  # inputs too large for a bf16 copy: oneDNN's bf16 mode instead
+        monkeypatch.setattr(km, "MIXED_COPY_MAX_BYTES", copy_budget)
+    x, c = near_ties(n=2000, d=64, k=16, seed=3)
+    x[[5, 1500]] = 0.0  # all-zero rows: never certified, recomputed in fp32
+    for opts in ({}, {"spherical": True}, {"sample": 900}, {"update": "onehot"}):
+        ref = kmeans(x, 16, iterations=8, init_centroids=c, precision="fp32", device="cpu", **opts)
+        mix = kmeans(x, 16, iterations=8, init_centroids=c, precision="mixed", device="cpu", **opts)
+        assert mix.precision == "mixed" and ref.precision == "fp32"
+        np.testing.assert_array_equal(mix.assign, ref.assign)
+        np.testing.assert_array_equal(mix.centroids, ref.centroids)
+        np.testing.assert_allclose(mix.inertia_per_iter, ref.inertia_per_iter, rtol=1e-6)
+        assert mix.inertia == pytest.approx(ref.inertia, rel=1e-6)
+        rc = mix.details["rechecked_per_iter"]
+        assert len(rc) == 8 and all(0 <= r <= mix.n_train for r in rc) and sum(rc) > 0
+        assert 0 <= mix.details["rechecked_final"] <= len(x)
+    # auto: mixed from MIXED_MIN_DIM dimensions up, fp32 below (where fp32 is the faster)
+    auto = kmeans(x, 16, iterations=2, init_centroids=c, device="cpu")
+    assert auto.precision == "fp32" and auto.details["precision_requested"] == "auto"
+    assert "d = 64" in auto.details["precision_note"]
+    wide = np.random.default_rng(4).normal(size=(300, km.MIXED_MIN_DIM)).astype(np.float32)
+    assert kmeans(wide, 4, iterations=2, device="cpu").precision == "mixed"
+
+
+def test_mixed_empty_cluster_rule_matches_fp32() -> None:
+    """The farthest-point re-seeding needs fp32 distances: a mixed run recomputes them."""
+    x = overlapping(n=600)
+    init = np.concatenate([x[:6], np.full((2, x.shape[1]), 1e3, np.float32)])  # 2 clusters start empty
+    ref = kmeans(x, 8, iterations=3, init_centroids=init, precision="fp32", device="cpu")
+    mix = kmeans(x, 8, iterations=3, init_centroids=init, precision="mixed", device="cpu")
+    assert ref.n_reseeded == mix.n_reseeded == 2
+    np.testing.assert_array_equal(mix.assign, ref.assign)
+    np.testing.assert_array_equal(mix.centroids, ref.centroids)
+
+
+def test_mixed_falls_back_to_fp32_without_fast_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(km, "_cpu_bf16_fast", lambda: False)
+    x = np.random.default_rng(5).normal(size=(400, km.MIXED_MIN_DIM)).astype(np.float32)
+    for precision in ("auto", "mixed"):
+        res = kmeans(x, 8, iterations=3, precision=precision, device="cpu")
+        assert res.precision == "fp32"
+        assert "no fast bf16" in res.details["precision_note"]
+        assert "rechecked_per_iter" not in res.details
+        ref = kmeans(x, 8, iterations=3, precision="fp32", device="cpu")
+        np.testing.assert_array_equal(res.assign, ref.assign)
+    assert kmeans(x, 8, iterations=1, precision="bf16", device="cpu").precision == "bf16"
+    # CUDA: auto stays fp32 (the mixed path there is not measured yet)
+    assert km._resolve_precision("auto", torch.device("cuda"), 2048) == ("fp32", "")
+    with pytest.raises(InputError, match="precision"):
+        kmeans(x, 8, precision="fp16")
+
+
+def test_bf16_probe_checks_rounding_and_accumulation() -> None:
+    km._bf16_probe.cache_clear()
+    assert km._bf16_probe("cpu", True) == ""  # the copy route, emulated on the CPU: the exact model
+
+    def rne(a: torch.Tensor) -> torch.Tensor:
+        return a.to(torch.bfloat16).float()
+
+    def trunc(a: torch.Tensor) -> torch.Tensor:
+        return (a.contiguous().view(torch.int32) & ~0xFFFF).view(torch.float32)
+
+    assert km._check_bf16_gemm(lambda a, b: rne(a) @ rne(b)) == ""
+    assert "not rounded" in km._check_bf16_gemm(lambda a, b: a @ b)  # plain float32: no speed-up
+    assert "nearest even" in km._check_bf16_gemm(lambda a, b: trunc(a) @ trunc(b))
+    assert "nearest even" in km._check_bf16_gemm(lambda a, b: rne(a) @ trunc(b))  # either operand
+
+    def bf16_out(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return (a.bfloat16() @ b.bfloat16()).float()  # torch's CPU bf16 GEMM: fp32 sums, bf16 out
+
+    assert "float32" in km._check_bf16_gemm(bf16_out)  # refused where a float32 output is assumed
+    assert km._check_bf16_gemm(bf16_out, out16=True) == ""  # accepted where its rounding is counted
+    assert km._check_bf16_gemm(lambda a, b: rne(a) @ rne(b), out16=True) != ""  # not rounded at the end
+
+    def bf16_sums(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # accumulates in bf16
+        p = a.bfloat16()[:, :, None] * b.bfloat16()[None, :, :]  # (M, L, N) exact products
+        acc = torch.zeros(a.shape[0], b.shape[1], dtype=torch.bfloat16)
+        for i in range(0, a.shape[1], 256):
+            acc += p[:, i : i + 256].float().sum(1).bfloat16()
+        return acc.float()
+
+    assert "float32" in km._check_bf16_gemm(bf16_sums, out16=True)
+    km._bf16_probe.cache_clear()
+    assert km._bf16_probe("cpu", False) == "" or not km._cpu_bf16_fast()
 
 
 def test_deterministic_for_a_seed() -> None:

@@ -65,23 +65,70 @@ def confidence_map(assign: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray
     return np.where(lab, sp, np.float32(1.0) - sp)
 
 
+def video_class_mask(
+    offsets: np.ndarray,
+    n_snippets: np.ndarray,
+    video_labels: np.ndarray,
+    n_rows: int,
+    gt_labels: np.ndarray | None = None,
+) -> np.ndarray:
+    """``(n_rows, C)`` bool: snippet t belongs to a video that carries class c, in its video-level
+    labels ``video_labels`` (V, C) multi-hot or, when ``gt_labels`` (N, C or C+1) is given, in its
+    ground truth (any snippet of the video labelled c). Snippets of no video: False everywhere.
+    ``offsets``/``n_snippets`` (V,) locate each video's snippets, as in a videos table."""
+    off = np.asarray(offsets, dtype=np.int64).reshape(-1)
+    cnt = np.asarray(n_snippets, dtype=np.int64).reshape(-1)
+    vl = np.asarray(video_labels).astype(bool, copy=False)
+    if vl.ndim != 2 or vl.shape[0] != off.shape[0] or cnt.shape != off.shape:
+        raise InputError(
+            f"video labels of shape {vl.shape} for {off.shape[0]} videos", "pass one label row per video"
+        )
+    if len(off) and (off.min() < 0 or (off + cnt).max() > n_rows):
+        raise InputError(f"video spans reach outside the {n_rows} snippets", "pass the table's offsets")
+    carries = vl.copy()
+    if gt_labels is not None:
+        gt = _check_labels(gt_labels, "ground-truth snippet labels")[:, : vl.shape[1]]
+        if gt.shape != (n_rows, vl.shape[1]):
+            raise InputError(f"ground-truth labels have shape {gt.shape}, expected {n_rows} rows of classes")
+        for v, (o, n) in enumerate(zip(off, cnt, strict=True)):
+            if n:
+                carries[v] |= gt[o : o + n].any(0)
+    video_of = np.full(n_rows, -1, dtype=np.int64)
+    for v, (o, n) in enumerate(zip(off, cnt, strict=True)):
+        video_of[o : o + n] = v
+    mask = np.zeros((n_rows, vl.shape[1]), dtype=bool)
+    inside = video_of >= 0
+    mask[inside] = carries[video_of[inside]]
+    return mask
+
+
 def confidence_summary(
     s: np.ndarray,
     labels: np.ndarray,
     classes: Sequence[str],
     gt_labels: np.ndarray | None = None,
     gt_mask: np.ndarray | None = None,
+    class_mask: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Per-channel diagnostics of a confidence map, one row per class plus the background.
 
     Columns: ``class``, ``n_pos`` / ``n_neg`` (snippets with pseudo-label 1 / 0), ``mean_s_pos`` /
     ``mean_s_neg`` (mean S over them; NaN when none). With ground-truth snippet labels
-    ``gt_labels`` (N, C+1), on the rows where ``gt_mask`` (N,) is True (default: all):
-    ``n_gt`` rows compared, ``agree`` = share of snippets whose pseudo-label equals the GT,
-    ``agree_weighted`` = ``sum_t S[t,c] 1[A[t,c] = G[t,c]] / sum_t S[t,c]`` (the same share when each
-    snippet counts with its confidence, as DCC weights its features; above ``agree`` when S is
-    higher on correct pseudo-labels), ``mean_s_correct`` / ``mean_s_wrong`` (mean S over snippets
-    whose pseudo-label is right / wrong).
+    ``gt_labels`` (N, C+1), per channel on its compared rows: ``n_gt`` rows compared, ``agree`` =
+    share of them whose pseudo-label equals the GT, ``agree_weighted`` =
+    ``sum_t S[t,c] 1[A[t,c] = G[t,c]] / sum_t S[t,c]`` (the same share when each snippet counts with
+    its confidence, as DCC weights its features; above ``agree`` when S is higher on correct
+    pseudo-labels), ``mean_s_correct`` / ``mean_s_wrong`` (mean S over snippets whose pseudo-label
+    is right / wrong); NaN where nothing is compared.
+
+    Compared rows: those where ``gt_mask`` (N,) is True (default: all), and, for class channel c,
+    where ``class_mask[:, c]`` is True. Pass ``class_mask`` (N, C), from ``video_class_mask``: the
+    snippets of videos that carry class c. Without it every snippet of every video counts, and the
+    videos without class c, where pseudo-label 0 and GT 0 agree by construction (pseudo-labels of
+    unlabelled classes are 0), inflate ``agree`` and ``agree_weighted`` towards 1. The background
+    channel is compared on all ``gt_mask`` rows: every video has a background channel (its
+    pseudo-label is never forced to 0), so there is no absent-background case to leave out. A
+    ``class_mask`` of C+1 columns sets the background's rows explicitly.
     """
     lab = _check_labels(labels, "pseudo-labels")
     s = np.asarray(s, dtype=np.float64)
@@ -113,16 +160,30 @@ def confidence_summary(
             rows = np.ones(lab.shape[0], dtype=bool) if gt_mask is None else np.asarray(gt_mask, dtype=bool)
             if rows.shape != (lab.shape[0],):
                 raise InputError(f"gt_mask has shape {rows.shape}, expected ({lab.shape[0]},)")
-            right = (lab == gt)[rows]  # (M, C+1)
-            sr = s[rows]
-            n_gt = int(rows.sum())
-            n_right = right.sum(0)
-            table["n_gt"] = np.full(lab.shape[1], n_gt, dtype=np.int64)
-            table["agree"] = n_right / (n_gt if n_gt else np.nan)
-            table["agree_weighted"] = np.where(right, sr, 0.0).sum(0) / np.where(
-                sr.sum(0) > 0, sr.sum(0), np.nan
-            )
-            table["mean_s_correct"] = np.where(right, sr, 0.0).sum(0) / np.where(n_right > 0, n_right, np.nan)
+            use = np.repeat(rows[:, None], lab.shape[1], axis=1)  # (N, C+1) rows compared per channel
+            if class_mask is not None:
+                cm = np.asarray(class_mask, dtype=bool)
+                if (
+                    cm.ndim != 2
+                    or cm.shape[0] != lab.shape[0]
+                    or cm.shape[1] not in (lab.shape[1] - 1, lab.shape[1])
+                ):
+                    raise InputError(
+                        f"class_mask has shape {cm.shape}, expected ({lab.shape[0]}, {lab.shape[1] - 1})",
+                        "pass one column per class (video_class_mask)",
+                    )
+                use[:, : cm.shape[1]] &= cm
+            right = lab == gt  # (N, C+1)
+            n_gt = use.sum(0)
+            n_right = (right & use).sum(0)
+            s_use = np.where(use, s, 0.0)
+            s_right = np.where(right, s_use, 0.0).sum(0)
+            s_all = s_use.sum(0)
             n_wrong = n_gt - n_right
-            table["mean_s_wrong"] = np.where(right, 0.0, sr).sum(0) / np.where(n_wrong > 0, n_wrong, np.nan)
+            table["n_gt"] = n_gt.astype(np.int64)
+            table["agree"] = n_right / np.where(n_gt > 0, n_gt, np.nan)
+            table["agree_weighted"] = s_right / np.where(s_all > 0, s_all, np.nan)
+            table["mean_s_correct"] = s_right / np.where(n_right > 0, n_right, np.nan)
+            s_wrong = np.where(right, 0.0, s_use).sum(0)
+            table["mean_s_wrong"] = s_wrong / np.where(n_wrong > 0, n_wrong, np.nan)
     return pd.DataFrame(table)
