@@ -85,9 +85,25 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=120)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--profile-steps", type=int, default=10)
+    ap.add_argument(
+        "--steps-only",
+        choices=("small", "thumos"),
+        help="only time isolated train steps at that shape (small: B16 T128 D256 H256; thumos: "
+        "B16 T750 D2048 H2048), baseline vs DCC, alternating",
+    )
+    ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--json", type=Path, default=Path(__file__).parent / "out" / "dcc_overhead.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.steps_only:
+        shape = {"small": (16, 128, 256, 256, 128, 20), "thumos": (16, 750, 2048, 2048, 512, 20)}
+        r = step_costs(*shape[args.steps_only], reps=args.reps, train_videos=200)
+        print(
+            f"# {args.steps_only} shape, {args.threads} thread(s), median of {r['reps']} alternating steps, "
+            f"load {os.getloadavg()[0]:.2f}: baseline {r['baseline_ms']:.0f} ms CPU, DCC "
+            f"{r['dcc_ms']:.0f} ms CPU -> {r['dcc_ms'] / r['baseline_ms']:.3f}x"
+        )
+        return
     full = SCALE_PRESETS[args.preset]["iterations"]
     load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
@@ -110,7 +126,9 @@ def main() -> None:
         (dm, dw, dc) = timed(lambda: train_dcc(store, base_full.id, pl.id, conf.id, dp, log=quiet))
         d_steps = clock.take()
         rounds = store.get(dm[0].path).manifest["summary"].get("rounds")
-        prof = profile_dcc(store, base_full.id, pl.id, conf.id, args.profile_steps)
+        prof = (
+            profile_dcc(store, base_full.id, pl.id, conf.id, args.profile_steps) if args.profile_steps else []
+        )
     n = args.iterations
     res = {
         "preset": args.preset,
@@ -148,6 +166,54 @@ def main() -> None:
         print(f"  {row['name']:<40} {row['ms']:8.1f} ms")
     args.json.parent.mkdir(exist_ok=True)
     args.json.write_text(json.dumps(res, indent=1))
+
+
+def step_costs(b: int, t: int, d: int, hidden: int, attn: int, c: int, reps: int, train_videos: int) -> dict:
+    """One BaS-Net training step (forward, loss, backward, Adam) with and without the DCC terms
+    (projection head, region pooling, InfoNCE against a full memory bank, bank update) at the given
+    shape, on random inputs, alternating the two so that load drift hits both; median CPU ms."""
+    from wtalcli.dcc import ProjectionHead, RegionBank, dcc_loss, region_features
+    from wtalcli.losses import basnet_loss
+    from wtalcli.models import BaSNet
+
+    g = torch.Generator().manual_seed(0)
+    rng = np.random.default_rng(0)
+    labels = np.zeros((train_videos, c), np.float32)
+    labels[np.arange(train_videos), rng.integers(0, c, train_videos)] = 1
+    labels[rng.random(train_videos) < 0.2, 0] = 1  # some multi-label videos
+    bank = RegionBank(labels, 5, 512)
+    bank.feat = torch.nn.functional.normalize(torch.randn(len(bank), 512, generator=g), dim=-1)
+    bank.valid[:] = True
+    model = BaSNet(d, c, hidden=hidden, attn_hidden=attn)
+    head = ProjectionHead(hidden, 512)
+    opt = torch.optim.Adam([*model.parameters(), *head.parameters()], lr=1e-4)
+    x = torch.randn(b, t, d, generator=g)
+    pos = rng.choice(train_videos, b, replace=False)
+    y = torch.from_numpy(labels[pos])
+    a = (torch.rand(b, t, c + 1, generator=g) > 0.5).float()
+    s = torch.rand(b, t, c + 1, generator=g)
+
+    def step(dcc: bool) -> float:
+        c0 = time.process_time()
+        opt.zero_grad(set_to_none=True)
+        out = model(x)
+        total, _ = basnet_loss(out, y)
+        if dcc:
+            regions = region_features(head(out.h_base), a, s, y, torch.from_numpy(pos), 5)
+            loss, _ = dcc_loss(regions, bank, "bank", 0.1)
+            total = total + loss
+        total.backward()
+        opt.step()
+        if dcc:
+            bank.update(regions)
+        return 1000 * (time.process_time() - c0)
+
+    step(False), step(True)  # warm-up
+    base, dcc = [], []
+    for _ in range(reps):
+        base.append(step(False))
+        dcc.append(step(True))
+    return {"baseline_ms": float(np.median(base)), "dcc_ms": float(np.median(dcc)), "reps": reps}
 
 
 def profile_dcc(store: Store, model: str, pl: str, conf: str, steps: int) -> list[dict]:

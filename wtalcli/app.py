@@ -307,6 +307,16 @@ def denoise_cmd(
     sample: Annotated[
         int | None, typer.Option(help="Iterate on this many snippets, then assign all.")
     ] = None,
+    precision: Annotated[
+        str,
+        typer.Option(
+            help=(
+                "k-means GEMM precision: auto (mixed on a CPU with fast bf16 GEMMs and embeddings "
+                "of 512+ dimensions, else fp32), fp32, mixed (certified bf16 with fp32 re-checks: "
+                "the fp32 assignments, faster), or bf16 (fastest, approximate)."
+            )
+        ),
+    ] = "auto",
     pseudolabels: Annotated[
         str | None, typer.Option("--pseudolabels", help="Pseudo-label artifact (default: newest).")
     ] = None,
@@ -332,6 +342,7 @@ def denoise_cmd(
         spherical=spherical,
         sample=sample,
         device=device,
+        precision=precision,
     )
     art = denoise(_store(workdir), pseudolabels, model, params, force=force)
     _emit_artifact(art, summary=art.manifest.get("summary"))
@@ -805,6 +816,11 @@ def _key_params(params: dict, limit: int = 6) -> dict:
 # ---------------------------------------------------------------- entry point
 
 
+# typer vendors click: its usage-error classes are reached through the public BadParameter
+_USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+_CLICK_EXCEPTION = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry: maps errors to one line and exit codes (0 ok, 1 error, 2 usage)."""
     args = sys.argv[1:] if argv is None else list(argv)
@@ -812,10 +828,29 @@ def main(argv: list[str] | None = None) -> int:
     if "--debug" in args:  # accepted anywhere on the line, not only before the command
         args = ["--debug"] + [a for a in args if a != "--debug"]
     try:
-        app(args=args, prog_name="wtal")  # standalone: usage errors print and exit 2
+        # not standalone: usage errors come back here and are printed as one line
+        code = app(args=args, prog_name="wtal", standalone_mode=False)
+        return code if isinstance(code, int) else 0
     except SystemExit as exc:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)
+    except _USAGE_ERROR as exc:
+        if debug:
+            raise
+        where = exc.ctx.command_path if exc.ctx is not None else "wtal"
+        message = " ".join(exc.format_message().split())
+        if not message:  # `wtal` alone: the help was printed
+            return 2
+        err.print(f"[red]error:[/red] {escape(message)} (see `{escape(where)} -h`)")
+        return 2
+    except _CLICK_EXCEPTION as exc:  # other command-line errors (e.g. a missing file argument)
+        if debug:
+            raise
+        err.print(f"[red]error:[/red] {escape(' '.join(exc.format_message().split()))}")
+        return exc.exit_code
+    except typer.Abort:
+        err.print("[red]error:[/red] interrupted")
+        return 130
     except WtalError as exc:
         if debug:
             raise
