@@ -369,3 +369,16 @@ def _worker(spec_path: str) -> None:
 if __name__ == "__main__":
     if sys.argv[1] == "stages":
         _worker(sys.argv[2])
+
+
+@pytest.mark.parametrize("command", ["run", "denoise", "evaluate", "ablate"])
+def test_single_process_commands_refuse_torchrun(tmp_path, command):
+    env = {**os.environ, "WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}
+    wtal = str(Path(sys.executable).with_name("wtal"))
+    run = subprocess.run(
+        [wtal, command, "--workdir", str(tmp_path)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    (line,) = [x for x in run.stderr.splitlines() if x.startswith("error:")]
+    assert f"`wtal {command}` runs as one process, not under torchrun" in line and "(fix:" in line
+    assert not any(tmp_path.iterdir())  # refused before anything was written

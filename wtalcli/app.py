@@ -19,7 +19,7 @@ from rich.markup import escape
 
 from wtalcli import __version__
 from wtalcli.console import emit, err
-from wtalcli.errors import WtalError
+from wtalcli.errors import InputError, WtalError
 from wtalcli.store import Store, code_version
 
 app = typer.Typer(
@@ -71,8 +71,13 @@ def _print_version(value: bool) -> None:
         raise typer.Exit(0)
 
 
+# the commands that run under torchrun (docs/distributed.md); the others refuse it
+DISTRIBUTED_COMMANDS = ("baseline", "train-dcc", "extract")
+
+
 @app.callback()
 def _main(
+    ctx: typer.Context,
     debug: Debug = False,
     version: Annotated[
         bool,
@@ -80,6 +85,14 @@ def _main(
     ] = False,
 ) -> None:
     """Global options (``--debug`` is also accepted after the command)."""
+    from wtalcli import distributed
+
+    command = ctx.invoked_subcommand
+    if command and command not in DISTRIBUTED_COMMANDS and distributed.launched().active:
+        raise InputError(
+            f"`wtal {command}` runs as one process, not under torchrun",
+            f"launch it without torchrun (only {', '.join(DISTRIBUTED_COMMANDS)} are distributed)",
+        )
 
 
 # ---------------------------------------------------------------- extract
