@@ -302,7 +302,7 @@ def _ablate(store, p: AblationParams, fs_art, plan, vs: list[Variant], runner: R
     tau, beta_end = p.dcc.tau, p.dcc.beta_end
     if p.select:
         grid = [(t, b) for t in p.grid_tau for b in p.grid_beta_end]
-        jobs = []
+        jobs, cell = [], {}  # job name -> its (tau, beta_end, seed)
         for s in p.select_seeds:
             m, tc = bases[f"baseline holdout seed {s}"]
             pl, conf = _targets(store, m, tc, p.dcc.clusters, s, p.device, log)
@@ -310,19 +310,14 @@ def _ablate(store, p: AblationParams, fs_art, plan, vs: list[Variant], runner: R
                 {"tau": np.nan, "beta_end": np.nan, "seed": s, "run": "baseline", "model": m, "tcas": tc}
             )
             for t, b in grid:
-                jobs.append(
-                    (
-                        f"select tau {t} beta {b:g} seed {s}",
-                        _dcc_job,
-                        (m, pl, conf, _dcc_params(p, s, t, b, {})),
-                    )
-                )
+                name = f"select tau {t} beta {b:g} seed {s}"
+                cell[name] = (t, b, s)
+                jobs.append((name, _dcc_job, (m, pl, conf, _dcc_params(p, s, t, b, {}))))
         done = runner.map(jobs)
         for name, (m, tc) in done.items():
-            parts = name.split()
+            t, b, s = cell[name]
             selection_rows.append(
-                {"tau": float(parts[2]), "beta_end": float(parts[4]), "seed": int(parts[6]), "run": "DCC"}
-                | {"model": m, "tcas": tc}
+                {"tau": float(t), "beta_end": float(b), "seed": s, "run": "DCC", "model": m, "tcas": tc}
             )
         for row in selection_rows:
             row.update(_score(store, row["tcas"], "val", _quiet))
