@@ -37,8 +37,8 @@ from stages.denoise import DenoiseParams, denoise  # noqa: E402
 from stages.extract import extract_synthetic  # noqa: E402
 from stages.pseudolabel import pseudolabel  # noqa: E402
 from stages.train_dcc import DCCParams, train_dcc  # noqa: E402
-from wtalcli.schema import FeatureSet  # noqa: E402
-from wtalcli.store import Store  # noqa: E402
+from wtalcli.core.store import Store  # noqa: E402
+from wtalcli.data.schema import FeatureSet  # noqa: E402
 
 
 def quiet(_msg: str) -> None:
@@ -172,9 +172,9 @@ def step_costs(b: int, t: int, d: int, hidden: int, attn: int, c: int, reps: int
     """One BaS-Net training step (forward, loss, backward, Adam) with and without the DCC terms
     (projection head, region pooling, InfoNCE against a full memory bank, bank update) at the given
     shape, on random inputs, alternating the two so that load drift hits both; median CPU ms."""
-    from wtalcli.dcc import ProjectionHead, RegionBank, dcc_loss, region_features
-    from wtalcli.losses import basnet_loss
-    from wtalcli.models import BaSNet
+    from wtalcli.dcc.contrast import ProjectionHead, RegionBank, dcc_loss, region_features
+    from wtalcli.model.basnet import BaSNet
+    from wtalcli.model.losses import basnet_loss
 
     g = torch.Generator().manual_seed(0)
     rng = np.random.default_rng(0)

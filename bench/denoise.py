@@ -246,9 +246,9 @@ def main() -> None:
             pass
     threads = torch.get_num_threads()
 
-    from wtalcli.confidence import confidence_map
-    from wtalcli.kmeans import _kmeanspp, faiss_available, kmeans
-    from wtalcli.pseudolabels import mean_threshold_labels
+    from wtalcli.dcc.confidence import confidence_map
+    from wtalcli.dcc.kmeans import _kmeanspp, faiss_available, kmeans
+    from wtalcli.dcc.pseudolabels import mean_threshold_labels
 
     n, d, k, iters = args.n, args.d, args.k, args.iters
     only = set(filter(None, args.only.split(",")))

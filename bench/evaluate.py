@@ -1,4 +1,4 @@
-"""Benchmark ``wtalcli.evaluation`` on ActivityNet-1.3 validation scale (performance.md section 2).
+"""Benchmark ``wtalcli.evaluation.detection`` on ActivityNet-1.3 validation scale (performance.md section 2).
 
 Generates 100 predictions per validation video (472,800 for the 4,728 videos of the BSN-derived
 GT): 60 jittered copies of the video's instances (mostly the right label) and 40 random segments
@@ -29,8 +29,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from wtalcli.evaluation import TIOU_PRESETS, evaluate_detection, load_predictions  # noqa: E402
-from wtalcli.gt import GroundTruth, load_gt_json  # noqa: E402
+from wtalcli.evaluation.detection import TIOU_PRESETS, evaluate_detection, load_predictions  # noqa: E402
+from wtalcli.evaluation.groundtruth import GroundTruth, load_gt_json  # noqa: E402
 
 GT_PATH = Path("/work/shared/datasets/activitynet13/derived/anet13_gt_trainval.json")
 

@@ -38,10 +38,10 @@ import av  # noqa: E402
 import torch  # noqa: E402
 import torchvision  # noqa: E402
 
-from wtalcli.backbones import BACKBONES, backbone_spec, build_backbone  # noqa: E402
-from wtalcli.timegrid import TimeGrid  # noqa: E402
-from wtalcli.video import VideoStream, torchcodec_available  # noqa: E402
-from wtalcli.video_extract import extract  # noqa: E402
+from wtalcli.data.timegrid import TimeGrid  # noqa: E402
+from wtalcli.video.backbones import BACKBONES, backbone_spec, build_backbone  # noqa: E402
+from wtalcli.video.decode import VideoStream, torchcodec_available  # noqa: E402
+from wtalcli.video.extract import extract  # noqa: E402
 
 # performance.md section 4: one H100, batch 32, 16-frame clips, random weights (clips/s)
 H100_FP32 = {"r2plus1d_18": 729, "r3d_18": 1479, "s3d": 863, "mvit_v2_s": 149, "swin3d_t": 212}
@@ -160,8 +160,8 @@ CHILD = r"""
 import sys, json
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
-from wtalcli.timegrid import TimeGrid
-from wtalcli.video import VideoStream
+from wtalcli.data.timegrid import TimeGrid
+from wtalcli.video.decode import VideoStream
 mode, path = sys.argv[2], Path(sys.argv[3])
 grid = TimeGrid(25.0, 16, 16)
 if mode == "decode":
@@ -169,7 +169,7 @@ if mode == "decode":
     n = sum(1 for _ in s.clips(grid, (112, 112)))
     out = {"clips": n, "max_window": s.stats.max_window, "frames": s.info.n_frames}
 else:
-    from wtalcli.video_extract import extract
+    from wtalcli.video.extract import extract
     rep = extract([path], Path(sys.argv[4]), "r3d_18", "random", grid, batch_size=16, device="cpu", size=32)
     out = {"clips": rep.snippets}
 # VmHWM, not ru_maxrss: after fork + exec, ru_maxrss still counts the parent's pages

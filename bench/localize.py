@@ -1,4 +1,4 @@
-"""Benchmark ``wtalcli.localization.localize_all`` at THUMOS14 test scale (performance.md section 5).
+"""Benchmark ``wtalcli.evaluation.localization.localize_all`` at THUMOS14 test scale (performance.md section 5).
 
 Synthetic T-CAS: 212 videos x (20 classes + background) x T = 750 snippets, softmax over
 channels of smooth random logits with 2-8 planted action segments of 1-3 classes per video.
@@ -30,8 +30,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from wtalcli.localization import LocalizeParams, localize_all, minmax_norm, upsample_dense  # noqa: E402
-from wtalcli.timegrid import TimeGrid  # noqa: E402
+from wtalcli.data.timegrid import TimeGrid  # noqa: E402
+from wtalcli.evaluation.localization import LocalizeParams, localize_all, minmax_norm, upsample_dense  # noqa: E402
 
 
 def synthetic_cas(n_videos: int, n_classes: int, T: int, seed: int):

@@ -28,10 +28,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import probes  # noqa: E402
 import torch  # noqa: E402
 
-from wtalcli import probes  # noqa: E402
-from wtalcli.synthetic import PRESETS, generate, resolve_config  # noqa: E402
+from wtalcli.data.synthetic import PRESETS, generate, resolve_config  # noqa: E402
 
 # THUMOS14 (shared/datasets/STATS.md): validation (our train) and test
 THUMOS = {

@@ -1,14 +1,14 @@
 """Benchmark one BaS-Net training iteration (performance.md section 3): seconds per iteration, peak
 memory, and the ratio to the FLOP floor, with data loading included.
 
-Every case trains through :class:`wtalcli.training.Trainer` on a feature set written to a temporary
+Every case trains through :class:`wtalcli.model.training.Trainer` on a feature set written to a temporary
 directory (random features, THUMOS-like video lengths), so each timed iteration includes sampling,
 the gather from the memory-mapped ``features.npy`` (in the page cache after writing), the
 host-to-device copy, forward, backward and the Adam step. Each case runs in its own subprocess so
 that its peak memory (CPU: peak RSS minus the RSS before the trainer was built; GPU:
 ``torch.cuda.max_memory_allocated``) is its own.
 
-Floor = FLOPs of forward + backward (:func:`wtalcli.models.count_train_flops`, exact GEMM count,
+Floor = FLOPs of forward + backward (:func:`wtalcli.model.basnet.count_train_flops`, exact GEMM count,
 checked against torch's FLOP counter in the tests) / GEMM rate measured in the same subprocess on the
 model's dominant GEMM shape (``(B*T) x (3*hidden) @ (3*hidden) x hidden``), best of several tries.
 The data-loading column times the loader alone (inline gather of one batch). On a CPU shared with
@@ -45,9 +45,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from wtalcli.models import count_train_flops  # noqa: E402
-from wtalcli.schema import FeatureSet, write_feature_set  # noqa: E402
-from wtalcli.training import BatchLoader, TrainConfig, Trainer, numerics  # noqa: E402
+from wtalcli.data.schema import FeatureSet, write_feature_set  # noqa: E402
+from wtalcli.model.basnet import count_train_flops  # noqa: E402
+from wtalcli.model.training import BatchLoader, TrainConfig, Trainer, numerics  # noqa: E402
 
 
 @dataclass(frozen=True)

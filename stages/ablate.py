@@ -40,10 +40,10 @@ import pandas as pd
 from stages.baseline import BaselineParams
 from stages.evaluate import EvalParams
 from stages.train_dcc import DCCParams
-from wtalcli.console import log as _log
-from wtalcli.console import warn
-from wtalcli.errors import InputError
-from wtalcli.store import Artifact, Store, build_or_skip
+from wtalcli.core.console import log as _log
+from wtalcli.core.console import warn
+from wtalcli.core.errors import InputError
+from wtalcli.core.store import Artifact, Store, build_or_skip
 
 TABLES = ("main", "scope", "clusters")
 LOG_DIR = Path(".work") / "ablate-logs"
@@ -372,7 +372,7 @@ def _ablate(store, p: AblationParams, fs_art, plan, vs: list[Variant], runner: R
         sel.to_parquet(tmp / "selection.parquet")
         (tmp / "table.md").write_text(markdown)
         try:
-            from wtalcli.plots import ablation_figure
+            from wtalcli.report.plots import ablation_figure
         except ImportError:  # matplotlib is optional (the `plot` extra)
             warn("matplotlib is not installed: no ablation.png (pip install 'wtal[plot]')")
         else:

@@ -3,7 +3,7 @@ artifact (checkpoint, training log, training-snippet embeddings) and the T-CAS a
 
 Under ``torchrun`` (``docs/distributed.md``) every rank trains on its slice of each batch, and rank 0
 alone resolves the inputs, decides whether the run is already built, holds the store's lock, saves
-checkpoints and publishes the artifacts; the others follow its decisions (:mod:`wtalcli.distributed`).
+checkpoints and publishes the artifacts; the others follow its decisions (:mod:`wtalcli.core.distributed`).
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from wtalcli import distributed
-from wtalcli.console import log as _log
-from wtalcli.console import progress as _progress
-from wtalcli.errors import InputError
-from wtalcli.schema import FeatureSet, check_finite_rows, rebase, write_tcas, write_videos
-from wtalcli.store import Artifact, Plan, Store, build_or_skip
+from wtalcli.core import distributed
+from wtalcli.core.console import log as _log
+from wtalcli.core.console import progress as _progress
+from wtalcli.core.errors import InputError
+from wtalcli.core.store import Artifact, Plan, Store, build_or_skip
+from wtalcli.data.schema import FeatureSet, check_finite_rows, rebase, write_tcas, write_videos
 
 WORK_DIR = ".work"  # per-run scratch space that survives a crash (resumable checkpoints)
 
@@ -69,7 +69,7 @@ def resolve_preset(fs_art: Artifact, preset: str) -> str:
 
 def train_config(fs_art: Artifact, p: BaselineParams):
     """The :class:`TrainConfig` for these parameters (preset values filled in)."""
-    from wtalcli.training import TrainConfig
+    from wtalcli.model.training import TrainConfig
 
     preset = SCALE_PRESETS[resolve_preset(fs_art, p.preset)]
     values = {
@@ -121,7 +121,7 @@ def export_tcas(
     model, fs: FeatureSet, cfg, device, tmp: Path, train_rows: np.ndarray, val_rows: np.ndarray
 ) -> dict:
     """Write the T-CAS of every video (``val`` marks held-out training videos)."""
-    from wtalcli.training import infer
+    from wtalcli.model.training import infer
 
     rows = np.arange(len(fs.videos))
     videos = rebase(fs.videos.iloc[rows])
@@ -137,7 +137,7 @@ def export_embeddings(
 ) -> dict:
     """Base-branch embeddings ``h`` of the training snippets (float16), with their videos table;
     ``outputs["result"]`` receives the same pass's CAS and scores when ``outputs`` is given."""
-    from wtalcli.training import infer
+    from wtalcli.model.training import infer
 
     videos = rebase(fs.videos.iloc[train_rows])
     n = int(videos["n_snippets"].sum())
@@ -209,7 +209,7 @@ def run_training(
 
     Under torchrun rank 0 decides whether to resume (every rank then loads the same checkpoint),
     keeps the step log and shows the progress bar; the trainer saves checkpoints on rank 0 only."""
-    from wtalcli.training import Trainer
+    from wtalcli.model.training import Trainer
 
     ctx = distributed.current()
     work = store.root / WORK_DIR / plan.id
@@ -291,8 +291,8 @@ def publish(
     """Publish a finished training run as its ``model`` artifact (checkpoint, training log,
     training-snippet embeddings) and its ``tcas`` artifact (with the inside/outside sanity figure);
     shared by ``baseline`` and ``train-dcc``."""
-    from wtalcli.diagnostics import inside_outside
-    from wtalcli.schema import TCAS
+    from wtalcli.data.schema import TCAS
+    from wtalcli.evaluation.diagnostics import inside_outside
 
     model = trainer.model
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from wtalcli.console import log as _log
-from wtalcli.errors import InputError, MismatchError
-from wtalcli.schema import FeatureSet, SnippetTable, load_npy, read_classes, read_parquet, write_videos
-from wtalcli.store import Artifact, Store, build_or_skip
+from wtalcli.core.console import log as _log
+from wtalcli.core.errors import InputError, MismatchError
+from wtalcli.core.store import Artifact, Store, build_or_skip
+from wtalcli.data.schema import FeatureSet, SnippetTable, load_npy, read_classes, read_parquet, write_videos
 
 
 @dataclass
@@ -27,7 +27,7 @@ class DenoiseParams:
     normalize: bool = True  # L2-normalise the embeddings first (method.md section 6)
     sample: int | None = None  # iterate on a sample of this many snippets, then assign all
     device: str = "auto"
-    # k-means GEMM precision (wtalcli/kmeans.py): auto = certified mixed bf16/fp32 (the fp32
+    # k-means GEMM precision (wtalcli/dcc/kmeans.py): auto = certified mixed bf16/fp32 (the fp32
     # assignments, faster) on a CPU with fast bf16 GEMMs and d >= 512, else fp32; fp32 | mixed | bf16
     precision: str = "auto"
 
@@ -54,7 +54,7 @@ def load_embeddings(
 def gt_snippet_labels(fs: FeatureSet, table: SnippetTable) -> np.ndarray | None:
     """Ground-truth snippet labels ``(N, C+1)`` of the table's videos (background = no action), or
     None without annotations.  A diagnostic only: never used in training."""
-    from wtalcli.diagnostics import snippet_truth
+    from wtalcli.evaluation.diagnostics import snippet_truth
 
     if len(fs.annotations) == 0:
         return None
@@ -83,8 +83,8 @@ def denoise(
 ) -> Artifact:
     """Cluster the embeddings of the model that made the pseudo-labels (default: the newest
     pseudo-labels and, unless named, the model in their lineage) and write the confidence map."""
-    from wtalcli.confidence import confidence_map, confidence_summary, video_class_mask
-    from wtalcli.kmeans import kmeans
+    from wtalcli.dcc.confidence import confidence_map, confidence_summary, video_class_mask
+    from wtalcli.dcc.kmeans import kmeans
 
     p = params or DenoiseParams()
     if p.clusters < 1:

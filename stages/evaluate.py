@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from wtalcli.console import log as _log
-from wtalcli.errors import InputError
-from wtalcli.schema import FeatureSet, read_parquet
-from wtalcli.store import Artifact, Store, build_or_skip
+from wtalcli.core.console import log as _log
+from wtalcli.core.errors import InputError
+from wtalcli.core.store import Artifact, Store, build_or_skip
+from wtalcli.data.schema import FeatureSet, read_parquet
 
 
 @dataclass
@@ -76,7 +76,7 @@ def ground_truth(
     """The ground truth of the ``subset`` videos. Held-out training videos (``baseline --holdout``)
     are subset ``val`` in the T-CAS only, so the T-CAS's own subset column decides when it has any
     such video; otherwise the feature set's."""
-    from wtalcli.gt import gt_from_dataframe, load_ground_truth
+    from wtalcli.evaluation.groundtruth import gt_from_dataframe, load_ground_truth
 
     if gt_path is not None:
         return load_ground_truth(gt_path, subset)
@@ -102,8 +102,8 @@ def evaluate(
     log=_log,
 ):
     """Evaluate proposals; returns ``(EvalResult, evaluation artifact)``."""
-    from wtalcli.evaluation import evaluate_detection, load_predictions, parse_tiou_thresholds
-    from wtalcli.gt import apply_protocol
+    from wtalcli.evaluation.detection import evaluate_detection, load_predictions, parse_tiou_thresholds
+    from wtalcli.evaluation.groundtruth import apply_protocol
 
     p = params or EvalParams()
     data, prop_art, name = read_predictions_source(source, store, log)

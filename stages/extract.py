@@ -6,13 +6,13 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from wtalcli import distributed
-from wtalcli.console import log as _log
-from wtalcli.console import warn as _warn
-from wtalcli.errors import InputError
-from wtalcli.schema import write_feature_set
-from wtalcli.store import Artifact, Store, build_or_skip
-from wtalcli.timegrid import TimeGrid
+from wtalcli.core import distributed
+from wtalcli.core.console import log as _log
+from wtalcli.core.console import warn as _warn
+from wtalcli.core.errors import InputError
+from wtalcli.core.store import Artifact, Store, build_or_skip
+from wtalcli.data.schema import write_feature_set
+from wtalcli.data.timegrid import TimeGrid
 
 IMPORT_SOURCES = ("basnet", "wtalc", "folder")
 
@@ -26,7 +26,7 @@ def extract_synthetic(
     log=_log,
 ) -> Artifact:
     """Generate the embedded THUMOS-like dataset (``docs/synthetic.md``) as a feature set."""
-    from wtalcli import synthetic
+    from wtalcli.data import synthetic
 
     config = synthetic.resolve_config(preset)
     params = {
@@ -88,11 +88,11 @@ def extract_import(
     log=_log,
     warn=_warn,
 ) -> Artifact:
-    """Import features in a known layout (``wtalcli/importers.py`` documents each) as a feature set.
+    """Import features in a known layout (``wtalcli/data/importers.py`` documents each) as a feature set.
 
     ``annotations`` (a folder of THUMOS14 txt files or an ActivityNet-style JSON) replaces the
     source's ground truth; ``classes_file`` fixes the class order."""
-    from wtalcli import importers
+    from wtalcli.data import importers
 
     if source not in IMPORT_SOURCES:
         raise InputError(f"unknown source {source!r}", f"use one of {IMPORT_SOURCES} or synthetic")
@@ -174,7 +174,7 @@ def extract_videos(
     Under ``torchrun`` process RANK extracts shard RANK/WORLD (on ``cuda:LOCAL_RANK`` with a GPU);
     once every rank is done, rank 0 merges and every rank returns the feature set."""
     try:
-        from wtalcli import video_extract as vx
+        from wtalcli.video import extract as vx
     except ImportError as exc:  # torchvision / PyAV live in the optional `video` extra
         raise InputError(
             f"video extraction needs torchvision and PyAV ({exc})",
@@ -273,7 +273,7 @@ def extract_videos(
     def work(tmp: Path) -> dict:
         ann = None
         if annotations is not None:
-            from wtalcli.importers import read_annotations
+            from wtalcli.data.importers import read_annotations
 
             ann = read_annotations(annotations)
         rep = vx.assemble(

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from wtalcli.console import log as _log
-from wtalcli.errors import InputError
-from wtalcli.schema import SUBSETS, TCAS
-from wtalcli.store import Artifact, Store, build_or_skip
+from wtalcli.core.console import log as _log
+from wtalcli.core.errors import InputError
+from wtalcli.core.store import Artifact, Store, build_or_skip
+from wtalcli.data.schema import SUBSETS, TCAS
 
 RESULTS = "proposals.json"
 
@@ -25,7 +25,7 @@ def localize(
     log=_log,
 ) -> Artifact:
     """Proposals for the ``subset`` videos (``all`` for every video) of a T-CAS artifact."""
-    from wtalcli.localization import LocalizeParams, localize_all
+    from wtalcli.evaluation.localization import LocalizeParams, localize_all
 
     p = params or LocalizeParams()
     if subset != "all" and subset not in SUBSETS:

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from wtalcli.console import log as _log
-from wtalcli.errors import InputError
-from wtalcli.schema import BACKGROUND, TCAS, SnippetTable, rebase, write_videos
-from wtalcli.store import Artifact, Store, build_or_skip
+from wtalcli.core.console import log as _log
+from wtalcli.core.errors import InputError
+from wtalcli.core.store import Artifact, Store, build_or_skip
+from wtalcli.data.schema import BACKGROUND, TCAS, SnippetTable, rebase, write_videos
 
 
 def long_view(table: SnippetTable, classes: list[str], columns: dict[str, np.ndarray]) -> pd.DataFrame:
@@ -46,7 +46,7 @@ def pseudolabel(
     tag: str | None = None,
 ) -> Artifact:
     """Pseudo-labels ``A`` for the ``subset`` videos of a T-CAS artifact (default: the newest)."""
-    from wtalcli.pseudolabels import RULES, mean_threshold_labels
+    from wtalcli.dcc.pseudolabels import RULES, mean_threshold_labels
 
     if rule not in RULES:
         raise InputError(f"unknown pseudo-label rule {rule!r}", f"use one of {', '.join(RULES)}")

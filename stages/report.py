@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from wtalcli.console import log as _log
-from wtalcli.errors import InputError, WtalError
-from wtalcli.schema import TCAS, FeatureSet, SnippetTable, load_npy, read_classes, read_parquet
-from wtalcli.store import Artifact, Store, atomic_write_bytes, code_version
+from wtalcli.core.console import log as _log
+from wtalcli.core.errors import InputError, WtalError
+from wtalcli.core.store import Artifact, Store, atomic_write_bytes, code_version
+from wtalcli.data.schema import TCAS, FeatureSet, SnippetTable, load_npy, read_classes, read_parquet
 
 ROLES = {"baseline": "baseline", "dcc": "DCC"}  # role -> display name
 STAGE_OF = {"baseline": "baseline", "dcc": "train-dcc"}
@@ -200,7 +200,7 @@ def match_ranked(preds: pd.DataFrame, gt, tiou: float) -> dict[str, tuple[np.nda
     that tIoU >= ``tiou``.  Predictions of classes absent from ``gt`` and of videos ``gt``
     excludes are dropped; those on other videos are false positives.  (A zero-length prediction
     against a zero-length instance never matches here.)"""
-    from wtalcli.evaluation import segment_tiou
+    from wtalcli.evaluation.detection import segment_tiou
 
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     keep = ~preds["video_id"].isin(list(gt.excluded_videos)).to_numpy()
@@ -293,7 +293,7 @@ class Context:
         return set(self.fs.annotations["video_id"].astype(str)) if self.fs is not None else set()
 
     def gt_segments(self, video: str, classes: list[str]):
-        from wtalcli.plots import Segment
+        from wtalcli.report.plots import Segment
 
         if self.fs is None:
             return []
@@ -311,8 +311,8 @@ def _code(art: Artifact) -> str:
 
 
 def section_tcas(ctx: Context) -> Section:
-    from wtalcli.localization import LocalizeParams, localize_all
-    from wtalcli.plots import Segment, TcasPanel, tcas_figure
+    from wtalcli.evaluation.localization import LocalizeParams, localize_all
+    from wtalcli.report.plots import Segment, TcasPanel, tcas_figure
 
     sec = Section(
         *SECTION_TITLES["section_tcas"],
@@ -419,8 +419,8 @@ def section_tcas(ctx: Context) -> Section:
 
 
 def section_rounds(ctx: Context) -> Section:
-    from wtalcli.diagnostics import snippet_truth
-    from wtalcli.plots import rounds_figure
+    from wtalcli.evaluation.diagnostics import snippet_truth
+    from wtalcli.report.plots import rounds_figure
 
     sec = Section(
         *SECTION_TITLES["section_rounds"],
@@ -538,8 +538,8 @@ def separation(x: np.ndarray, is_action: np.ndarray) -> float:
 
 
 def section_embeddings(ctx: Context) -> Section:
-    from wtalcli.diagnostics import snippet_truth
-    from wtalcli.plots import EmbeddingPanel, embedding_figure
+    from wtalcli.evaluation.diagnostics import snippet_truth
+    from wtalcli.report.plots import EmbeddingPanel, embedding_figure
 
     sec = Section(
         *SECTION_TITLES["section_embeddings"],
@@ -604,8 +604,8 @@ def section_embeddings(ctx: Context) -> Section:
 
 
 def section_evaluation(ctx: Context) -> Section:
-    from wtalcli.gt import apply_protocol, gt_from_dataframe
-    from wtalcli.plots import PRCurve, map_tiou_figure, pr_figure
+    from wtalcli.evaluation.groundtruth import apply_protocol, gt_from_dataframe
+    from wtalcli.report.plots import PRCurve, map_tiou_figure, pr_figure
 
     sec = Section(
         *SECTION_TITLES["section_evaluation"],
@@ -686,7 +686,7 @@ def section_evaluation(ctx: Context) -> Section:
 
 
 def section_losses(ctx: Context) -> Section:
-    from wtalcli.plots import loss_figure
+    from wtalcli.report.plots import loss_figure
 
     sec = Section(
         *SECTION_TITLES["section_losses"],

@@ -13,9 +13,9 @@ from stages.extract import extract_synthetic
 from stages.localize import localize
 from stages.pseudolabel import pseudolabel
 from stages.train_dcc import DCCParams, train_dcc
-from wtalcli.console import log as _log
-from wtalcli.errors import InputError
-from wtalcli.store import Store
+from wtalcli.core.console import log as _log
+from wtalcli.core.errors import InputError
+from wtalcli.core.store import Store
 
 STAGES = ("extract", "baseline", "pseudolabel", "denoise", "train-dcc", "localize", "evaluate")
 

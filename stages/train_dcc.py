@@ -33,9 +33,12 @@ from stages.baseline import (
 )
 from stages.denoise import DenoiseParams, denoise
 from stages.pseudolabel import pseudolabel
-from wtalcli import distributed
-from wtalcli.console import log as _log
-from wtalcli.dcc import (
+from wtalcli.core import distributed
+from wtalcli.core.console import log as _log
+from wtalcli.core.errors import InputError, MismatchError
+from wtalcli.core.store import Artifact, Store, build_or_skip
+from wtalcli.data.schema import FeatureSet, load_npy, read_parquet, rebase, write_tcas
+from wtalcli.dcc.contrast import (
     SCOPES,
     ProjectionHead,
     RegionBank,
@@ -44,9 +47,6 @@ from wtalcli.dcc import (
     gather_regions,
     region_features,
 )
-from wtalcli.errors import InputError, MismatchError
-from wtalcli.schema import FeatureSet, load_npy, read_parquet, rebase, write_tcas
-from wtalcli.store import Artifact, Store, build_or_skip
 
 
 @dataclass
@@ -176,7 +176,7 @@ def train_dcc(
     log=_log,
 ) -> tuple[Artifact, Artifact]:
     """Train with DCC; returns the ``model`` and ``tcas`` artifacts."""
-    from wtalcli.training import TrainConfig, read_checkpoint
+    from wtalcli.model.training import TrainConfig, read_checkpoint
 
     p = (params or DCCParams()).validate()
     ctx = distributed.setup(p.device)
@@ -320,7 +320,7 @@ def train_dcc(
     def fill_bank(model) -> None:
         """Every training video's region features from the starting model, so the bank spans the
         whole training set from the first iteration."""
-        from wtalcli.sampling import batch_eval_indices
+        from wtalcli.model.sampling import batch_eval_indices
 
         was = model.training
         model.eval()

@@ -57,7 +57,7 @@ def build_world(root: Path) -> World:
     from stages.extract import extract_synthetic
     from stages.localize import localize
     from stages.pseudolabel import pseudolabel
-    from wtalcli.store import Store
+    from wtalcli.core.store import Store
 
     world = World(Path(root))
     world.inputs.mkdir(parents=True)
@@ -92,7 +92,7 @@ def build_world(root: Path) -> World:
 
 def write_gt_from_features(fs_dir: Path, out: Path) -> None:
     """An ActivityNet-style ground-truth JSON of a feature set's test videos."""
-    from wtalcli.schema import FeatureSet
+    from wtalcli.data.schema import FeatureSet
 
     fs = FeatureSet(fs_dir)
     db: dict = {}
@@ -109,7 +109,7 @@ def write_gt_from_features(fs_dir: Path, out: Path) -> None:
 
 def write_predictions_from_features(fs_dir: Path, out: Path) -> None:
     """A valid ActivityNet results JSON: the test videos' ground-truth segments, slightly shifted."""
-    from wtalcli.schema import FeatureSet
+    from wtalcli.data.schema import FeatureSet
 
     fs = FeatureSet(fs_dir)
     test = set(fs.videos.loc[fs.videos["subset"] == "test", "video_id"])

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,9 @@ import pytest
 # One intra-op thread: the test models are tiny, and on a busy 2-core machine two OpenMP threads
 # spin-wait for each other (measured 3-15x slower under load); subprocess tests inherit this.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# bench/ holds code only benchmarks and tests use (e.g. the synthetic data probes)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 if not SHARED.exists():  # CI lays shared/ beside the checkout

@@ -14,9 +14,9 @@ from stages.evaluate import EvalParams, evaluate
 from stages.extract import extract_synthetic
 from stages.localize import localize
 from stages.train_dcc import DCCParams
-from wtalcli.errors import InputError
-from wtalcli.schema import FeatureSet, read_parquet
-from wtalcli.store import Store
+from wtalcli.core.errors import InputError
+from wtalcli.core.store import Store
+from wtalcli.data.schema import FeatureSet, read_parquet
 
 QUIET = {"log": lambda m: None}
 

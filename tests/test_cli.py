@@ -72,7 +72,7 @@ def test_basnet_import_real_gt(tmp_path, capsys, datasets):
     )
     assert code == 0, err
     art = json.loads(out)
-    from wtalcli.schema import FeatureSet
+    from wtalcli.data.schema import FeatureSet
 
     fs = FeatureSet(tmp_path / "wd" / art["artifact"])
     assert len(fs.videos) == 410 and fs.dim == 2048 and len(fs.classes) == 20

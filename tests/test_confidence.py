@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wtalcli.confidence import (
+from wtalcli.core.errors import InputError
+from wtalcli.dcc.confidence import (
     cluster_positive_counts,
     confidence_map,
     confidence_summary,
     video_class_mask,
 )
-from wtalcli.errors import InputError
-from wtalcli.pseudolabels import RULES, mean_threshold_labels
+from wtalcli.dcc.pseudolabels import RULES, mean_threshold_labels
 
 # ------------------------------------------------------------------------- confidence map S
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from wtalcli.dcc import (
+from wtalcli.dcc.contrast import (
     ACT,
     BG,
     ProjectionHead,

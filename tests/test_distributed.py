@@ -51,7 +51,7 @@ def _copy_store(src: Path, dst: Path, only: list[str] | None = None) -> None:
 
 
 def _ckpt(art) -> dict:
-    from wtalcli.training import read_checkpoint
+    from wtalcli.model.training import read_checkpoint
 
     return read_checkpoint(art.path / "checkpoint.pt")
 
@@ -66,10 +66,10 @@ def dcc_step_grads(fs_path: str) -> dict:
     filled bank), through the real Trainer: one process, or this rank's under torchrun."""
     from dataclasses import replace
 
-    from wtalcli import distributed
-    from wtalcli.dcc import ProjectionHead, RegionBank, dcc_loss, gather_regions, region_features
-    from wtalcli.schema import FeatureSet
-    from wtalcli.training import TrainConfig, Trainer
+    from wtalcli.core import distributed
+    from wtalcli.data.schema import FeatureSet
+    from wtalcli.dcc.contrast import ProjectionHead, RegionBank, dcc_loss, gather_regions, region_features
+    from wtalcli.model.training import TrainConfig, Trainer
 
     fs = FeatureSet(fs_path)
     cfg = TrainConfig(
@@ -113,7 +113,7 @@ def runs(tmp_path_factory):
     from stages.extract import extract_synthetic
     from stages.pseudolabel import pseudolabel
     from stages.train_dcc import DCCParams, train_dcc
-    from wtalcli.store import Store
+    from wtalcli.core.store import Store
 
     tmp = tmp_path_factory.mktemp("dist")
     one = Store(tmp / "one")
@@ -212,10 +212,10 @@ def test_resume_under_torchrun(runs):
 
 def test_batch_must_split_over_the_processes(monkeypatch, tmp_path):
     from stages.extract import extract_synthetic
-    from wtalcli.errors import InputError
-    from wtalcli.schema import FeatureSet
-    from wtalcli.store import Store
-    from wtalcli.training import TrainConfig, Trainer
+    from wtalcli.core.errors import InputError
+    from wtalcli.core.store import Store
+    from wtalcli.data.schema import FeatureSet
+    from wtalcli.model.training import TrainConfig, Trainer
 
     store = Store(tmp_path)
     fs = FeatureSet(extract_synthetic(store, "tiny", seed=0, **QUIET).path)
@@ -231,8 +231,8 @@ def test_batch_must_split_over_the_processes(monkeypatch, tmp_path):
 
 
 def test_each_process_uses_its_gpu(monkeypatch):
-    from wtalcli import distributed
-    from wtalcli.errors import InputError
+    from wtalcli.core import distributed
+    from wtalcli.core.errors import InputError
 
     for name, value in (("WORLD_SIZE", "2"), ("RANK", "1"), ("LOCAL_RANK", "1")):
         monkeypatch.setenv(name, value)
@@ -246,7 +246,7 @@ def test_each_process_uses_its_gpu(monkeypatch):
 
 
 def test_global_batch_dropout_drops_what_one_process_drops():
-    from wtalcli.training import GlobalBatchDropout
+    from wtalcli.model.training import GlobalBatchDropout
 
     g, b = 8, 4  # global batch, per rank
     h = torch.randn(2 * g, 6, 5)  # BaSNet's (2B, hidden, T): base rows, then suppression rows
@@ -306,9 +306,11 @@ def test_extract_videos_splits_over_ranks(tmp_path):
 def _worker(spec_path: str) -> None:
     from stages.baseline import BaselineParams, baseline
     from stages.train_dcc import DCCParams, train_dcc
-    from wtalcli import dcc, distributed, training
-    from wtalcli.console import log
-    from wtalcli.store import Store
+    from wtalcli.core import distributed
+    from wtalcli.core.console import log
+    from wtalcli.core.store import Store
+    from wtalcli.dcc import contrast as dcc
+    from wtalcli.model import training
 
     spec = json.loads(Path(spec_path).read_text())
     rank = int(os.environ["RANK"])

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from wtalcli.errors import InputError
-from wtalcli.evaluation import (
+from wtalcli.core.errors import InputError
+from wtalcli.evaluation.detection import (
     TIOU_PRESETS,
     Predictions,
     evaluate_detection,
@@ -21,7 +21,7 @@ from wtalcli.evaluation import (
     parse_tiou_thresholds,
     results_dict,
 )
-from wtalcli.gt import (
+from wtalcli.evaluation.groundtruth import (
     THUMOS14_PROTOCOLS,
     GroundTruth,
     Segments,

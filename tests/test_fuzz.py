@@ -18,11 +18,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from wtalcli.errors import WtalError
-from wtalcli.evaluation import load_predictions, parse_tiou_thresholds
-from wtalcli.gt import load_gt_json
-from wtalcli.importers import read_anet_json
-from wtalcli.localization import parse_act_thresholds
+from wtalcli.core.errors import WtalError
+from wtalcli.data.importers import read_anet_json
+from wtalcli.evaluation.detection import load_predictions, parse_tiou_thresholds
+from wtalcli.evaluation.groundtruth import load_gt_json
+from wtalcli.evaluation.localization import parse_act_thresholds
 
 FUZZ = settings(
     max_examples=200,

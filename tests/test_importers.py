@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from wtalcli.errors import InputError
-from wtalcli.importers import (
+from wtalcli.core.errors import InputError
+from wtalcli.data.importers import (
     import_basnet,
     import_folder,
     import_wtalc,
@@ -26,9 +26,9 @@ from wtalcli.importers import (
     split_ambiguous,
     subset_map_for,
 )
-from wtalcli.schema import FeatureSet
-from wtalcli.timegrid import TimeGrid
-from wtalcli.unpickle import safe_load_object_npy, safe_unpickle
+from wtalcli.data.schema import FeatureSet
+from wtalcli.data.timegrid import TimeGrid
+from wtalcli.data.unpickle import safe_load_object_npy, safe_unpickle
 
 THUMOS_CLASSES = [
     "BaseballPitch", "BasketballDunk", "Billiards", "CleanAndJerk", "CliffDiving", "CricketBowling",

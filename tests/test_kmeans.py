@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from wtalcli import kmeans as km
-from wtalcli.errors import InputError, WtalError
-from wtalcli.kmeans import _Pass, faiss_available, kmeans
+from wtalcli.core.errors import InputError, WtalError
+from wtalcli.dcc import kmeans as km
+from wtalcli.dcc.kmeans import _Pass, faiss_available, kmeans
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""Tests of BaS-Net inference (``wtalcli.localization``)."""
+"""Tests of BaS-Net inference (``wtalcli.evaluation.localization``)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wtalcli.errors import InputError
-from wtalcli.evaluation import Predictions, evaluate_detection, load_predictions
-from wtalcli.gt import GroundTruth
-from wtalcli.localization import (
+from wtalcli.core.errors import InputError
+from wtalcli.data.timegrid import TimeGrid
+from wtalcli.evaluation.detection import Predictions, evaluate_detection, load_predictions
+from wtalcli.evaluation.groundtruth import GroundTruth
+from wtalcli.evaluation.localization import (
     BASNET_ACT_THRESHOLDS,
     LocalizeParams,
     _geometry,
@@ -24,7 +25,6 @@ from wtalcli.localization import (
     parse_act_thresholds,
     upsample_dense,
 )
-from wtalcli.timegrid import TimeGrid
 
 GRID = TimeGrid(25.0, 16, 16)
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from wtalcli.losses import basnet_loss, basnet_targets, bce_on_probabilities
-from wtalcli.models import BaSNet, BaSOutput, count_train_flops
+from wtalcli.model.basnet import BaSNet, BaSOutput, count_train_flops
+from wtalcli.model.losses import basnet_loss, basnet_targets, bce_on_probabilities
 
 D, C, H, A = 16, 3, 32, 8
 

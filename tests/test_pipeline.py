@@ -14,10 +14,10 @@ from stages.extract import extract_synthetic
 from stages.localize import localize
 from stages.pseudolabel import pseudolabel
 from stages.train_dcc import DCCParams, train_dcc
-from wtalcli.errors import MismatchError
-from wtalcli.schema import TCAS, write_tcas
-from wtalcli.store import Store
-from wtalcli.training import read_checkpoint
+from wtalcli.core.errors import MismatchError
+from wtalcli.core.store import Store
+from wtalcli.data.schema import TCAS, write_tcas
+from wtalcli.model.training import read_checkpoint
 
 QUIET = {"log": lambda m: None}
 
@@ -119,7 +119,7 @@ def test_baseline_resume_equals_uninterrupted(tmp_path, monkeypatch):
 
     store = Store(tmp_path / "crashed")
     fs = extract_synthetic(store, "tiny", seed=1, **QUIET)
-    from wtalcli import training
+    from wtalcli.model import training
 
     original = training.Trainer._train_step
     calls = {"n": 0}

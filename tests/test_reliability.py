@@ -97,7 +97,7 @@ def test_bad_input_fails_cleanly(case: Case, world: World, tmp_path, capsys):
 
 def test_debug_shows_the_traceback(world, tmp_path, capsys):
     w = world.clone(tmp_path / "w")
-    from wtalcli.errors import WtalError
+    from wtalcli.core.errors import WtalError
 
     with pytest.raises(WtalError, match="no artifact"):
         main(["baseline", "--features", "features-000000", "--workdir", str(w.wd), "--debug"])
@@ -181,7 +181,7 @@ def test_one_snippet_videos_and_videos_shorter_than_the_regions(tmp_path, capsys
 
 def test_reversed_predictions_are_scored_like_the_reference(world, tmp_path, capsys):
     """Not an error on purpose: the official evaluator accepts start > end (tIoU 0 against most
-    instances); ``wtalcli/evaluation.py`` documents the arithmetic."""
+    instances); ``wtalcli/evaluation/detection.py`` documents the arithmetic."""
     w = world.clone(tmp_path / "w")
     data = json.loads((w.inputs / "proposals.json").read_text())
     code, out, err = run_cli(capsys, ["evaluate", str(w.inputs / "proposals.json"), "--workdir", str(w.wd)])
@@ -207,7 +207,7 @@ def _drop_model(w: World) -> None:
 
 
 def test_a_held_run_lock_refuses_a_second_run(world, tmp_path, capsys):
-    from wtalcli.store import Store
+    from wtalcli.core.store import Store
 
     w = world.clone(tmp_path / "w")
     _drop_model(w)
@@ -237,7 +237,7 @@ def test_a_held_run_lock_refuses_a_second_run(world, tmp_path, capsys):
 def test_a_run_that_waited_skips_what_the_winner_built(world, tmp_path, capsys, monkeypatch):
     """The loser checked before the winner published, then got the lock after it: it must skip
     (not retrain and republish over the winner's artifacts)."""
-    from wtalcli.store import Store
+    from wtalcli.core.store import Store
 
     w = world.clone(tmp_path / "w")
     before = snapshot(w.wd)

@@ -23,10 +23,10 @@ from stages.localize import localize
 from stages.pseudolabel import pseudolabel
 from stages.report import choose, interpolated_ap, match_ranked, pr_points, report, select_artifacts
 from stages.train_dcc import DCCParams, train_dcc
-from wtalcli.errors import InputError
-from wtalcli.gt import gt_from_dataframe
-from wtalcli.schema import FeatureSet, read_parquet
-from wtalcli.store import Store
+from wtalcli.core.errors import InputError
+from wtalcli.core.store import Store
+from wtalcli.data.schema import FeatureSet, read_parquet
+from wtalcli.evaluation.groundtruth import gt_from_dataframe
 
 QUIET = {"log": lambda m: None}
 IMG = re.compile(r"<img\b[^>]*\bsrc=\"([^\"]*)\"")

@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from wtalcli.errors import InputError
-from wtalcli.schema import FeatureSet, load_npy, write_feature_set
+from wtalcli.core.errors import InputError
+from wtalcli.data.schema import FeatureSet, load_npy, write_feature_set
 
 
 def videos(n=(3, 5), subsets=("train", "test"), labels=(["a"], ["b"]), ids=("v1", "v2")):

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wtalcli.errors import LockedError, MismatchError, MissingArtifactError
-from wtalcli.store import Store, build_or_skip
+from wtalcli.core.errors import LockedError, MismatchError, MissingArtifactError
+from wtalcli.core.store import Store, build_or_skip
 
 
 def make(
@@ -131,7 +131,7 @@ def test_lock_refuses_second_holder(tmp_path):
     root = str(Path(__file__).resolve().parents[1])
     code = (
         f"import sys,time; sys.path.insert(0, {root!r})\n"
-        "from wtalcli.store import Store\n"
+        "from wtalcli.core.store import Store\n"
         f"with Store({str(tmp_path)!r}).lock('x'):\n    print('locked', flush=True); time.sleep(5)\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import probes
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hst
 
-from wtalcli import probes
-from wtalcli.errors import InputError
-from wtalcli.schema import FeatureSet, validate_annotations, validate_videos, write_feature_set
-from wtalcli.synthetic import (
+from wtalcli.core.errors import InputError
+from wtalcli.data.schema import FeatureSet, validate_annotations, validate_videos, write_feature_set
+from wtalcli.data.synthetic import (
     PRESETS,
     SyntheticConfig,
     class_names,
@@ -67,7 +67,7 @@ def test_same_seed_is_byte_identical_and_other_seeds_differ(tiny):
 def test_generation_does_not_depend_on_the_thread_count(tiny):
     code = (
         "import hashlib, numpy as np\n"
-        "from wtalcli.synthetic import PRESETS, generate\n"
+        "from wtalcli.data.synthetic import PRESETS, generate\n"
         "c = PRESETS['tiny']\n"
         "import dataclasses\n"
         "c = dataclasses.replace(c, feature_dim=64)\n"  # exercise the L -> D expansion too

@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wtalcli.timegrid import TimeGrid
+from wtalcli.data.timegrid import TimeGrid
 
 
 def test_thumos_i3d_convention():

@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 import torch
 
-from wtalcli import sampling
-from wtalcli.devices import resolve_device
-from wtalcli.errors import InputError, MismatchError, WtalError
-from wtalcli.schema import FeatureSet, write_feature_set
-from wtalcli.training import (
+from wtalcli.core.devices import resolve_device
+from wtalcli.core.errors import InputError, MismatchError, WtalError
+from wtalcli.data.schema import FeatureSet, write_feature_set
+from wtalcli.model import sampling
+from wtalcli.model.training import (
     TRAIN_PRESETS,
     BatchPlan,
     TrainConfig,

@@ -21,7 +21,10 @@ av = pytest.importorskip("av")
 from hypothesis import example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from wtalcli.backbones import (  # noqa: E402
+from wtalcli.core.errors import InputError, MismatchError, WtalError  # noqa: E402
+from wtalcli.data.schema import FeatureSet  # noqa: E402
+from wtalcli.data.timegrid import TimeGrid  # noqa: E402
+from wtalcli.video.backbones import (  # noqa: E402
     BACKBONES,
     FEATURE_DIMS,
     backbone_spec,
@@ -30,10 +33,7 @@ from wtalcli.backbones import (  # noqa: E402
     resolve_device,
     show_pred,
 )
-from wtalcli.errors import InputError, MismatchError, WtalError  # noqa: E402
-from wtalcli.schema import FeatureSet  # noqa: E402
-from wtalcli.timegrid import TimeGrid  # noqa: E402
-from wtalcli.video import (  # noqa: E402
+from wtalcli.video.decode import (  # noqa: E402
     TIE_EPS,
     DecodeStats,
     NearestResampler,
@@ -45,7 +45,7 @@ from wtalcli.video import (  # noqa: E402
     resized_size,
     torchcodec_available,
 )
-from wtalcli.video_extract import (  # noqa: E402
+from wtalcli.video.extract import (  # noqa: E402
     ExtractEvent,
     assemble,
     extract,
@@ -618,8 +618,8 @@ def test_cli_extract_videos_then_baseline_reads_it(tmp_path, capsys):
 
     from stages.baseline import BaselineParams, baseline
     from wtalcli.app import main
-    from wtalcli.schema import FeatureSet
-    from wtalcli.store import Store
+    from wtalcli.core.store import Store
+    from wtalcli.data.schema import FeatureSet
 
     vids = tmp_path / "vids"
     vids.mkdir()

@@ -18,9 +18,9 @@ import typer
 from rich.markup import escape
 
 from wtalcli import __version__
-from wtalcli.console import emit, err
-from wtalcli.errors import InputError, WtalError
-from wtalcli.store import Store, code_version
+from wtalcli.core.console import emit, err
+from wtalcli.core.errors import InputError, WtalError
+from wtalcli.core.store import Store, code_version
 
 app = typer.Typer(
     name="wtal",
@@ -85,7 +85,7 @@ def _main(
     ] = False,
 ) -> None:
     """Global options (``--debug`` is also accepted after the command)."""
-    from wtalcli import distributed
+    from wtalcli.core import distributed
 
     command = ctx.invoked_subcommand
     if command and command not in DISTRIBUTED_COMMANDS and distributed.launched().active:
@@ -159,7 +159,7 @@ def extract_cmd(
     force: Force = False,
 ) -> None:
     from stages import extract as stage
-    from wtalcli.timegrid import TimeGrid
+    from wtalcli.data.timegrid import TimeGrid
 
     store = _store(workdir)
     if source is Source.synthetic:
@@ -485,7 +485,7 @@ def localize_cmd(
     force: Force = False,
 ) -> None:
     from stages.localize import RESULTS, localize
-    from wtalcli.localization import BASNET_ACT_THRESHOLDS, LocalizeParams, parse_act_thresholds
+    from wtalcli.evaluation.localization import BASNET_ACT_THRESHOLDS, LocalizeParams, parse_act_thresholds
 
     if threshold:
         values: list[float] = []
@@ -506,7 +506,7 @@ def localize_cmd(
     art = localize(_store(workdir), tcas, params, subset=subset, force=force)
     data = (art.path / RESULTS).read_bytes()
     if out is not None:
-        from wtalcli.store import atomic_write_bytes
+        from wtalcli.core.store import atomic_write_bytes
 
         atomic_write_bytes(out, data)
         emit({"artifact": art.id, "out": str(out)})
@@ -811,10 +811,10 @@ def show_cmd(
     rows: Annotated[int, typer.Option("--rows", help="Table rows to print.")] = 5,
     workdir: Workdir = DEFAULT_WORKDIR,
 ) -> None:
-    from wtalcli.inspect import describe
+    from wtalcli.report.describe import describe
 
     store = _store(workdir)
-    from wtalcli.store import MADE_BY
+    from wtalcli.core.store import MADE_BY
 
     art = store.resolve(artifact, None) if artifact in MADE_BY else store.get(artifact)
     err.print(describe(art, rows))

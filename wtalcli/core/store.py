@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from wtalcli import __version__
-from wtalcli.errors import InputError, LockedError, MismatchError, MissingArtifactError
+from wtalcli.core.errors import InputError, LockedError, MismatchError, MissingArtifactError
 
 MANIFEST = "manifest.json"
 MANIFEST_SCHEMA = 1
@@ -53,7 +53,7 @@ MADE_BY = {
 @functools.cache
 def code_version() -> str:
     """Package version plus a hash of the library and stage sources (any code change shows)."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     h = hashlib.sha256()
     for pkg in ("wtalcli", "stages"):
         for p in sorted((root / pkg).rglob("*.py")):

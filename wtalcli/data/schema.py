@@ -31,8 +31,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from wtalcli.errors import InputError
-from wtalcli.timegrid import TimeGrid
+from wtalcli.core.errors import InputError
+from wtalcli.data.timegrid import TimeGrid
 
 SUBSETS = ("train", "val", "test")  # val: training videos held out for model selection
 

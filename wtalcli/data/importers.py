@@ -3,7 +3,7 @@
 Each ``import_*`` function inspects a source folder (reading only ``.npy`` headers where it can)
 and returns an :class:`ImportPlan`: the videos table, the annotations, the class list, warnings,
 what could not be matched, provenance for the manifest, and a callable that streams each video's
-``(n_snippets, D)`` feature array in row order, ready for :func:`wtalcli.schema.write_feature_set`.
+``(n_snippets, D)`` feature array in row order, ready for :func:`wtalcli.data.schema.write_feature_set`.
 
 Policies (the same for every layout):
 
@@ -30,7 +30,7 @@ Policies (the same for every layout):
   ``gt_not_in_split``            ground-truth videos a split file does not list: left out, warning.
 
 - Bad input (NaN/Inf rows, empty videos, duplicate or unsafe ids, pickled per-video arrays,
-  unknown classes, reversed segments) raises :class:`~wtalcli.errors.InputError` naming the file.
+  unknown classes, reversed segments) raises :class:`~wtalcli.core.errors.InputError` naming the file.
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from wtalcli.errors import InputError
-from wtalcli.schema import (
+from wtalcli.core.errors import InputError
+from wtalcli.data.schema import (
     ANNOTATION_COLUMNS,
     SUBSETS,
     check_finite_rows,
@@ -58,8 +58,8 @@ from wtalcli.schema import (
     validate_annotations,
     write_feature_set,
 )
-from wtalcli.timegrid import TimeGrid
-from wtalcli.unpickle import read_npy_header, safe_load_object_npy
+from wtalcli.data.timegrid import TimeGrid
+from wtalcli.data.unpickle import read_npy_header, safe_load_object_npy
 
 STREAMS = ("both", "rgb", "flow")
 AMBIGUOUS = "Ambiguous"

@@ -1,7 +1,7 @@
 """The extraction engine: raw videos -> per-video feature cache -> a feature set.
 
-``extract`` decodes each video as a stream (:mod:`wtalcli.video`), batches its clips through a
-frozen backbone (:mod:`wtalcli.backbones`) and writes ``<cache_dir>/<video_id>.npy``
+``extract`` decodes each video as a stream (:mod:`wtalcli.video.decode`), batches its clips through a
+frozen backbone (:mod:`wtalcli.video.backbones`) and writes ``<cache_dir>/<video_id>.npy``
 (``n_snippets x D`` float32) and then ``<cache_dir>/<video_id>.json``, each atomically (temporary
 file + rename). A video whose json names the same configuration is finished and is skipped, so an
 interrupted run resumes where it stopped, and shards (``sorted(ids)[i::N]``) can run at the same
@@ -14,7 +14,7 @@ network through a bounded queue, so memory stays bounded whatever the videos' le
 never mix videos, so a video's features do not depend on which other videos (or shard) ran.
 
 ``assemble`` turns a finished cache into a normal feature set with
-:func:`wtalcli.schema.write_feature_set`. Videos shorter than one clip have zero snippets; they are
+:func:`wtalcli.data.schema.write_feature_set`. Videos shorter than one clip have zero snippets; they are
 left out of the feature set (a feature set cannot hold empty videos) and listed in the report.
 
 Input lists (:func:`list_videos`): a folder (searched recursively for video extensions) or a text
@@ -42,13 +42,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from wtalcli.errors import InputError, MismatchError
+from wtalcli.core.errors import InputError, MismatchError
 
 if TYPE_CHECKING:
-    from wtalcli.backbones import Backbone
-from wtalcli.schema import check_video_id, load_npy, write_feature_set
-from wtalcli.timegrid import TimeGrid
-from wtalcli.video import VIDEO_EXTENSIONS, VideoDecodeError, VideoStream
+    from wtalcli.video.backbones import Backbone
+from wtalcli.data.schema import check_video_id, load_npy, write_feature_set
+from wtalcli.data.timegrid import TimeGrid
+from wtalcli.video.decode import VIDEO_EXTENSIONS, VideoDecodeError, VideoStream
 
 CACHE_FORMAT = 1
 CONFIG_FILE = "extract.json"
@@ -416,7 +416,7 @@ def extract(
     """Extract features of ``paths`` (or of shard ``(i, N)`` of them) into ``cache_dir``; resumable.
 
     ``backbone`` is a registry name, built here from ``weights`` (``None`` means ``"hub"``) on
-    ``device``, or an already built :class:`~wtalcli.backbones.Backbone` (whose own weights, size,
+    ``device``, or an already built :class:`~wtalcli.video.backbones.Backbone` (whose own weights, size,
     seed, precision and device then apply). ``size`` overrides the crop side (tests, quick runs);
     ``workers`` decoder threads (one video each at a time) feed the
     network through a queue of at most ``queue_batches`` batches.
@@ -424,7 +424,7 @@ def extract(
     try:
         import torch
 
-        from wtalcli.backbones import HUB, Backbone, build_backbone
+        from wtalcli.video.backbones import HUB, Backbone, build_backbone
     except ImportError as exc:
         raise InputError(f"video extraction needs torchvision ({exc})", "pip install 'wtal[video]'") from exc
 

@@ -23,7 +23,7 @@ Reproducibility model
   is not verified by a test here (no GPU on the test machine). bf16 autocast and TF32 change the
   numbers, not the determinism.
 
-Several processes (``torchrun``, :mod:`wtalcli.distributed`): every rank computes the same global
+Several processes (``torchrun``, :mod:`wtalcli.core.distributed`): every rank computes the same global
 batch from the plan and trains on its own contiguous slice (``batch_size`` stays the global batch,
 which must divide by the world size); the model and the extra modules are wrapped together in one
 ``DistributedDataParallel``, which averages their gradients, so per-rank means over equal slices
@@ -57,12 +57,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from wtalcli import distributed
-from wtalcli.errors import InputError, MismatchError, WtalError
-from wtalcli.losses import basnet_loss
-from wtalcli.models import BaSNet, BaSOutput
-from wtalcli.sampling import back_map, batch_eval_indices, batch_train_indices
-from wtalcli.schema import FeatureSet
+from wtalcli.core import distributed
+from wtalcli.core.errors import InputError, MismatchError, WtalError
+from wtalcli.data.schema import FeatureSet
+from wtalcli.model.basnet import BaSNet, BaSOutput
+from wtalcli.model.losses import basnet_loss
+from wtalcli.model.sampling import back_map, batch_eval_indices, batch_train_indices
 
 CHECKPOINT_FORMAT = "wtal-basnet-trainer/1"
 AMP_CHOICES = ("none", "bf16")
@@ -777,7 +777,7 @@ def infer(
     cas_out: np.ndarray | None = None,
 ) -> InferenceResult:
     """Run the model on ``rows`` (test sampling to ``num_segments``) and map everything back to
-    each video's own snippets (:func:`wtalcli.sampling.back_map`), ``batch`` videos at a time.
+    each video's own snippets (:func:`wtalcli.model.sampling.back_map`), ``batch`` videos at a time.
 
     Memory stays bounded by one batch: outputs are written into ``cas_out`` / ``h_out`` when given
     (e.g. ``np.lib.format.open_memmap`` arrays of shape ``(N, C+1)`` / ``(N, hidden)``), where ``N``

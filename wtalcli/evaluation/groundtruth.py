@@ -1,7 +1,7 @@
 """Ground truth for evaluation: loaders for the annotation formats met in practice.
 
 A :class:`GroundTruth` is columnar (one row per action instance, in source order: the order
-matters for exact reproduction of the reference evaluator, see :mod:`wtalcli.evaluation`) and
+matters for exact reproduction of the reference evaluator, see :mod:`wtalcli.evaluation.detection`) and
 holds only the instances of one subset.  It is built from
 
 - an ActivityNet-style JSON (``database[vid] = {subset, duration?, annotations: [{segment, label}]}``;
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from wtalcli.errors import InputError
+from wtalcli.core.errors import InputError
 
 # THUMOS14 test-set protocols.  "basnet": Pilhyeon/BaSNet-pytorch dataset/THUMOS14/gt.json and
 # split_test.txt (210 videos; 270 and 1496 have wrong annotations, 1292 only Ambiguous ones).

@@ -19,7 +19,7 @@ from types import MappingProxyType
 
 import numpy as np
 
-from wtalcli.errors import InputError
+from wtalcli.core.errors import InputError
 
 # A rule maps (normalised CAS of all covered rows, (L, C+1) float64, videos tiling the rows in
 # order; the start row of each video, (V,) int64; each video's length, (V,) int64) to the

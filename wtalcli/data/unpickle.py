@@ -6,7 +6,7 @@ pickle protocol 2 with byte strings).  ``np.load(allow_pickle=True)`` would run 
 pickle names, so here the header is parsed by hand and the payload is fed to an unpickler whose
 ``find_class`` resolves only the few numpy callables that rebuild arrays, dtypes and scalars.
 Anything else (``os.system``, ``builtins.eval``, ``subprocess.Popen``, ...) is refused with an
-:class:`~wtalcli.errors.InputError` *before* it is called.
+:class:`~wtalcli.core.errors.InputError` *before* it is called.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from wtalcli.errors import InputError
+from wtalcli.core.errors import InputError
 
 # Errors that a malformed (not malicious) pickle stream can raise while being decoded.
 _DECODE_ERRORS = (

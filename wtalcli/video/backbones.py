@@ -2,7 +2,7 @@
 
 Each registered model keeps torchvision's own preprocessing, read from its weights enum without
 downloading anything (``weights.transforms()`` is a ``VideoClassification`` preset): the decoder
-resizes frames to ``resize_size`` (see :func:`wtalcli.video.resized_size`), the engine centre-
+resizes frames to ``resize_size`` (see :func:`wtalcli.video.decode.resized_size`), the engine centre-
 crops them to ``crop_size``, and :class:`Backbone` scales to [0, 1] and normalises with the preset's
 mean/std. The classification head is taken off; the feature is the penultimate pooled vector:
 
@@ -38,8 +38,8 @@ import torchvision
 from torch import nn
 from torchvision import models
 
-from wtalcli.errors import InputError, WtalError
-from wtalcli.timegrid import TimeGrid
+from wtalcli.core.errors import InputError, WtalError
+from wtalcli.data.timegrid import TimeGrid
 
 BACKBONES = ("r2plus1d_18", "r3d_18", "s3d", "mvit_v2_s", "swin3d_t")
 FEATURE_DIMS = {"r2plus1d_18": 512, "r3d_18": 512, "s3d": 1024, "mvit_v2_s": 768, "swin3d_t": 768}
@@ -380,7 +380,7 @@ def show_pred(
     The clips are spread over the snippet count the container's header implies; the whole video
     is still decoded once, as a stream.
     """
-    from wtalcli.video import VideoStream, n_output_frames, probe_duration
+    from wtalcli.video.decode import VideoStream, n_output_frames, probe_duration
 
     dur = probe_duration(path)
     n_est = grid.n_snippets(n_output_frames(dur, grid.fps)) if dur else n_clips

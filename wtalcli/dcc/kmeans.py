@@ -102,7 +102,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from wtalcli.errors import InputError, WtalError
+from wtalcli.core.errors import InputError, WtalError
 
 BACKENDS = ("auto", "torch", "faiss")
 DEVICES = ("auto", "cpu", "cuda")

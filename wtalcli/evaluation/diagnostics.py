@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from wtalcli.schema import SnippetTable
+from wtalcli.data.schema import SnippetTable
 
 
 def snippet_truth(table: SnippetTable, annotations: pd.DataFrame, classes: list[str]) -> np.ndarray:

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wtalcli import distributed
+from wtalcli.core import distributed
 
 SCOPES = ("video", "batch", "bank")
 ACT, BG = 0, 1

@@ -13,7 +13,7 @@ Time semantics (the same for every backend):
   nearest to ``j / fps``; a tie (within 1 microsecond) goes to the earlier frame. This resamples
   variable frame rate sources as well as constant ones: a 2 s clip at 30 fps gives exactly 50
   output frames at 25 fps.
-- Clips follow :class:`~wtalcli.timegrid.TimeGrid`: clip ``t`` holds output frames
+- Clips follow :class:`~wtalcli.data.timegrid.TimeGrid`: clip ``t`` holds output frames
   ``[t*stride, t*stride + clip_len)``, so a video of ``n`` output frames yields exactly
   ``grid.n_snippets(n)`` clips; the trailing frames that do not fill a whole clip are dropped.
 
@@ -38,8 +38,8 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
-from wtalcli.errors import InputError
-from wtalcli.timegrid import TimeGrid
+from wtalcli.core.errors import InputError
+from wtalcli.data.timegrid import TimeGrid
 
 VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts", ".mts"}

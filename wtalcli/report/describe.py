@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from wtalcli.store import Artifact
+from wtalcli.core.store import Artifact
 
 
 def describe(art: Artifact, rows: int = 5) -> Group:

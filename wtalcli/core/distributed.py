@@ -32,8 +32,8 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
-from wtalcli.devices import resolve_device as _resolve_device
-from wtalcli.errors import InputError, WtalError
+from wtalcli.core.devices import resolve_device as _resolve_device
+from wtalcli.core.errors import InputError, WtalError
 
 T = TypeVar("T")
 TIMEOUT_ENV = "WTAL_DIST_TIMEOUT_MIN"
@@ -85,7 +85,7 @@ def current() -> Dist:
 
 
 def resolve_device(name: str | torch.device) -> torch.device:
-    """:func:`wtalcli.devices.resolve_device`, except that under torchrun a CUDA device is
+    """:func:`wtalcli.core.devices.resolve_device`, except that under torchrun a CUDA device is
     ``cuda:LOCAL_RANK`` (``--device auto`` or ``cuda``; ``cuda:N`` must name that GPU)."""
     device = name if isinstance(name, torch.device) else _resolve_device(name)
     ctx = launched()
@@ -217,7 +217,7 @@ def on_main(fn: Callable[[], T]) -> T:
 @contextlib.contextmanager
 def main_only(enter: Callable[[], contextlib.AbstractContextManager]) -> Iterator[None]:
     """Hold the context manager ``enter()`` (e.g. the store's lock) on rank 0 only, for the duration
-    of the block on every rank; a failure to enter it (a :class:`~wtalcli.errors.LockedError`)
+    of the block on every rank; a failure to enter it (a :class:`~wtalcli.core.errors.LockedError`)
     is raised on every rank."""
     ctx = current()
     if not ctx.active:

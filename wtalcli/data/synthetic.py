@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from wtalcli.errors import InputError
-from wtalcli.timegrid import TimeGrid
+from wtalcli.core.errors import InputError
+from wtalcli.data.timegrid import TimeGrid
 
 GENERATOR_VERSION = 1
 

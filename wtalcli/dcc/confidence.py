@@ -17,8 +17,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from wtalcli.errors import InputError
-from wtalcli.schema import BACKGROUND
+from wtalcli.core.errors import InputError
+from wtalcli.data.schema import BACKGROUND
 
 
 def _check_labels(labels: np.ndarray, what: str) -> np.ndarray:

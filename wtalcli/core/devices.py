@@ -6,7 +6,7 @@ import os
 
 import torch
 
-from wtalcli.errors import InputError, WtalError
+from wtalcli.core.errors import InputError, WtalError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 

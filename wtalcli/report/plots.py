@@ -2,7 +2,7 @@
 
 Figures are built with :class:`matplotlib.figure.Figure` directly (no ``pyplot``, so no global
 figure state and no GUI backend); seconds are always computed by the caller with
-:class:`wtalcli.timegrid.TimeGrid`.  PNGs carry no timestamp, so the same inputs give the same bytes.
+:class:`wtalcli.data.timegrid.TimeGrid`.  PNGs carry no timestamp, so the same inputs give the same bytes.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@
 - :func:`dataset_stats`: the layout statistics STATS.md reports for THUMOS14.
 
 All probes take any object with ``videos`` (with ``offset``), ``features``, ``annotations`` and
-``classes`` -- a :class:`wtalcli.synthetic.SyntheticData` or a :class:`wtalcli.schema.FeatureSet`.
+``classes`` -- a :class:`wtalcli.data.synthetic.SyntheticData` or a :class:`wtalcli.data.schema.FeatureSet`.
 Regularisation is chosen on a held-out fifth of the training videos, never on test videos.
 """
 
@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from wtalcli.timegrid import TimeGrid
+from wtalcli.data.timegrid import TimeGrid
 
 LAMBDAS = (1e-3, 1e-2, 1e-1, 1.0)
 F = TypeVar("F", bound=Callable)

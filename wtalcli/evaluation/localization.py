@@ -25,7 +25,7 @@ channel background) and the video-level scores ``(C+1,)``:
 Upsampled grid and seconds.  Sample ``j`` (``0 <= j < T*upsample``) owns the snippet-axis cell
 ``[j/upsample, (j+1)/upsample)`` (snippet ``t`` owns ``[t, t+1)``), so a run of samples
 ``[s, e)`` covers cells ``[s/upsample, e/upsample)``, converted to seconds with
-:meth:`wtalcli.timegrid.TimeGrid.index_to_seconds` (with clip_len = stride = 16 at 25 fps this is
+:meth:`wtalcli.data.timegrid.TimeGrid.index_to_seconds` (with clip_len = stride = 16 at 25 fps this is
 BaS-Net's ``16 * j / (25 * 24)``).  The value of sample ``j`` is the CAS interpolated at snippet
 position ``u``, snippet ``t``'s value sitting at ``u = t``:
 
@@ -52,9 +52,9 @@ from typing import Literal
 
 import numpy as np
 
-from wtalcli.errors import InputError
-from wtalcli.evaluation import results_dict
-from wtalcli.timegrid import TimeGrid
+from wtalcli.core.errors import InputError
+from wtalcli.data.timegrid import TimeGrid
+from wtalcli.evaluation.detection import results_dict
 
 # BaS-Net's config.py: act_thresh = np.arange(0.0, 0.25, 0.025) (ten values, 0.225 the last)
 BASNET_ACT_THRESHOLDS: tuple[float, ...] = tuple(float(x) for x in np.arange(0.0, 0.25, 0.025))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from wtalcli.models import BaSOutput
+from wtalcli.model.basnet import BaSOutput
 
 
 def bce_on_probabilities(p: Tensor, target: Tensor) -> Tensor:

@@ -2,7 +2,7 @@
 
 Semantics (each checked against the official code; the defaults reproduce it exactly):
 
-- Ground truth: the instances of one subset (:class:`wtalcli.gt.GroundTruth`).  Classes are the
+- Ground truth: the instances of one subset (:class:`wtalcli.evaluation.groundtruth.GroundTruth`).  Classes are the
   labels present in it, in order of first appearance (the reference's ``activity_index``).
   ``npos`` of a class = its number of instances.
 - Predictions are taken in file order.  Per class they are ranked by descending score.
@@ -69,8 +69,8 @@ from typing import Literal
 
 import numpy as np
 
-from wtalcli.errors import InputError
-from wtalcli.gt import GroundTruth
+from wtalcli.core.errors import InputError
+from wtalcli.evaluation.groundtruth import GroundTruth
 
 Ties = Literal["reference", "stable"]
 Degenerate = Literal["reference", "miss"]
