@@ -32,13 +32,14 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import stages.baseline as baseline_stage  # noqa: E402
-from stages.baseline import SCALE_PRESETS, BaselineParams, baseline  # noqa: E402
+from stages.baseline import BaselineParams, baseline  # noqa: E402
 from stages.denoise import DenoiseParams, denoise  # noqa: E402
 from stages.extract import extract_synthetic  # noqa: E402
 from stages.pseudolabel import pseudolabel  # noqa: E402
 from stages.train_dcc import DCCParams, train_dcc  # noqa: E402
 from wtalcli.core.store import Store  # noqa: E402
 from wtalcli.data.schema import FeatureSet  # noqa: E402
+from wtalcli.model.config import PRESETS  # noqa: E402
 
 
 def quiet(_msg: str) -> None:
@@ -47,7 +48,7 @@ def quiet(_msg: str) -> None:
 
 class StepClock:
     """Records (wall, CPU) at every logged training step of the stage functions (the stages log
-    each step through :class:`stages.baseline.StepLog`), so per-iteration costs are read off the
+    each step through :class:`wtalcli.model.runner.StepLog`), so per-iteration costs are read off the
     step-to-step deltas: the median is the steady-state iteration, the mean includes the refresh
     rounds (a refresh happens inside the step that triggers it)."""
 
@@ -104,7 +105,7 @@ def main() -> None:
             f"{r['dcc_ms']:.0f} ms CPU -> {r['dcc_ms'] / r['baseline_ms']:.3f}x"
         )
         return
-    full = SCALE_PRESETS[args.preset]["iterations"]
+    full = PRESETS[args.preset]["iterations"]
     load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp))

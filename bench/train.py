@@ -1,7 +1,7 @@
 """Benchmark one BaS-Net training iteration (performance.md section 3): seconds per iteration, peak
 memory, and the ratio to the FLOP floor, with data loading included.
 
-Every case trains through :class:`wtalcli.model.training.Trainer` on a feature set written to a temporary
+Every case trains through :class:`wtalcli.model.trainer.Trainer` on a feature set written to a temporary
 directory (random features, THUMOS-like video lengths), so each timed iteration includes sampling,
 the gather from the memory-mapped ``features.npy`` (in the page cache after writing), the
 host-to-device copy, forward, backward and the Adam step. Each case runs in its own subprocess so
@@ -47,7 +47,8 @@ import torch  # noqa: E402
 
 from wtalcli.data.schema import FeatureSet, write_feature_set  # noqa: E402
 from wtalcli.model.basnet import count_train_flops  # noqa: E402
-from wtalcli.model.training import BatchLoader, TrainConfig, Trainer, numerics  # noqa: E402
+from wtalcli.model.config import TrainConfig  # noqa: E402
+from wtalcli.model.trainer import BatchLoader, Trainer, numerics  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,8 @@ import pandas as pd
 
 from wtalcli.core.console import log as _log
 from wtalcli.core.errors import InputError, WtalError
-from wtalcli.core.store import Artifact, Store, atomic_write_bytes, code_version
+from wtalcli.core.files import atomic_write_bytes
+from wtalcli.core.store import Artifact, Store, code_version
 from wtalcli.data.schema import TCAS, FeatureSet, SnippetTable, load_npy, read_classes, read_parquet
 
 ROLES = {"baseline": "baseline", "dcc": "DCC"}  # role -> display name

@@ -22,15 +22,6 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import torch
 
-from stages.baseline import (
-    already_built,
-    export_embeddings,
-    publish,
-    quiet,
-    run_training,
-    split_rows,
-    world_summary,
-)
 from stages.denoise import DenoiseParams, denoise
 from stages.pseudolabel import pseudolabel
 from wtalcli.core import distributed
@@ -46,6 +37,15 @@ from wtalcli.dcc.contrast import (
     dcc_loss,
     gather_regions,
     region_features,
+)
+from wtalcli.model.runner import (
+    already_built,
+    export_embeddings,
+    publish,
+    quiet,
+    run_training,
+    split_rows,
+    world_summary,
 )
 
 
@@ -176,7 +176,8 @@ def train_dcc(
     log=_log,
 ) -> tuple[Artifact, Artifact]:
     """Train with DCC; returns the ``model`` and ``tcas`` artifacts."""
-    from wtalcli.model.training import TrainConfig, read_checkpoint
+    from wtalcli.model.config import TrainConfig
+    from wtalcli.model.trainer import read_checkpoint
 
     p = (params or DCCParams()).validate()
     ctx = distributed.setup(p.device)

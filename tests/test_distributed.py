@@ -51,7 +51,7 @@ def _copy_store(src: Path, dst: Path, only: list[str] | None = None) -> None:
 
 
 def _ckpt(art) -> dict:
-    from wtalcli.model.training import read_checkpoint
+    from wtalcli.model.trainer import read_checkpoint
 
     return read_checkpoint(art.path / "checkpoint.pt")
 
@@ -69,7 +69,8 @@ def dcc_step_grads(fs_path: str) -> dict:
     from wtalcli.core import distributed
     from wtalcli.data.schema import FeatureSet
     from wtalcli.dcc.contrast import ProjectionHead, RegionBank, dcc_loss, gather_regions, region_features
-    from wtalcli.model.training import TrainConfig, Trainer
+    from wtalcli.model.config import TrainConfig
+    from wtalcli.model.trainer import Trainer
 
     fs = FeatureSet(fs_path)
     cfg = TrainConfig(
@@ -215,7 +216,8 @@ def test_batch_must_split_over_the_processes(monkeypatch, tmp_path):
     from wtalcli.core.errors import InputError
     from wtalcli.core.store import Store
     from wtalcli.data.schema import FeatureSet
-    from wtalcli.model.training import TrainConfig, Trainer
+    from wtalcli.model.config import TrainConfig
+    from wtalcli.model.trainer import Trainer
 
     store = Store(tmp_path)
     fs = FeatureSet(extract_synthetic(store, "tiny", seed=0, **QUIET).path)
@@ -246,7 +248,7 @@ def test_each_process_uses_its_gpu(monkeypatch):
 
 
 def test_global_batch_dropout_drops_what_one_process_drops():
-    from wtalcli.model.training import GlobalBatchDropout
+    from wtalcli.model.trainer import GlobalBatchDropout
 
     g, b = 8, 4  # global batch, per rank
     h = torch.randn(2 * g, 6, 5)  # BaSNet's (2B, hidden, T): base rows, then suppression rows
@@ -310,7 +312,7 @@ def _worker(spec_path: str) -> None:
     from wtalcli.core.console import log
     from wtalcli.core.store import Store
     from wtalcli.dcc import contrast as dcc
-    from wtalcli.model import training
+    from wtalcli.model import trainer as training
 
     spec = json.loads(Path(spec_path).read_text())
     rank = int(os.environ["RANK"])

@@ -17,7 +17,7 @@ from stages.train_dcc import DCCParams, train_dcc
 from wtalcli.core.errors import MismatchError
 from wtalcli.core.store import Store
 from wtalcli.data.schema import TCAS, write_tcas
-from wtalcli.model.training import read_checkpoint
+from wtalcli.model.trainer import read_checkpoint
 
 QUIET = {"log": lambda m: None}
 
@@ -119,7 +119,7 @@ def test_baseline_resume_equals_uninterrupted(tmp_path, monkeypatch):
 
     store = Store(tmp_path / "crashed")
     fs = extract_synthetic(store, "tiny", seed=1, **QUIET)
-    from wtalcli.model import training
+    from wtalcli.model import trainer as training
 
     original = training.Trainer._train_step
     calls = {"n": 0}

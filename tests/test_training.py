@@ -16,17 +16,9 @@ from wtalcli.core.devices import resolve_device
 from wtalcli.core.errors import InputError, MismatchError, WtalError
 from wtalcli.data.schema import FeatureSet, write_feature_set
 from wtalcli.model import sampling
-from wtalcli.model.training import (
-    TRAIN_PRESETS,
-    BatchPlan,
-    TrainConfig,
-    Trainer,
-    derive_num_segments,
-    infer,
-    model_from_checkpoint,
-    preset_config,
-    read_checkpoint,
-)
+from wtalcli.model.config import PRESETS, TrainConfig, preset_config
+from wtalcli.model.inference import infer
+from wtalcli.model.trainer import BatchPlan, Trainer, model_from_checkpoint, read_checkpoint
 
 D, C = 16, 3
 
@@ -190,10 +182,10 @@ def test_config_validation_presets_and_derived_t():
     with pytest.raises(InputError):
         preset_config("kinetics")
     with pytest.raises(TypeError):
-        TRAIN_PRESETS["mine"] = {}  # read-only
-    assert derive_num_segments(np.full(10, 330)) == 664  # 2 x mean, rounded up to a multiple of 8
-    assert derive_num_segments(np.array([3, 5])) == 16  # clipped below
-    assert derive_num_segments(np.full(3, 10_000)) == 1024  # clipped above
+        PRESETS["mine"] = {}  # read-only
+    with pytest.raises(TypeError):
+        PRESETS["small"]["hidden"] = 1  # read-only too
+    assert preset_config("small", iterations=None).iterations == 600  # None leaves the preset's value
 
 
 def test_resolve_device():

@@ -506,7 +506,7 @@ def localize_cmd(
     art = localize(_store(workdir), tcas, params, subset=subset, force=force)
     data = (art.path / RESULTS).read_bytes()
     if out is not None:
-        from wtalcli.core.store import atomic_write_bytes
+        from wtalcli.core.files import atomic_write_bytes
 
         atomic_write_bytes(out, data)
         emit({"artifact": art.id, "out": str(out)})

@@ -1,4 +1,4 @@
-"""Training and inference engine for BaS-Net (and, through hooks, for DCC).
+"""The BaS-Net trainer (and, through hooks, DCC's): batches, loader, checkpoints, training loop.
 
 Reproducibility model
 ---------------------
@@ -48,10 +48,9 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -61,119 +60,14 @@ from wtalcli.core import distributed
 from wtalcli.core.errors import InputError, MismatchError, WtalError
 from wtalcli.data.schema import FeatureSet
 from wtalcli.model.basnet import BaSNet, BaSOutput
+from wtalcli.model.config import RESUMABLE_CHANGES, TrainConfig
 from wtalcli.model.losses import basnet_loss
-from wtalcli.model.sampling import back_map, batch_eval_indices, batch_train_indices
+from wtalcli.model.sampling import batch_train_indices
 
 CHECKPOINT_FORMAT = "wtal-basnet-trainer/1"
-AMP_CHOICES = ("none", "bf16")
 
 # independent random streams derived from the seed (SeedSequence spawn keys)
 _STREAM_ORDER, _STREAM_JITTER, _STREAM_AUX = 0x0D3E, 0x7A11, 0xA0C5
-
-
-# ------------------------------------------------------------------------------------- config
-
-
-@dataclass
-class TrainConfig:
-    """Everything that determines a training run (recorded in checkpoints and manifests)."""
-
-    iterations: int = 1500
-    batch_size: int = 16
-    lr: float = 1e-4
-    weight_decay: float = 5e-4
-    num_segments: int = 750  # T: every training video is sampled to this many snippets
-    topk_div: int = 8  # top-k pooling with k = max(1, T // topk_div)
-    hidden: int = 2048
-    attn_hidden: int = 512
-    dropout: float = 0.7
-    attn_l1: float = 1e-4  # weight of mean_b ||w_b||_1
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    num_workers: int = 0  # background loader threads (0: load in the training thread)
-    amp: str = "none"  # none | bf16
-    tf32: bool = False  # allow TF32 GEMMs/convolutions on CUDA when amp == "none"
-    compile: bool = False  # torch.compile the model
-    deterministic: bool = True
-    checkpoint_every: int = 0  # save every N steps (0: only when train() returns)
-
-    def validate(self) -> TrainConfig:
-        """Raise :class:`InputError` on an impossible setting; return ``self``."""
-        positive = ("iterations", "batch_size", "num_segments", "topk_div", "hidden", "attn_hidden")
-        for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise InputError(
-                    f"training option {name}={value!r} must be a positive integer",
-                    "use a whole number >= 1",
-                )
-        for name in ("num_workers", "checkpoint_every"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise InputError(
-                    f"training option {name}={value!r} must be a non-negative integer", "pass 0 or more"
-                )
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise InputError(f"learning rate {self.lr!r} must be positive", "e.g. --lr 1e-4")
-        if not (self.weight_decay >= 0 and self.attn_l1 >= 0):
-            raise InputError("weight_decay and attn_l1 must be >= 0", "pass --weight-decay 0 or more")
-        if not 0.0 <= self.dropout < 1.0:
-            raise InputError(f"dropout {self.dropout!r} must be in [0, 1)", "e.g. 0.7 (BaS-Net's)")
-        if self.amp not in AMP_CHOICES:
-            raise InputError(f"unknown amp mode {self.amp!r}", f"use one of {AMP_CHOICES}")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise InputError(f"seed {self.seed!r} must be a non-negative integer", "pass --seed 0 or more")
-        return self
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str | Path = "config") -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise InputError(f"unknown training options {sorted(unknown)}", "remove them", path=source)
-        return cls(**dict(data)).validate()
-
-
-# options that may differ between a checkpoint and the run that resumes it
-RESUMABLE_CHANGES = frozenset({"iterations", "device", "num_workers", "compile", "checkpoint_every"})
-
-TRAIN_PRESETS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
-    {
-        # official BaS-Net THUMOS14 setting
-        "thumos": MappingProxyType({"num_segments": 750}),
-        # method.md gives 50 to 75 for ActivityNet; 50 is the low end (k = 6), cheapest, and what we
-        # believe BaS-Net used; not verified against the paper text
-        "anet": MappingProxyType({"num_segments": 50}),
-    }
-)
-
-
-def preset_config(name: str, **overrides: Any) -> TrainConfig:
-    """A :class:`TrainConfig` from a named preset plus explicit overrides."""
-    if name not in TRAIN_PRESETS:
-        raise InputError(f"unknown training preset {name!r}", f"use one of {sorted(TRAIN_PRESETS)}")
-    return TrainConfig.from_dict({**TRAIN_PRESETS[name], **overrides}, source=f"preset {name}")
-
-
-def derive_num_segments(
-    lengths: np.ndarray, factor: float = 2.0, multiple: int = 8, lo: int = 16, hi: int = 1024
-) -> int:
-    """A sampling length T for a data set: ``factor`` x the mean video length (in snippets), rounded
-    up to a multiple of ``multiple`` (k = T/8 is then exact), clipped to ``[lo, hi]``.
-
-    With the default factor 2 this nearly reproduces the THUMOS choice: about 136,000 snippets over
-    413 videos (performance.md section 4) is a mean of ~330, giving T = 664 against the official 750.
-    ActivityNet's 50 is *below* its mean length (there T trades resolution for batch cost), so
-    no single rule gives both; the presets state their T explicitly.
-    """
-    lengths = np.asarray(lengths, dtype=np.float64)
-    if lengths.size == 0 or not np.all(lengths >= 1):
-        raise InputError("cannot derive num_segments: no videos or empty videos")
-    t = math.ceil(float(lengths.mean()) * factor / multiple) * multiple
-    return int(min(max(t, lo), hi))
 
 
 # ------------------------------------------------------------------------------------- batches
@@ -748,94 +642,3 @@ class Trainer:
     def load_checkpoint(self, path: str | Path) -> None:
         """``--resume``: continue from ``path`` (its step) to the configured iterations."""
         self.load_state_dict(read_checkpoint(path), source=path)
-
-
-# ------------------------------------------------------------------------------------- inference
-
-
-class InferenceResult(NamedTuple):
-    cas: np.ndarray  # (N, C+1) float32: softmax over C+1 of the suppression CAS at every snippet
-    scores: np.ndarray  # (V, C+1) float32: video scores p' (suppression branch)
-    offsets: np.ndarray  # (V,) int64: first row of each video in cas / h (rows in the given order)
-    h: np.ndarray | None  # (N, hidden): base-branch embedding per snippet, when asked for
-
-
-@torch.no_grad()
-def infer(
-    model: BaSNet,
-    fs: FeatureSet,
-    rows: np.ndarray,
-    num_segments: int,
-    device: torch.device | str,
-    batch: int = 16,
-    *,
-    amp: str = "none",
-    tf32: bool = False,
-    with_h: bool = False,
-    h_out: np.ndarray | None = None,
-    h_dtype: np.dtype | type = np.float16,
-    cas_out: np.ndarray | None = None,
-) -> InferenceResult:
-    """Run the model on ``rows`` (test sampling to ``num_segments``) and map everything back to
-    each video's own snippets (:func:`wtalcli.model.sampling.back_map`), ``batch`` videos at a time.
-
-    Memory stays bounded by one batch: outputs are written into ``cas_out`` / ``h_out`` when given
-    (e.g. ``np.lib.format.open_memmap`` arrays of shape ``(N, C+1)`` / ``(N, hidden)``), where ``N``
-    = total snippets of ``rows``, in the order of ``rows``. The model's train/eval mode is restored.
-    """
-    device = torch.device(device)
-    rows = np.asarray(rows, dtype=np.int64)
-    lengths = fs.videos["n_snippets"].to_numpy(np.int64)[rows]
-    src = fs.videos["offset"].to_numpy(np.int64)[rows]
-    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(rows) else lengths.copy()
-    n_total, n_out = int(lengths.sum()), model.n_classes + 1
-    if cas_out is not None and cas_out.shape != (n_total, n_out):
-        raise ValueError(f"cas_out has shape {cas_out.shape}, expected {(n_total, n_out)}")
-    cas = cas_out if cas_out is not None else np.empty((n_total, n_out), np.float32)
-    h = None
-    if with_h or h_out is not None:
-        if h_out is not None and h_out.shape != (n_total, model.hidden):
-            raise ValueError(f"h_out has shape {h_out.shape}, expected {(n_total, model.hidden)}")
-        h = h_out if h_out is not None else np.empty((n_total, model.hidden), h_dtype)
-    scores = np.empty((len(rows), n_out), np.float32)
-    t = int(num_segments)
-    buf = np.empty((batch * t, fs.dim), fs.features.dtype)
-    was_training = model.training
-    model.eval()
-    try:
-        with numerics(device, tf32, deterministic=False):
-            for start in range(0, len(rows), batch):
-                sl = slice(start, min(len(rows), start + batch))
-                nb = sl.stop - sl.start
-                idx = batch_eval_indices(lengths[sl], t)  # (nb, T)
-                flat = (src[sl][:, None] + idx).reshape(-1)
-                np.take(fs.features, flat, axis=0, out=buf[: nb * t], mode="clip")
-                x = torch.from_numpy(buf[: nb * t]).to(device).view(nb, t, -1).float()
-                with autocast(device, amp):
-                    out = model(x)
-                scores[sl] = out.p_supp.float().cpu().numpy()
-                # one gather table for the whole chunk: rows of the (nb*T, ...) flattened outputs
-                tables = [back_map(int(n), t) for n in lengths[sl]]
-                m = max(ix.shape[1] for ix, _ in tables)
-                gidx = np.concatenate(
-                    [np.pad(ix + i * t, ((0, 0), (0, m - ix.shape[1]))) for i, (ix, _) in enumerate(tables)]
-                )
-                gw = np.concatenate([np.pad(w, ((0, 0), (0, m - w.shape[1]))) for _, w in tables]).astype(
-                    np.float32
-                )
-                gidx_t = torch.from_numpy(gidx).to(device)
-                gw_t = torch.from_numpy(gw).to(device)[..., None]
-                lo, hi = int(offsets[sl.start]), int(offsets[sl.stop - 1] + lengths[sl.stop - 1])
-                prob = torch.softmax(out.cas_supp.float(), dim=-1).reshape(nb * t, -1)
-                cas[lo:hi] = (prob[gidx_t] * gw_t).sum(dim=1).cpu().numpy()
-                if h is not None:
-                    emb = out.h_base.float().reshape(nb * t, -1)
-                    mapped = emb[gidx_t[:, 0]] if m == 1 else (emb[gidx_t] * gw_t).sum(dim=1)
-                    h[lo:hi] = mapped.to(_torch_dtype(h.dtype)).cpu().numpy()
-    finally:
-        model.train(was_training)
-    return InferenceResult(cas, scores, offsets, h)
-
-
-def _torch_dtype(dtype: np.dtype) -> torch.dtype:
-    return {np.dtype(np.float16): torch.float16, np.dtype(np.float32): torch.float32}[np.dtype(dtype)]

@@ -1,0 +1,240 @@
+"""The shared training runner: train (resuming from a scratch checkpoint), then publish the run as
+its ``model`` artifact (checkpoint, training log, training-snippet embeddings) and its ``tcas``
+artifact. ``baseline`` and ``train-dcc`` both go through it.
+
+Under ``torchrun`` every rank trains on its slice of each batch; rank 0 alone decides whether to
+resume, keeps the step log, saves checkpoints and publishes (:mod:`wtalcli.core.distributed`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from wtalcli.core import distributed
+from wtalcli.core.console import progress as _progress
+from wtalcli.core.errors import InputError
+from wtalcli.core.store import Artifact, Plan, Store, build_or_skip
+from wtalcli.data.schema import FeatureSet, rebase, write_tcas, write_videos
+from wtalcli.model.inference import infer
+from wtalcli.model.trainer import Trainer
+
+WORK_DIR = ".work"  # per-run scratch space that survives a crash (resumable checkpoints)
+
+
+def split_rows(fs: FeatureSet, holdout: float, holdout_seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Training rows used for fitting, and the held-out ones (``val``), by a seeded shuffle."""
+    train = fs.rows_of("train")
+    if not 0.0 <= holdout < 1.0:
+        raise InputError(
+            f"--holdout {holdout} must be in [0, 1)", "e.g. --holdout 0.1 (0: no held-out videos)"
+        )
+    n_val = int(round(holdout * len(train)))
+    if n_val == 0:
+        return train, np.zeros(0, np.int64)
+    rng = np.random.default_rng(np.random.SeedSequence([holdout_seed, 0x401D]))
+    val = np.sort(rng.choice(train, n_val, replace=False))
+    return np.setdiff1d(train, val), val
+
+
+def export_tcas(
+    model, fs: FeatureSet, cfg, device, tmp: Path, train_rows: np.ndarray, val_rows: np.ndarray
+) -> dict:
+    """Write the T-CAS of every video (``val`` marks held-out training videos)."""
+
+    rows = np.arange(len(fs.videos))
+    videos = rebase(fs.videos.iloc[rows])
+    if len(val_rows):
+        videos.loc[np.isin(rows, val_rows), "subset"] = "val"
+    res = infer(model, fs, rows, cfg.num_segments, device, batch=cfg.batch_size, amp=cfg.amp)
+    write_tcas(tmp, videos, res.cas, res.scores, fs.classes)
+    return {"videos": int(len(videos)), "snippets": int(len(res.cas))}
+
+
+def export_embeddings(
+    model, fs: FeatureSet, cfg, device, tmp: Path, train_rows: np.ndarray, outputs: dict | None = None
+) -> dict:
+    """Base-branch embeddings ``h`` of the training snippets (float16), with their videos table;
+    ``outputs["result"]`` receives the same pass's CAS and scores when ``outputs`` is given."""
+
+    videos = rebase(fs.videos.iloc[train_rows])
+    n = int(videos["n_snippets"].sum())
+    h = np.lib.format.open_memmap(
+        tmp / "embeddings.npy", mode="w+", dtype=np.float16, shape=(n, model.hidden)
+    )
+    res = infer(model, fs, train_rows, cfg.num_segments, device, batch=cfg.batch_size, amp=cfg.amp, h_out=h)
+    if outputs is not None:
+        outputs["result"] = res
+    h.flush()
+    del h
+    write_videos(tmp, videos)
+    return {"embedding_snippets": n, "embedding_dim": int(model.hidden)}
+
+
+class StepLog:
+    """Collects the loss terms of every iteration, for the Parquet training log."""
+
+    def __init__(self, previous: pd.DataFrame | None = None):
+        self.rows: list[dict] = [] if previous is None else previous.to_dict("records")
+
+    def __call__(self, step: int, terms: dict) -> None:
+        self.rows = (
+            [r for r in self.rows if r["step"] < step]
+            if self.rows and self.rows[-1]["step"] >= step
+            else self.rows
+        )
+        self.rows.append({"step": step, **terms})
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows)
+
+
+def quiet(message: str) -> None:
+    """The log of the ranks other than 0: rank 0 speaks for the job."""
+
+
+@contextlib.contextmanager
+def training_progress(total: int, start: int, show: bool = True):
+    """A Rich progress bar (stderr) updated with the loss terms; yields ``on_step``."""
+    if not show:
+        yield lambda step, terms: None
+        return
+    with _progress() as bar:
+        task = bar.add_task("training", total=total, completed=start, info="")
+
+        def on_step(step: int, terms: dict) -> None:
+            if step % 10 == 0 or step == total:
+                info = " ".join(f"{k}={v:.3g}" for k, v in terms.items() if k != "total")
+                bar.update(task, completed=step, info=info)
+
+        yield on_step
+
+
+def run_training(
+    store: Store,
+    plan: Plan,
+    fs: FeatureSet,
+    cfg,
+    train_rows: np.ndarray,
+    resume: bool,
+    log,
+    trainer_kwargs: dict | None = None,
+    before_train=None,
+    after_resume=None,
+):
+    """Train (resuming from the plan's scratch checkpoint when one exists); returns the trainer
+    and the step log.  The scratch directory is ``<workdir>/.work/<artifact id>/``.
+
+    Under torchrun rank 0 decides whether to resume (every rank then loads the same checkpoint),
+    keeps the step log and shows the progress bar; the trainer saves checkpoints on rank 0 only."""
+
+    ctx = distributed.current()
+    work = store.root / WORK_DIR / plan.id
+    distributed.on_main(lambda: work.mkdir(parents=True, exist_ok=True))
+    ckpt, log_path = work / "checkpoint.pt", work / "train_log.parquet"
+    steps = StepLog()
+
+    def on_step(step: int, terms: dict) -> None:
+        steps(step, terms)
+        bar_step(step, terms)
+
+    trainer = Trainer(fs, cfg, train_rows, on_step=on_step, checkpoint_path=ckpt, **(trainer_kwargs or {}))
+    if before_train is not None:
+        before_train(trainer)
+    found = distributed.on_main(ckpt.exists)
+    if found and resume:
+        trainer.load_checkpoint(ckpt)
+        if ctx.is_main and log_path.exists():
+            steps = StepLog(pd.read_parquet(log_path))
+            steps.rows = [r for r in steps.rows if r["step"] <= trainer.step]
+        log(f"resuming from iteration {trainer.step} ({ckpt})")
+        if after_resume is not None:
+            after_resume(trainer)
+    elif found:
+        log("found an interrupted run; starting over (--no-resume)")
+
+    original_save = trainer.save_checkpoint
+
+    def save_with_log(path):  # the log travels with the checkpoint, so a resume keeps it
+        # log first, each file atomically: a kill at any moment leaves a log covering the checkpoint
+        part = log_path.with_name(log_path.name + ".part")
+        steps.frame().to_parquet(part)
+        os.replace(part, log_path)
+        original_save(path)
+
+    trainer.save_checkpoint = save_with_log
+    with training_progress(cfg.iterations, trainer.step, show=ctx.is_main) as bar_step:
+        trainer.train()
+    return trainer, steps, work
+
+
+def already_built(
+    store: Store,
+    model_plan: Plan,
+    tcas_plan: Plan,
+    log,
+    why: str = "up to date (same inputs, parameters and code)",
+) -> tuple[Artifact, Artifact] | None:
+    """The run's two artifacts if both exist (a training stage then has nothing to do)."""
+    model, tcas = store.existing(model_plan), store.existing(tcas_plan)
+    if model is None or tcas is None:
+        return None
+    log(f"{model.id} and {tcas.id} are {why}: skipped; --force redoes them")
+    return model, tcas
+
+
+def world_summary(summary: dict) -> dict:
+    """``summary`` plus the number of processes, when there were several (one-process manifests
+    stay as they were)."""
+    world = distributed.current().world
+    return {**summary, "world_size": world} if world > 1 else summary
+
+
+def publish(
+    store: Store,
+    model_plan: Plan,
+    tcas_plan: Plan,
+    trainer,
+    steps: StepLog,
+    work: Path,
+    fs: FeatureSet,
+    cfg,
+    device,
+    train_rows: np.ndarray,
+    val_rows: np.ndarray,
+    log,
+    summary_extra: dict,
+) -> tuple[Artifact, Artifact]:
+    """Publish a finished training run as its ``model`` artifact (checkpoint, training log,
+    training-snippet embeddings) and its ``tcas`` artifact (with the inside/outside sanity figure);
+    shared by ``baseline`` and ``train-dcc``."""
+    from wtalcli.data.schema import TCAS
+    from wtalcli.evaluation.diagnostics import inside_outside
+
+    model = trainer.model
+
+    def write_model(tmp: Path) -> dict:
+        shutil.copyfile(work / "checkpoint.pt", tmp / "checkpoint.pt")
+        steps.frame().to_parquet(tmp / "train_log.parquet")
+        summary = export_embeddings(model, fs, cfg, device, tmp, train_rows)
+        last = steps.rows[-1] if steps.rows else {}
+        summary.update({"iterations": trainer.step, "final_loss": last.get("total"), **summary_extra})
+        return summary
+
+    def write_tcas_art(tmp: Path) -> dict:
+        summary = export_tcas(model, fs, cfg, device, tmp, train_rows, val_rows)
+        t = TCAS(tmp)
+        summary["sanity_test"] = inside_outside(t, t.cas, fs.annotations, fs.classes, "test")
+        return summary
+
+    out = (
+        build_or_skip(store, model_plan, True, log, write_model),
+        build_or_skip(store, tcas_plan, True, log, write_tcas_art),
+    )
+    shutil.rmtree(work, ignore_errors=True)  # under the caller's lock: a waiting run may resume from it
+    return out
