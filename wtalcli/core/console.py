@@ -1,4 +1,5 @@
-"""Logging and progress on stderr (stdout is reserved for machine output: JSON, paths)."""
+"""The console: logs and progress bars on stderr; on stdout, machine output (JSON, paths) and the
+listings a user asked for (tables of ``status``, ``show``, ``evaluate``; ``--json`` prints JSON)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,18 @@ from rich.progress import (
 err = Console(stderr=True, highlight=False)
 if not err.is_terminal:  # logs captured to a file: do not wrap tables at 80 columns, nor any line
     err = Console(stderr=True, highlight=False, width=160, soft_wrap=True)  # one message = one line
+
+
+out = Console(highlight=False)
+if not out.is_terminal:  # piped (e.g. into less or a file): do not wrap tables at 80 columns
+    out = Console(highlight=False, width=160)
+
+
+def show(renderable) -> None:
+    """A listing on stdout (under torchrun, rank 0's only)."""
+    if os.environ.get("RANK", "0") != "0":
+        return
+    out.print(renderable)
 
 
 def log(message: str) -> None:

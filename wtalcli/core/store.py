@@ -1,11 +1,16 @@
 """The artifact store: one directory per artifact under a workdir, each with a ``manifest.json``.
 
 An artifact's directory name is ``<kind>-<key[:12]>`` where the key hashes everything that
-determines its content: the stage, its parameters, the fingerprints of its input artifacts, the
-seed and the code version.  So a stage that would rebuild an existing artifact can skip it, and
-``--force`` rebuilds it in place.  Writes are atomic: files are built in a hidden temporary
-directory beside the final one, the manifest is written last, and one ``rename`` publishes it.
-A crash leaves at most a temporary directory, which the next run removes.
+determines its content: the stage, the parameters that can change the result (``key=True`` in the
+stage's parameter dataclass, :mod:`wtalcli.core.params`), the fingerprints of its input artifacts,
+the seed, and the fingerprint of the code the stage can run (:mod:`wtalcli.core.fingerprint`:
+editing the report or the CLI's help invalidates nothing; editing the model invalidates
+``baseline`` and what follows). So a stage that would rebuild an existing artifact can skip it,
+and ``--force`` rebuilds it in place. The manifest records every parameter, keyed or not.
+
+Writes are atomic: files are built in a hidden temporary directory beside the final one, the
+manifest is written last, and one ``rename`` publishes it. A crash leaves at most a temporary
+directory, which the next run removes.
 
 ``lineage`` records the identity of the feature set and of the model an artifact derives from;
 a stage refuses inputs whose lineages disagree (e.g. pseudo-labels of one model with embeddings
@@ -25,12 +30,13 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from wtalcli import __version__
 from wtalcli.core.errors import InputError, LockedError, MismatchError, MissingArtifactError
 from wtalcli.core.files import file_sha256
+from wtalcli.core.fingerprint import code_fingerprint, stage_module
 
 MANIFEST = "manifest.json"
 MANIFEST_SCHEMA = 1
@@ -53,7 +59,8 @@ MADE_BY = {
 
 @functools.cache
 def code_version() -> str:
-    """Package version plus a hash of the library and stage sources (any code change shows)."""
+    """Package version plus a hash of all library and stage sources (provenance and ``--version``;
+    cache keys use the per-stage :func:`~wtalcli.core.fingerprint.code_fingerprint`)."""
     root = Path(__file__).resolve().parents[2]
     h = hashlib.sha256()
     for pkg in ("wtalcli", "stages"):
@@ -102,11 +109,10 @@ class Artifact:
     def created_ns(self) -> int:
         return int(self.manifest.get("created_ns", 0))
 
-    def file(self, name: str) -> Path:
-        return self.path / name
-
-    def short(self) -> str:
-        return self.id
+    @property
+    def tag(self) -> str:
+        """E.g. ``round 2`` for the artifacts of a DCC refresh round; empty otherwise."""
+        return str(self.manifest.get("tag") or "")
 
 
 @dataclass
@@ -120,7 +126,7 @@ class Plan:
     seed: int | None
     key: str
     lineage: dict
-    extra: dict = field(default_factory=dict)
+    tag: str | None = None
 
     @property
     def id(self) -> str:
@@ -241,22 +247,26 @@ class Store:
         inputs: dict[str, Artifact] | None = None,
         seed: int | None = None,
         lineage: dict | None = None,
-        key_extra: str = "",
+        key_params: dict | None = None,
+        tag: str | None = None,
     ) -> Plan:
+        """What ``stage`` will build: ``params`` are recorded in the manifest, ``key_params``
+        (default: ``params``) are the ones that enter the cache key; ``tag`` (e.g. ``round 2`` of
+        a DCC run) is recorded and keyed."""
         inputs = inputs or {}
         merged = merge_lineage(inputs)
         key_src = canonical_json(
             {
                 "stage": stage,
-                "params": params,
+                "params": params if key_params is None else key_params,
                 "inputs": {r: a.fingerprint for r, a in sorted(inputs.items())},
                 "seed": seed,
-                "code": code_version(),
-                "extra": key_extra,
+                "code": code_fingerprint(stage_module(stage)),
+                **({"tag": tag} if tag else {}),
             }
         )
         key = hashlib.sha256(key_src.encode()).hexdigest()
-        plan = Plan(kind, stage, params, inputs, seed, key, merged)
+        plan = Plan(kind, stage, params, inputs, seed, key, merged, tag)
         if lineage:
             plan.lineage.update({k: (plan.id if v == "self" else v) for k, v in lineage.items()})
         return plan
@@ -335,8 +345,10 @@ class Store:
                 for role, a in plan.inputs.items()
             },
             "lineage": plan.lineage,
+            **({"tag": plan.tag} if plan.tag else {}),
             "seed": plan.seed,
             "code_version": code_version(),
+            "code": code_fingerprint(stage_module(plan.stage)),
             "created": _dt.datetime.fromtimestamp(now / 1e9, _dt.UTC).isoformat(timespec="milliseconds"),
             "created_ns": now,
             "files": files,
@@ -386,8 +398,9 @@ class Store:
     def staleness(self, art: Artifact) -> str:
         """'ok', or why the artifact no longer matches its inputs; a note when other code built it."""
         state = self._input_state(art, depth=0)
-        if state == "ok" and art.manifest.get("code_version") != code_version():
-            return f"ok (built by code {art.manifest.get('code_version')})"
+        built_by = art.manifest.get("code")
+        if state == "ok" and built_by != code_fingerprint(stage_module(art.stage)):
+            return f"ok (its stage's code changed since: built by {built_by or art.manifest.get('code_version')})"
         return state
 
     def _input_state(self, art: Artifact, depth: int) -> str:
