@@ -32,14 +32,21 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import stages.baseline as baseline_stage  # noqa: E402
-from stages.baseline import BaselineParams, baseline  # noqa: E402
-from stages.denoise import DenoiseParams, denoise  # noqa: E402
+from stages.baseline import baseline  # noqa: E402
+from stages.denoise import denoise  # noqa: E402
 from stages.extract import extract_synthetic  # noqa: E402
 from stages.pseudolabel import pseudolabel  # noqa: E402
-from stages.train_dcc import DCCParams, train_dcc  # noqa: E402
+from stages.train_dcc import train_dcc  # noqa: E402
 from wtalcli.core.store import Store  # noqa: E402
 from wtalcli.data.schema import FeatureSet  # noqa: E402
-from wtalcli.model.config import PRESETS  # noqa: E402
+from wtalcli.dcc.params import (
+    DCCParams,  # noqa: E402
+    DenoiseParams,  # noqa: E402
+)
+from wtalcli.model.config import (
+    PRESETS,  # noqa: E402
+    BaselineParams,  # noqa: E402
+)
 
 
 def quiet(_msg: str) -> None:

@@ -31,19 +31,21 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from stages.baseline import BaselineParams
 from stages.evaluate import EvalParams
-from stages.train_dcc import DCCParams
 from wtalcli.core.console import log as _log
 from wtalcli.core.console import warn
 from wtalcli.core.errors import InputError
+from wtalcli.core.params import key_dict, number_list, param, record_dict
 from wtalcli.core.store import Artifact, Store, build_or_skip
+from wtalcli.data.synthetic import PRESETS as SYNTHETIC
+from wtalcli.dcc.params import DCCParams, DenoiseParams
+from wtalcli.model.config import BaselineParams
 
 TABLES = ("main", "scope", "clusters")
 LOG_DIR = Path(".work") / "ablate-logs"
@@ -51,21 +53,25 @@ LOG_DIR = Path(".work") / "ablate-logs"
 
 @dataclass
 class AblationParams:
-    preset: str = "small"
-    features: str | None = None  # a feature set instead of the synthetic one
-    data_seed: int = 0
-    seeds: tuple[int, ...] = (0, 1, 2)
-    tables: tuple[str, ...] = TABLES
-    clusters: tuple[int, ...] = (16, 64, 256)  # the K sweep (the default K of the other rows is 64)
-    select: bool = True
-    holdout: float = 0.2
-    select_seeds: tuple[int, ...] = (0,)
-    grid_tau: tuple[float, ...] = (0.1, 0.2)
-    grid_beta_end: tuple[float, ...] = (1.0, 100.0, 10000.0)
-    iterations: int | None = None  # baseline and DCC iterations (default: the preset's)
-    dcc: DCCParams = field(default_factory=DCCParams)  # everything not varied (tau/beta_end if no select)
-    jobs: int = 1
-    device: str = "auto"
+    preset: str = param("small", "Synthetic preset (when --features is not given).", choices=tuple(SYNTHETIC))
+    features: str | None = param(None, "Use this feature set instead of the synthetic one.")
+    data_seed: int = param(0, "Seed of the synthetic dataset.")
+    seeds: tuple[int, ...] = param((0, 1, 2), "Training seeds, comma-separated.", parse=number_list(int))
+    tables: tuple[str, ...] = param(TABLES, f"Which tables, comma-separated: {', '.join(TABLES)}.")
+    clusters: tuple[int, ...] = param(
+        (16, 64, 256), "The K sweep, comma-separated.", flag="--clusters", parse=number_list(int)
+    )
+    select: bool = param(True, "Choose tau and beta_end on held-out training videos.")
+    holdout: float = param(0.2, "Share of training videos held out for the selection.")
+    select_seeds: tuple[int, ...] = param((0,), "Seeds of the selection runs.", parse=number_list(int))
+    grid_tau: tuple[float, ...] = param((0.1, 0.2), "Selection grid: tau values.", parse=number_list(float))
+    grid_beta_end: tuple[float, ...] = param(
+        (1.0, 100.0, 10000.0), "Selection grid: beta_end values.", parse=number_list(float)
+    )
+    iterations: int | None = param(None, "Training iterations of baseline and DCC (default: the preset's).")
+    dcc: DCCParams = param(cli=False, factory=DCCParams)  # everything not varied (tau/beta_end if no select)
+    jobs: int = param(1, "Trainings run at once (worker processes).", key=False)
+    device: str = param("auto", "auto (a GPU if present), cpu, cuda or cuda:N.", key=False)
 
     def validate(self) -> AblationParams:
         bad = [t for t in self.tables if t not in TABLES]
@@ -96,7 +102,7 @@ class Variant:
 
 
 def variants(p: AblationParams) -> list[Variant]:
-    k0 = p.dcc.clusters
+    k0 = DenoiseParams().clusters
     out: list[Variant] = []
     if "main" in p.tables:
         out += [
@@ -118,7 +124,7 @@ def variants(p: AblationParams) -> list[Variant]:
             Variant("contrast with the memory bank", "scope", {"scope": "bank"}, k0),
         ]
     if "clusters" in p.tables:
-        out += [Variant(f"K = {k}", "clusters", {"clusters": k}, k) for k in p.clusters]
+        out += [Variant(f"K = {k}", "clusters", {}, k) for k in p.clusters]
     return out
 
 
@@ -244,7 +250,7 @@ def _score(store: Store, tcas: str, subset: str, log) -> dict:
 
 
 def _targets(store: Store, model: str, tcas: str, k: int, seed: int, device: str, log) -> tuple[str, str]:
-    from stages.denoise import DenoiseParams, denoise
+    from stages.denoise import denoise
     from stages.pseudolabel import pseudolabel
 
     pl = pseudolabel(store, tcas, log=log)
@@ -266,11 +272,13 @@ def ablate(store: Store, p: AblationParams | None = None, force: bool = False, l
         fs_art = extract_synthetic(store, p.preset, seed=p.data_seed, log=log)
     else:
         fs_art = store.resolve("features", p.features, log)
-    pdict = asdict(p)
-    for k in ("jobs", "device", "features", "preset", "data_seed"):
-        pdict.pop(k)  # how it runs, or what the features input already says
-    pdict["dcc"] = {k: v for k, v in pdict["dcc"].items() if k not in ("device", "num_workers", "seed")}
-    plan = store.plan("ablation", "ablate", pdict, {"features": fs_art}, seed=p.seeds[0])
+    key = key_dict(p)
+    for k in ("features", "preset", "data_seed"):
+        key.pop(k)  # what the features input already says
+    key["dcc"].pop("seed")  # set per run from --seeds
+    plan = store.plan(
+        "ablation", "ablate", record_dict(p), {"features": fs_art}, seed=p.seeds[0], key_params=key
+    )
     if not force and (art := store.existing(plan)) is not None:
         log(f"{art.id} is up to date (same inputs, parameters and code): skipped; --force redoes it")
         return art
@@ -305,7 +313,7 @@ def _ablate(store, p: AblationParams, fs_art, plan, vs: list[Variant], runner: R
         jobs, cell = [], {}  # job name -> its (tau, beta_end, seed)
         for s in p.select_seeds:
             m, tc = bases[f"baseline holdout seed {s}"]
-            pl, conf = _targets(store, m, tc, p.dcc.clusters, s, p.device, log)
+            pl, conf = _targets(store, m, tc, DenoiseParams().clusters, s, p.device, log)
             selection_rows.append(
                 {"tau": np.nan, "beta_end": np.nan, "seed": s, "run": "baseline", "model": m, "tcas": tc}
             )
@@ -345,7 +353,7 @@ def _ablate(store, p: AblationParams, fs_art, plan, vs: list[Variant], runner: R
                 targets[key] = _targets(store, m, tc, v.clusters, s, p.device, log)
             pl, conf = targets[key]
             dp = _dcc_params(p, s, tau, beta_end, v.overrides)
-            ident = json.dumps(asdict(dp), sort_keys=True)
+            ident = json.dumps([asdict(dp), pl, conf if dp.denoise else None], sort_keys=True)
             name = run_of.setdefault(ident, f"dcc {v.table}: {v.name} seed {s}")
             if name == f"dcc {v.table}: {v.name} seed {s}":
                 jobs.append((name, _dcc_job, (m, pl, conf if dp.denoise else None, dp)))

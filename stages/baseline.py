@@ -8,38 +8,14 @@ checkpoints and publishes the artifacts; the others follow its decisions (:mod:`
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from wtalcli.core import distributed
 from wtalcli.core.console import log as _log
 from wtalcli.core.errors import InputError
+from wtalcli.core.params import key_dict, record_dict
 from wtalcli.core.store import Artifact, Store
 from wtalcli.data.schema import FeatureSet, check_finite_rows
-from wtalcli.model.config import PRESETS, preset_config
+from wtalcli.model.config import PRESETS, BaselineParams, TrainConfig, preset_config
 from wtalcli.model.runner import already_built, publish, quiet, run_training, split_rows, world_summary
-
-
-@dataclass
-class BaselineParams:
-    """Everything the user can set; ``None`` means "from the scale preset"."""
-
-    preset: str = "auto"  # auto: the synthetic preset of the feature set, else thumos
-    iterations: int | None = None
-    batch_size: int = 16
-    lr: float | None = None  # default 1e-4 (the official value); the tiny test preset uses 1e-3
-    weight_decay: float = 5e-4
-    num_segments: int | None = None
-    hidden: int | None = None
-    attn_hidden: int | None = None
-    seed: int = 0
-    device: str = "auto"
-    num_workers: int = 0
-    amp: str = "none"
-    compile: bool = False
-    holdout: float = 0.0  # share of training videos held out (subset "val" in the T-CAS)
-    holdout_seed: int = 0
-    checkpoint_every: int = 100
-    extra: dict = field(default_factory=dict)
 
 
 def resolve_preset(fs_art: Artifact, preset: str) -> str:
@@ -71,12 +47,14 @@ def train_config(fs_art: Artifact, p: BaselineParams):
     )
 
 
-def model_params(cfg, p: BaselineParams, preset: str) -> dict:
-    """What determines the trained weights (device and loader threads do not, on CPU)."""
-    d = cfg.to_dict()
-    for k in ("device", "num_workers", "checkpoint_every", "compile"):
-        d.pop(k, None)
-    return {"preset": preset, "train": d, "holdout": p.holdout, "holdout_seed": p.holdout_seed, **p.extra}
+def model_params(cfg: TrainConfig, p: BaselineParams, preset: str) -> tuple[dict, dict]:
+    """The run's recorded parameters (the resolved training configuration) and the part of them
+    that determines the trained weights (the cache key)."""
+    split = {"holdout": p.holdout, "holdout_seed": p.holdout_seed}
+    return (
+        {"preset": preset, "train": record_dict(cfg), **split},
+        {"preset": preset, "train": key_dict(cfg), **split},
+    )
 
 
 def baseline(
@@ -97,12 +75,13 @@ def baseline(
     preset = resolve_preset(fs_art, p.preset)
     cfg = train_config(fs_art, p)
     train_rows, val_rows = split_rows(fs, p.holdout, p.holdout_seed)
-    mparams = model_params(cfg, p, preset)
+    mparams, mkey = model_params(cfg, p, preset)
+    inputs = {"features": fs_art}
     model_plan = store.plan(
-        "model", "baseline", mparams, {"features": fs_art}, seed=p.seed, lineage={"model": "self"}
+        "model", "baseline", mparams, inputs, seed=p.seed, lineage={"model": "self"}, key_params=mkey
     )
     tcas_plan = store.plan(
-        "tcas", "baseline", mparams, {"features": fs_art}, seed=p.seed, lineage={"model": model_plan.id}
+        "tcas", "baseline", mparams, inputs, seed=p.seed, lineage={"model": model_plan.id}, key_params=mkey
     )
     if not force and (done := distributed.on_main(lambda: already_built(store, model_plan, tcas_plan, log))):
         return done

@@ -1,35 +1,28 @@
 """``wtal denoise``: k-means over the embeddings of all training snippets of all videos, then the
-confidence map S of method.md 3.2 (share of a snippet's cluster agreeing with its pseudo-label)."""
+confidence map S (the share of a snippet's cluster agreeing with its pseudo-label; docs/method.md)."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from stages.pseudolabel import ground_truth_of, long_view
 from wtalcli.core.console import log as _log
 from wtalcli.core.errors import InputError, MismatchError
+from wtalcli.core.params import check_choices, key_dict, record_dict
 from wtalcli.core.store import Artifact, Store, build_or_skip
-from wtalcli.data.schema import FeatureSet, SnippetTable, load_npy, read_classes, read_parquet, write_videos
-
-
-@dataclass
-class DenoiseParams:
-    clusters: int = 64
-    iterations: int = 20
-    seed: int = 0
-    init: str = "k-means++"
-    backend: str = "auto"  # auto | torch | faiss
-    spherical: bool = False
-    normalize: bool = True  # L2-normalise the embeddings first (method.md section 6)
-    sample: int | None = None  # iterate on a sample of this many snippets, then assign all
-    device: str = "auto"
-    # k-means GEMM precision (wtalcli/dcc/kmeans.py): auto = certified mixed bf16/fp32 (the fp32
-    # assignments, faster) on a CPU with fast bf16 GEMMs and d >= 512, else fp32; fp32 | mixed | bf16
-    precision: str = "auto"
+from wtalcli.data.schema import SnippetTable, load_npy, read_classes, read_parquet, video_labels, write_videos
+from wtalcli.dcc.confidence import (
+    confidence_summary,
+    confidence_voters,
+    denoise_confidence,
+    video_class_mask,
+)
+from wtalcli.dcc.params import DenoiseParams
+from wtalcli.evaluation.diagnostics import pseudolabel_quality
 
 
 def load_embeddings(
@@ -51,27 +44,6 @@ def load_embeddings(
     return x, videos
 
 
-def gt_snippet_labels(fs: FeatureSet, table: SnippetTable) -> np.ndarray | None:
-    """Ground-truth snippet labels ``(N, C+1)`` of the table's videos (background = no action), or
-    None without annotations.  A diagnostic only: never used in training."""
-    from wtalcli.evaluation.diagnostics import snippet_truth
-
-    if len(fs.annotations) == 0:
-        return None
-    truth = snippet_truth(table, fs.annotations, fs.classes)
-    return np.concatenate([truth, ~truth.any(1, keepdims=True)], axis=1).astype(np.uint8)
-
-
-def video_label_matrix(videos: pd.DataFrame, classes: list[str]) -> np.ndarray:
-    """(V, C) bool multi-hot video-level labels of a videos table (unknown names ignored)."""
-    index = {c: i for i, c in enumerate(classes)}
-    y = np.zeros((len(videos), len(classes)), dtype=bool)
-    for r, names in enumerate(videos["labels"]):
-        cols = [index[c] for c in names if c in index]
-        y[r, cols] = True
-    return y
-
-
 def denoise(
     store: Store,
     pseudolabels: str | None = None,
@@ -83,10 +55,8 @@ def denoise(
 ) -> Artifact:
     """Cluster the embeddings of the model that made the pseudo-labels (default: the newest
     pseudo-labels and, unless named, the model in their lineage) and write the confidence map."""
-    from wtalcli.dcc.confidence import confidence_map, confidence_summary, video_class_mask
-    from wtalcli.dcc.kmeans import kmeans
-
     p = params or DenoiseParams()
+    check_choices(p)
     if p.clusters < 1:
         raise InputError(f"--clusters {p.clusters} must be >= 1", "e.g. --clusters 64")
     pl_art = store.resolve("pseudolabels", pseudolabels, log)
@@ -103,11 +73,14 @@ def denoise(
             raise InputError(
                 f"{model_art.id} is a {model_art.kind} artifact", "pass a model (or embeddings) artifact"
             )
-    params = asdict(p)
-    if tag:
-        params["tag"] = tag
     plan = store.plan(
-        "confidence", "denoise", params, {"pseudolabels": pl_art, "model": model_art}, seed=p.seed
+        "confidence",
+        "denoise",
+        record_dict(p),
+        {"pseudolabels": pl_art, "model": model_art},
+        seed=p.seed,
+        key_params=key_dict(p),
+        tag=tag,
     )
 
     def work(tmp: Path) -> dict:
@@ -119,25 +92,14 @@ def denoise(
                 f"{pl_art.id} and the embeddings of {model_art.id} cover different videos or snippets",
                 "make the pseudo-labels from the T-CAS of the same model",
             )
-        if p.clusters > len(x):
-            raise InputError(
-                f"--clusters {p.clusters} exceeds the {len(x)} training snippets", "use fewer clusters"
-            )
-        t0 = time.perf_counter()
-        km = kmeans(
-            x,
-            p.clusters,
-            p.iterations,
-            seed=p.seed,
-            init=p.init,
-            spherical=p.spherical,
-            backend=p.backend,
-            device=p.device,
-            sample=p.sample,
-            precision=p.precision,
+        classes = read_classes(pl_art.path / "classes.json")
+        y = video_labels(videos, classes)
+        voters = confidence_voters(
+            videos["offset"].to_numpy(), videos["n_snippets"].to_numpy(), y, len(labels), p.scope
         )
-        t_km = time.perf_counter() - t0
-        s = confidence_map(km.assign, labels, p.clusters)
+        t0 = time.perf_counter()
+        km, s = denoise_confidence(x, labels, voters, p)
+        t_km = km.seconds
         t_all = time.perf_counter() - t0
         log(
             f"k-means K={p.clusters} on {len(x):,} x {x.shape[1]} ({km.backend_used} on {km.device_used}, "
@@ -153,24 +115,17 @@ def denoise(
         ).to_parquet(tmp / "inertia.parquet")
         write_videos(tmp, videos)
         table = SnippetTable(videos)
-        from stages.pseudolabel import long_view
 
-        classes = read_classes(pl_art.path / "classes.json")
         long_view(table, classes, {"label": labels, "confidence": s.astype(np.float32)}).to_parquet(
             tmp / "confidence.parquet"
         )
-        fs = (
-            FeatureSet(store.get(store.root / pl_art.lineage["features"]).path)
-            if "features" in pl_art.lineage
-            else None
-        )
-        gt = gt_snippet_labels(fs, table) if fs is not None else None
+        gt = ground_truth_of(store, pl_art, table)  # a diagnostic only: never used in training
         # each class is compared on the videos that carry it (video label or ground truth)
         cmask = (
             video_class_mask(
                 videos["offset"].to_numpy(),
                 videos["n_snippets"].to_numpy(),
-                video_label_matrix(videos, classes),
+                y,
                 len(labels),
                 gt_labels=gt,
             )
@@ -200,6 +155,8 @@ def denoise(
             act = summary_df.iloc[:-1]
             out["agree"] = float(np.nanmean(act["agree"]))
             out["agree_weighted"] = float(np.nanmean(act["agree_weighted"]))
+            carries = np.repeat(y, videos["n_snippets"].to_numpy(), axis=0)
+            out["quality"] = pseudolabel_quality(labels, gt, carries, s)
         return out
 
     return build_or_skip(store, plan, force, log, work)

@@ -11,8 +11,12 @@ import pandas as pd
 
 from wtalcli.core.console import log as _log
 from wtalcli.core.errors import InputError
+from wtalcli.core.params import check_choices, record_dict
 from wtalcli.core.store import Artifact, Store, build_or_skip
-from wtalcli.data.schema import BACKGROUND, TCAS, SnippetTable, rebase, write_videos
+from wtalcli.data.schema import BACKGROUND, TCAS, FeatureSet, SnippetTable, rebase, video_labels, write_videos
+from wtalcli.dcc.params import PseudolabelParams
+from wtalcli.dcc.pseudolabels import mean_threshold_labels
+from wtalcli.evaluation.diagnostics import pseudolabel_quality, truth_with_background
 
 
 def long_view(table: SnippetTable, classes: list[str], columns: dict[str, np.ndarray]) -> pd.DataFrame:
@@ -36,25 +40,31 @@ def long_view(table: SnippetTable, classes: list[str], columns: dict[str, np.nda
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
+def ground_truth_of(store: Store, art: Artifact, table: SnippetTable) -> np.ndarray | None:
+    """Ground-truth snippet labels ``(N, C+1)`` of ``table``'s videos from the feature set ``art``
+    derives from (background = no action), or None without annotations or when it is gone."""
+    fs_id = art.lineage.get("features")
+    if fs_id is None or not (store.root / fs_id).is_dir():
+        return None
+    fs = FeatureSet(store.get(store.root / fs_id).path)
+    return truth_with_background(table, fs.annotations, fs.classes) if len(fs.annotations) else None
+
+
 def pseudolabel(
     store: Store,
     tcas: str | None = None,
-    rule: str = "mean",
-    subset: str = "train",
+    params: PseudolabelParams | None = None,
     force: bool = False,
     log=_log,
     tag: str | None = None,
 ) -> Artifact:
-    """Pseudo-labels ``A`` for the ``subset`` videos of a T-CAS artifact (default: the newest)."""
-    from wtalcli.dcc.pseudolabels import RULES, mean_threshold_labels
-
-    if rule not in RULES:
-        raise InputError(f"unknown pseudo-label rule {rule!r}", f"use one of {', '.join(RULES)}")
+    """Pseudo-labels ``A`` for the ``subset`` videos of a T-CAS artifact (default: the newest).
+    ``tag`` names a refresh round in the manifest."""
+    p = params or PseudolabelParams()
+    check_choices(p)
+    rule, subset = p.rule, p.subset
     tcas_art = store.resolve("tcas", tcas, log)
-    params = {"rule": rule, "subset": subset}
-    if tag:
-        params["tag"] = tag
-    plan = store.plan("pseudolabels", "pseudolabel", params, {"tcas": tcas_art})
+    plan = store.plan("pseudolabels", "pseudolabel", record_dict(p), {"tcas": tcas_art}, tag=tag)
 
     def work(tmp: Path) -> dict:
         t = TCAS(tcas_art.path)
@@ -64,10 +74,7 @@ def pseudolabel(
         videos = rebase(t.videos.iloc[rows])
         sub = SnippetTable(videos)
         cas = np.asarray(t.cas[t.snippet_rows(rows)], dtype=np.float32)
-        index = {c: i for i, c in enumerate(t.classes)}
-        y = np.zeros((len(rows), len(t.classes)), np.uint8)
-        for k, labels in enumerate(videos["labels"]):
-            y[k, [index[c] for c in labels]] = 1
+        y = video_labels(videos, t.classes)
         a = mean_threshold_labels(
             cas,
             videos["offset"].to_numpy(),
@@ -80,12 +87,17 @@ def pseudolabel(
         write_videos(tmp, videos)
         (tmp / "classes.json").write_text(json.dumps(list(t.classes), indent=1) + "\n")
         long_view(sub, t.classes, {"cas": cas, "label": a}).to_parquet(tmp / "labels.parquet")
-        pos = a[:, :-1][y[np.repeat(np.arange(len(rows)), videos["n_snippets"].to_numpy())] > 0]
-        return {
+        carries = np.repeat(y, videos["n_snippets"].to_numpy(), axis=0)  # (N, C)
+        pos = a[:, :-1][carries]
+        summary = {
             "videos": int(len(rows)),
             "snippets": int(len(a)),
             "action_share_labelled_classes": float(pos.mean()) if pos.size else None,
             "background_share": float(a[:, -1].mean()),
         }
+        truth = ground_truth_of(store, tcas_art, sub)
+        if truth is not None:  # a diagnostic against the ground truth; never used for training
+            summary["quality"] = pseudolabel_quality(a, truth, carries)
+        return summary
 
     return build_or_skip(store, plan, force, log, work)

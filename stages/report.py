@@ -99,7 +99,7 @@ def select_artifacts(store: Store) -> Selection:
     """Pick the artifacts of the report (see the module docstring for the rules)."""
     sel = Selection()
     stages = set(STAGE_OF.values())
-    tcas = [a for a in store.artifacts("tcas") if a.stage in stages and "round" not in a.params]
+    tcas = [a for a in store.artifacts("tcas") if a.stage in stages and not a.tag]
     if tcas:  # the feature set of the newest T-CAS, even if it is gone (then without ground truth)
         fs_id = tcas[-1].lineage.get("features")
         sel.features = _by_id(store, fs_id)
@@ -160,7 +160,7 @@ def _rounds(store: Store, sel: Selection) -> list[Round]:
             rounds.append(Round(0, pl0, _by_id(store, _input_id(dcc, "confidence"))))
         by_round: dict[int, Artifact] = {}
         for pl in pls:
-            tag = str(pl.params.get("tag", ""))
+            tag = pl.tag
             if tag.startswith("round ") and pl.lineage.get("model", "").startswith(f"{dcc.id}@"):
                 try:
                     by_round[int(tag.split()[1])] = pl
@@ -169,7 +169,7 @@ def _rounds(store: Store, sel: Selection) -> list[Round]:
         rounds += [Round(n, pl, conf_of(pl)) for n, pl in sorted(by_round.items())]
     elif "baseline" in sel.models:
         base = sel.models["baseline"]
-        pl0 = _newest(pls, lambda a: "tag" not in a.params and a.lineage.get("model") == base.id)
+        pl0 = _newest(pls, lambda a: not a.tag and a.lineage.get("model") == base.id)
         if pl0 is not None:
             rounds.append(Round(0, pl0, conf_of(pl0)))
     return rounds
@@ -855,6 +855,13 @@ def report(store: Store, out: Path, n_videos: int = 4, seed: int = 0, log=_log) 
     """Write the HTML report of the workdir to ``out`` (atomically); returns its path."""
     if n_videos < 0:
         raise InputError(f"--videos {n_videos} must be >= 0")
+    try:
+        import matplotlib  # noqa: F401  (the figures need it)
+    except ImportError:
+        raise InputError(
+            "wtal report draws its figures with matplotlib, which is not installed",
+            "pip install 'wtal[plot]' (or matplotlib)",
+        ) from None
     out = Path(out)
     if out.is_dir():
         raise InputError(f"{out} is a directory", "pass a file name such as report.html", path=out)

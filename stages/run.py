@@ -4,43 +4,53 @@ whatever is up to date and an interrupted training run resumes."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 
-from stages.baseline import BaselineParams, baseline
-from stages.denoise import DenoiseParams, denoise
-from stages.evaluate import EvalParams, evaluate
-from stages.extract import extract_synthetic
-from stages.localize import localize
-from stages.pseudolabel import pseudolabel
-from stages.train_dcc import DCCParams, train_dcc
+from stages.evaluate import EvalParams
 from wtalcli.core.console import log as _log
 from wtalcli.core.errors import InputError
+from wtalcli.core.params import param
 from wtalcli.core.store import Store
+from wtalcli.data.synthetic import PRESETS as SYNTHETIC
+from wtalcli.dcc.params import DCCParams, DenoiseParams, PseudolabelParams
+from wtalcli.model.config import BaselineParams
 
 STAGES = ("extract", "baseline", "pseudolabel", "denoise", "train-dcc", "localize", "evaluate")
 
 
 @dataclass
 class RunParams:
-    preset: str = "small"
-    features: str | None = None  # use this feature set instead of generating the synthetic one
-    seed: int = 0  # training, k-means and DCC seed
-    data_seed: int = 0  # the synthetic dataset's seed (kept apart so seeds compare on the same data)
-    device: str = "auto"
-    until: str = "evaluate"
-    force: tuple[str, ...] = ()
-    baseline: BaselineParams = field(default_factory=BaselineParams)
-    denoise: DenoiseParams = field(default_factory=DenoiseParams)
-    dcc: DCCParams = field(default_factory=DCCParams)
-    evaluation: EvalParams = field(default_factory=EvalParams)
+    preset: str = param("small", "Synthetic preset (when --features is not given).", choices=tuple(SYNTHETIC))
+    features: str | None = param(None, "Use this feature set instead of the synthetic one.")
+    until: str = param("evaluate", "Stop after this stage.", choices=STAGES)
+    force: tuple[str, ...] = param((), "Rebuild these stages (comma-separated).", show=lambda v: ",".join(v))
+    seed: int = param(0, "Training, k-means and DCC seed.")
+    data_seed: int = param(0, "Seed of the synthetic dataset (kept apart so seeds compare on the same data).")
+    device: str = param("auto", "auto (a GPU if present), cpu, cuda or cuda:N.", key=False)
+    baseline: BaselineParams = param(cli=False, factory=BaselineParams)
+    pseudolabel: PseudolabelParams = param(cli=False, factory=PseudolabelParams)
+    denoise: DenoiseParams = param(cli=False, factory=DenoiseParams)
+    dcc: DCCParams = param(cli=False, factory=DCCParams)
+    evaluation: EvalParams = param(cli=False, factory=EvalParams)
 
 
 def run(store: Store, p: RunParams | None = None, log=_log) -> dict:
     """Run the pipeline up to ``p.until``; returns what was built and, at the end, the results."""
+    from stages.baseline import baseline  # the stages import torch: not needed by `wtal --help`
+    from stages.denoise import denoise
+    from stages.evaluate import evaluate
+    from stages.extract import extract_synthetic
+    from stages.localize import localize
+    from stages.pseudolabel import pseudolabel
+    from stages.train_dcc import train_dcc
+
     p = p or RunParams()
     for s in (p.until, *p.force):
         if s not in STAGES:
             raise InputError(f"unknown stage {s!r}", f"use one of {', '.join(STAGES)}")
+    bp = replace(p.baseline, seed=p.seed, device=p.device)
+    dp = replace(p.denoise, seed=p.seed, device=p.device)
+    dc = replace(p.dcc, seed=p.seed, device=p.device)
     last = STAGES.index(p.until)
 
     def on(stage: str) -> bool:
@@ -57,22 +67,16 @@ def run(store: Store, p: RunParams | None = None, log=_log) -> dict:
     out["features"] = fs.id
     if not on("baseline"):
         return out
-    bp = p.baseline
-    bp.seed, bp.device = p.seed, p.device
     model, tcas = baseline(store, fs.id, bp, force=forced("baseline"), log=log)
     out.update(baseline_model=model.id, baseline_tcas=tcas.id)
     tcas_list = [("baseline", tcas.id)]
     if on("pseudolabel"):
-        pl = pseudolabel(store, tcas.id, force=forced("pseudolabel"), log=log)
+        pl = pseudolabel(store, tcas.id, p.pseudolabel, force=forced("pseudolabel"), log=log)
         out["pseudolabels"] = pl.id
     if on("denoise"):
-        dp = p.denoise
-        dp.seed, dp.device = p.seed, p.device
         conf = denoise(store, pl.id, model.id, dp, force=forced("denoise"), log=log)
         out["confidence"] = conf.id
     if on("train-dcc"):
-        dc = p.dcc
-        dc.seed, dc.device = p.seed, p.device
         dmodel, dtcas = train_dcc(store, model.id, pl.id, conf.id, dc, force=forced("train-dcc"), log=log)
         out.update(dcc_model=dmodel.id, dcc_tcas=dtcas.id)
         tcas_list.append(("dcc", dtcas.id))

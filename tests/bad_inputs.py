@@ -52,12 +52,14 @@ class World:
 
 def build_world(root: Path) -> World:
     """Make the shared good artifacts (in-process, a few training iterations each)."""
-    from stages.baseline import BaselineParams, baseline
-    from stages.denoise import DenoiseParams, denoise
+    from stages.baseline import baseline
+    from stages.denoise import denoise
     from stages.extract import extract_synthetic
     from stages.localize import localize
     from stages.pseudolabel import pseudolabel
     from wtalcli.core.store import Store
+    from wtalcli.dcc.params import DenoiseParams
+    from wtalcli.model.config import BaselineParams
 
     world = World(Path(root))
     world.inputs.mkdir(parents=True)
@@ -696,12 +698,12 @@ def c_bad_device(w):
     return ["baseline", "--features", w.ids["features"], "--device", "gpu0", "--iterations", "3"]
 
 
-@case("baseline", r"unknown preset 'giant'")
+@case("baseline", r"'giant' is not one of 'auto', 'tiny'", code=2)
 def c_bad_model_preset(w):
     return _baseline(w, "--preset", "giant")
 
 
-@case("baseline", r"unknown amp mode")
+@case("baseline", r"'fp8' is not one of 'none', 'bf16'", code=2)
 def c_bad_amp(w):
     return _baseline(w, "--amp", "fp8")
 
@@ -733,7 +735,7 @@ def c_pseudolabel_no_tcas(w):
     return ["pseudolabel"]
 
 
-@case("pseudolabel", r"unknown pseudo-label rule")
+@case("pseudolabel", r"'median!' is not one of 'mean'", code=2)
 def c_bad_rule(w):
     return ["pseudolabel", "--tcas", w.ids["tcas"], "--rule", "median!"]
 
@@ -834,12 +836,12 @@ def c_model_of_pseudolabels_gone(w):
     return _denoise(w, "--clusters", "4")
 
 
-@case("denoise", r"unknown k-means backend")
+@case("denoise", r"'sklearn' is not one of 'auto', 'torch', 'faiss'", code=2)
 def c_bad_backend(w):
     return _denoise(w, "--clusters", "4", "--backend", "sklearn")
 
 
-@case("denoise", r"unknown k-means init")
+@case("denoise", r"'kmeans\|\|' is not one of 'k-means\+\+', 'random'", code=2)
 def c_bad_init(w):
     return _denoise(w, "--clusters", "4", "--init", "kmeans||")
 
@@ -909,7 +911,7 @@ def c_bad_scope(w):
     return _dcc(w, "--contrast-scope", "galaxy")
 
 
-@case("train-dcc", r"beta")
+@case("train-dcc", r"'zigzag' is not one of 'constant', 'linear', 'exp'", code=2)
 def c_bad_beta_shape(w):
     return _dcc(w, "--beta-shape", "zigzag")
 
@@ -919,7 +921,7 @@ def c_nonpositive_exp_beta(w):
     return _dcc(w, "--beta-start", "0")
 
 
-@case("train-dcc", r"--init 'pretrained'")
+@case("train-dcc", r"'pretrained' is not one of 'baseline', 'scratch'", code=2)
 def c_bad_dcc_init(w):
     return _dcc(w, "--init", "pretrained")
 
@@ -1131,7 +1133,7 @@ def c_bad_protocol(w):
     return ["evaluate", str(w.inputs / "proposals.json"), "--protocol", "mine"]
 
 
-@case("evaluate", r"ties")
+@case("evaluate", r"'random' is not one of 'reference', 'stable'", code=2)
 def c_bad_ties(w):
     return ["evaluate", str(w.inputs / "proposals.json"), "--ties", "random"]
 

@@ -9,14 +9,15 @@ import pandas as pd
 import pytest
 
 from stages.ablate import AblationParams, ablate, ablation_markdown, variants
-from stages.baseline import BaselineParams, baseline
+from stages.baseline import baseline
 from stages.evaluate import EvalParams, evaluate
 from stages.extract import extract_synthetic
 from stages.localize import localize
-from stages.train_dcc import DCCParams
 from wtalcli.core.errors import InputError
 from wtalcli.core.store import Store
 from wtalcli.data.schema import FeatureSet, read_parquet
+from wtalcli.dcc.params import DCCParams
+from wtalcli.model.config import BaselineParams
 
 QUIET = {"log": lambda m: None}
 

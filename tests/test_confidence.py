@@ -10,6 +10,7 @@ from wtalcli.dcc.confidence import (
     cluster_positive_counts,
     confidence_map,
     confidence_summary,
+    confidence_voters,
     video_class_mask,
 )
 from wtalcli.dcc.pseudolabels import RULES, mean_threshold_labels
@@ -57,7 +58,24 @@ def test_cluster_counts_hand_example() -> None:
     pos, size = cluster_positive_counts(TOY_ASSIGN, TOY_LABELS, k=4)
     # channel-0 positives per cluster: {0,1} in cluster 0, {3} in 1, {5} in 2; channel 1: {2}, {4}
     np.testing.assert_array_equal(pos, [[2, 1], [1, 1], [1, 0], [0, 0]])
-    np.testing.assert_array_equal(size, [3, 2, 1, 0])
+    np.testing.assert_array_equal(size, [[3, 3], [2, 2], [1, 1], [0, 0]])
+
+
+def test_voters_restrict_who_counts_for_each_channel() -> None:
+    # two videos: snippets 0-2 (video 0, labelled class 0) and 3-5 (video 1, not labelled class 0),
+    # all in one cluster; the pseudo-labels of class 0 are 1 on snippets 0, 1 only
+    assign = np.zeros(6, np.int64)
+    labels = np.array([[1, 0], [1, 0], [0, 1], [0, 1], [0, 1], [0, 1]], np.uint8)
+    voters = confidence_voters(np.array([0, 3]), np.array([3, 3]), np.array([[1], [0]]), 6, "labelled")
+    assert voters.shape == (6, 2) and voters[:, 1].all() and voters[:3, 0].all() and not voters[3:, 0].any()
+    everyone = confidence_map(assign, labels, 1)
+    labelled = confidence_map(assign, labels, 1, voters)
+    # everyone: snippet 2 (label 0 for class 0) agrees with the 4 zeros of its cluster out of 6
+    np.testing.assert_allclose(everyone[:3, 0], [2 / 6, 2 / 6, 4 / 6])
+    # labelled: only video 0's three snippets vote on class 0: 2 of 3 are 1, 1 of 3 is 0
+    np.testing.assert_allclose(labelled[:3, 0], [2 / 3, 2 / 3, 1 / 3])
+    np.testing.assert_array_equal(labelled[:, 1], everyone[:, 1])  # the background: everyone votes
+    assert confidence_voters(np.array([0]), np.array([6]), np.array([[1]]), 6, "all") is None
 
 
 def test_confidence_invariant_to_cluster_relabelling() -> None:

@@ -43,7 +43,7 @@ def test_region_features_weighted_mean_and_skip():
     pseudo = torch.tensor([[[0, 1, 0], [0, 0, 1], [0, 1, 0], [0, 1, 0]]])
     conf = torch.tensor([[[1, 0.5, 1], [1, 1, 1], [1, 1, 1], [1, 0.5, 1]]])
     labels = torch.tensor([[0, 1]])
-    r = region_features(x, pseudo, conf, labels, torch.tensor([7]), n_regions=2)
+    r = region_features(x, pseudo, conf, labels, torch.tensor([7]), n_regions=2, pooling="weighted")
     assert r.cls.tolist() == [1, 1, 1, 1] and r.video.tolist() == [7] * 4
     got = {
         (int(k), int(m)): (f, bool(v)) for k, m, f, v in zip(r.kind, r.region, r.feat, r.valid, strict=True)
@@ -55,9 +55,31 @@ def test_region_features_weighted_mean_and_skip():
     # background region 0: snippet 1 (1-A=1, S=1) -> (0, 1); background region 1 has weight 0
     assert torch.allclose(got[(BG, 0)][0], torch.tensor([0.0, 1.0]))
     assert got[(BG, 1)][1] is False and got[(ACT, 1)][1] is True
+    # the paper's pooling: the plain average of A*S*X over the region's 2 snippets, no normalisation
+    r = region_features(x, pseudo, conf, labels, torch.tensor([7]), n_regions=2, pooling="mean")
+    got = {(int(k), int(m)): f for k, m, f in zip(r.kind, r.region, r.feat, strict=True)}
+    assert torch.allclose(got[(ACT, 0)], torch.tensor([0.25, 0.0]))  # (0.5 * (1, 0) + 0) / 2
+    assert torch.allclose(got[(ACT, 1)], torch.tensor([1.25, 0.5]))  # ((1, 1) + 0.5 * (3, 0)) / 2
+    assert torch.allclose(got[(BG, 0)], torch.tensor([0.0, 0.5]))
 
 
-def test_region_features_match_a_loop_over_videos_classes_regions():
+def test_background_video_rule_drops_the_videos_other_actions():
+    # one video labelled with classes 0 and 1, T=4, M=1; snippet 1 is class 1's action only
+    x = torch.eye(4)[None]  # (1, 4, 4): snippet t has feature e_t
+    pseudo = torch.tensor([[[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, 1]]])
+    conf = torch.ones(1, 4, 3)
+    labels = torch.tensor([[1, 1]])
+    for rule, expect in (("class", [0, 1, 1, 1]), ("video", [0, 0, 1, 1])):
+        r = region_features(
+            x, pseudo, conf, labels, torch.tensor([0]), 1, pooling="weighted", background=rule
+        )
+        bg0 = r.feat[(r.cls == 0) & (r.kind == BG)][0]  # class 0's background region
+        assert torch.allclose(bg0, torch.tensor(expect, dtype=torch.float32) / math.sqrt(sum(expect)))
+
+
+@pytest.mark.parametrize("pooling", ["mean", "weighted"])
+@pytest.mark.parametrize("background", ["class", "video"])
+def test_region_features_match_a_loop_over_videos_classes_regions(pooling, background):
     g = torch.Generator().manual_seed(0)
     b, t, p, c, m = 4, 11, 6, 5, 3
     x = torch.randn(b, t, p, generator=g)
@@ -67,23 +89,30 @@ def test_region_features_match_a_loop_over_videos_classes_regions():
     labels = torch.zeros(b, c)
     labels[0, 1] = labels[1, 0] = labels[1, 4] = labels[2, 3] = labels[3, 2] = 1
     videos = torch.tensor([5, 0, 9, 2])
-    r = region_features(x, pseudo, conf, labels, videos, m)
+    r = region_features(x, pseudo, conf, labels, videos, m, pooling=pooling, background=background)
     region = torch.div(torch.arange(t) * m, t, rounding_mode="floor")
     rows = []
     for i in range(b):
         for k in range(c):
             if not labels[i, k]:
                 continue
+            not_act = 1 - pseudo[i, :, k]
+            if background == "video":
+                for other in range(c):
+                    if other != k and labels[i, other]:
+                        not_act = not_act * (1 - pseudo[i, :, other])
             for kind, w in (
                 (ACT, pseudo[i, :, k] * conf[i, :, k]),
-                (BG, (1 - pseudo[i, :, k]) * conf[i, :, k]),
+                (BG, not_act * conf[i, :, k]),
             ):
                 for j in range(m):
                     wj = w * (region == j)
-                    mean = (wj[:, None] * x[i]).sum(0) / max(float(wj.sum()), 1e-12)
-                    rows.append(
-                        (int(videos[i]), k, kind, j, mean / mean.norm().clamp_min(1e-12), bool(wj.sum() > 0))
-                    )
+                    if pooling == "weighted":
+                        mean = (wj[:, None] * x[i]).sum(0) / max(float(wj.sum()), 1e-12)
+                        f = mean / mean.norm().clamp_min(1e-12)
+                    else:
+                        f = (wj[:, None] * x[i]).sum(0) / float((region == j).sum())
+                    rows.append((int(videos[i]), k, kind, j, f, bool(wj.sum() > 0)))
     assert len(rows) == len(r.feat)
     for n, (v, k, kind, j, f, ok) in enumerate(rows):
         assert (int(r.video[n]), int(r.cls[n]), int(r.kind[n]), int(r.region[n])) == (v, k, kind, j)

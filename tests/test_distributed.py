@@ -29,7 +29,7 @@ QUIET = {"log": lambda m: None}
 # and the refresh round thresholds and clusters what it is given; a wrong gradient scale gives 1.0
 BASE_TOL, DCC_TOL = 1e-6, 3e-2
 BASE = {"device": "cpu", "iterations": 20, "checkpoint_every": 5}
-DCC = {"device": "cpu", "iterations": 20, "refresh_every": 10, "clusters": 8, "proj_dim": 32}
+DCC = {"device": "cpu", "iterations": 20, "refresh_every": 10, "proj_dim": 32}
 
 
 def torchrun(nproc: int, *args: str, python: str = sys.executable, cwd: Path = ROOT, timeout: int = 300):
@@ -109,12 +109,14 @@ def dcc_step_grads(fs_path: str) -> dict:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """One process (in this process) and two processes (torchrun) on copies of the same inputs."""
-    from stages.baseline import BaselineParams, baseline
-    from stages.denoise import DenoiseParams, denoise
+    from stages.baseline import baseline
+    from stages.denoise import denoise
     from stages.extract import extract_synthetic
     from stages.pseudolabel import pseudolabel
-    from stages.train_dcc import DCCParams, train_dcc
+    from stages.train_dcc import train_dcc
     from wtalcli.core.store import Store
+    from wtalcli.dcc.params import DCCParams, DenoiseParams
+    from wtalcli.model.config import BaselineParams
 
     tmp = tmp_path_factory.mktemp("dist")
     one = Store(tmp / "one")
@@ -165,7 +167,7 @@ def test_two_processes_match_one(runs):
     dcc_diff = max(
         _max_diff(d1["model"], d2["model"]),
         _max_diff(d1["extra_modules"], d2["extra_modules"]),
-        _max_diff(d1["extra_state"]["bank"], d2["extra_state"]["bank"]),
+        _max_diff(d1["extra_state"]["banks"]["base"], d2["extra_state"]["banks"]["base"]),
     )
     print(f"max |w(2 processes) - w(1 process)|: baseline {base_diff:.1e}, train-dcc {dcc_diff:.1e}")
     assert base_diff < BASE_TOL and dcc_diff < DCC_TOL, (base_diff, dcc_diff)
@@ -180,7 +182,7 @@ def test_two_processes_match_one(runs):
     np.testing.assert_allclose(base1.to_numpy(float), base2.to_numpy(float), rtol=1e-5)
     np.testing.assert_allclose(dcc1_log.iloc[0].to_numpy(float), dcc2_log.iloc[0].to_numpy(float), rtol=1e-6)
     # the refresh round ran once, on rank 0, and was written once
-    rounds = [a for a in store2.artifacts("confidence") if a.params.get("tag") == "round 1"]
+    rounds = [a for a in store2.artifacts("confidence") if a.tag == "round 1"]
     assert len(rounds) == 1 and d1["extra_state"]["round"] == d2["extra_state"]["round"] == 1
 
 
@@ -306,13 +308,15 @@ def test_extract_videos_splits_over_ranks(tmp_path):
 
 
 def _worker(spec_path: str) -> None:
-    from stages.baseline import BaselineParams, baseline
-    from stages.train_dcc import DCCParams, train_dcc
+    from stages.baseline import baseline
+    from stages.train_dcc import train_dcc
     from wtalcli.core import distributed
     from wtalcli.core.console import log
     from wtalcli.core.store import Store
     from wtalcli.dcc import contrast as dcc
+    from wtalcli.dcc.params import DCCParams
     from wtalcli.model import trainer as training
+    from wtalcli.model.config import BaselineParams
 
     spec = json.loads(Path(spec_path).read_text())
     rank = int(os.environ["RANK"])

@@ -40,8 +40,6 @@ DCC = [
     "150",
     "--refresh-every",
     "60",
-    "--clusters",
-    "8",
     "--proj-dim",
     "32",
 ]

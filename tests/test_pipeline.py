@@ -7,16 +7,18 @@ import numpy as np
 import pytest
 import torch
 
-from stages.baseline import BaselineParams, baseline
-from stages.denoise import DenoiseParams, denoise
+from stages.baseline import baseline
+from stages.denoise import denoise
 from stages.evaluate import EvalParams, evaluate
 from stages.extract import extract_synthetic
 from stages.localize import localize
 from stages.pseudolabel import pseudolabel
-from stages.train_dcc import DCCParams, train_dcc
+from stages.train_dcc import train_dcc
 from wtalcli.core.errors import MismatchError
 from wtalcli.core.store import Store
 from wtalcli.data.schema import TCAS, write_tcas
+from wtalcli.dcc.params import DCCParams, DenoiseParams
+from wtalcli.model.config import BaselineParams
 from wtalcli.model.trainer import read_checkpoint
 
 QUIET = {"log": lambda m: None}
@@ -76,7 +78,8 @@ def test_pseudolabel_denoise_dcc_chain(trained):
     pl = pseudolabel(store, tcas.id, **QUIET)
     a = np.load(pl.path / "labels.npy")
     assert a.dtype == np.uint8 and a.shape[1] == len(TCAS(tcas.path).classes) + 1
-    conf = denoise(store, pl.id, params=DenoiseParams(clusters=8, device="cpu"), **QUIET)
+    dn = DenoiseParams(clusters=8, iterations=7, init="random", scope="labelled", device="cpu")
+    conf = denoise(store, pl.id, params=dn, **QUIET)
     s = np.load(conf.path / "confidence.npy")
     assert s.dtype == np.float16 and s.shape == a.shape and 0 <= s.min() and s.max() <= 1
     import pandas as pd
@@ -88,16 +91,21 @@ def test_pseudolabel_denoise_dcc_chain(trained):
         model.id,
         pl.id,
         conf.id,
-        DCCParams(iterations=40, refresh_every=20, clusters=8, device="cpu", proj_dim=32),
+        DCCParams(iterations=40, refresh_every=20, device="cpu", proj_dim=32),
         **QUIET,
     )
     log = pd.read_parquet(dcc_model.path / "train_log.parquet")
     assert {"dcc", "beta"} <= set(log.columns) and log["dcc"].gt(0).any()
-    rounds = [a for a in store.artifacts("confidence") if a.params.get("tag", "").startswith("round")]
-    assert [a.params["tag"] for a in rounds] == ["round 1"]  # refresh at step 20 (step 40 is the end)
+    rounds = [a for a in store.artifacts("confidence") if a.tag.startswith("round")]
+    assert [a.tag for a in rounds] == ["round 1"]  # refresh at step 20 (step 40 is the end)
     assert dcc_model.manifest["summary"]["rounds"] == 1
+    # the refresh round recomputed pseudo-labels and confidence with round 0's settings, not defaults
+    round_pl = [a for a in store.artifacts("pseudolabels") if a.tag == "round 1"]
+    assert len(round_pl) == 1 and round_pl[0].params == pl.params
+    assert rounds[0].params == conf.params and rounds[0].params["scope"] == "labelled"
+    assert rounds[0].manifest["inputs"]["pseudolabels"]["id"] == round_pl[0].id
     ck = read_checkpoint(dcc_model.path / "checkpoint.pt")
-    assert ck["extra_state"]["bank"]["valid"].any() and "head.net.0.weight" in ck["extra_modules"]
+    assert ck["extra_state"]["banks"]["base"]["valid"].any() and "head.net.weight" in ck["extra_modules"]
     prop = localize(store, dcc_tcas.id, **QUIET)
     assert json.loads((prop.path / "proposals.json").read_text())["results"]
 

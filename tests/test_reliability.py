@@ -184,14 +184,18 @@ def test_reversed_predictions_are_scored_like_the_reference(world, tmp_path, cap
     instances); ``wtalcli/evaluation/detection.py`` documents the arithmetic."""
     w = world.clone(tmp_path / "w")
     data = json.loads((w.inputs / "proposals.json").read_text())
-    code, out, err = run_cli(capsys, ["evaluate", str(w.inputs / "proposals.json"), "--workdir", str(w.wd)])
+    code, out, err = run_cli(
+        capsys, ["evaluate", str(w.inputs / "proposals.json"), "--json", "--workdir", str(w.wd)]
+    )
     assert code == 0, err
     good = json.loads(out)["average_map"]
     for items in data["results"].values():
         for p in items:
             p["segment"] = p["segment"][::-1]
     (w.inputs / "reversed.json").write_text(json.dumps(data))
-    code, out, err = run_cli(capsys, ["evaluate", str(w.inputs / "reversed.json"), "--workdir", str(w.wd)])
+    code, out, err = run_cli(
+        capsys, ["evaluate", str(w.inputs / "reversed.json"), "--json", "--workdir", str(w.wd)]
+    )
     assert code == 0, err
     assert json.loads(out)["average_map"] < good
 
@@ -345,8 +349,6 @@ def _chain(wd: Path, tmp: Path) -> list[list[str]]:
             "6",
             "--refresh-every",
             "3",
-            "--clusters",
-            "4",
             "--proj-dim",
             "16",
             "--seed",

@@ -15,18 +15,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stages.baseline import BaselineParams, baseline
-from stages.denoise import DenoiseParams, denoise
+from stages.baseline import baseline
+from stages.denoise import denoise
 from stages.evaluate import evaluate
 from stages.extract import extract_synthetic
 from stages.localize import localize
 from stages.pseudolabel import pseudolabel
 from stages.report import choose, interpolated_ap, match_ranked, pr_points, report, select_artifacts
-from stages.train_dcc import DCCParams, train_dcc
+from stages.train_dcc import train_dcc
 from wtalcli.core.errors import InputError
 from wtalcli.core.store import Store
 from wtalcli.data.schema import FeatureSet, read_parquet
+from wtalcli.dcc.params import DCCParams, DenoiseParams
 from wtalcli.evaluation.groundtruth import gt_from_dataframe
+from wtalcli.model.config import BaselineParams
 
 QUIET = {"log": lambda m: None}
 IMG = re.compile(r"<img\b[^>]*\bsrc=\"([^\"]*)\"")
@@ -42,7 +44,7 @@ def workdir(tmp_path_factory) -> Store:
     model, tcas = baseline(store, fs.id, BaselineParams(device="cpu", iterations=30), **QUIET)
     pl = pseudolabel(store, tcas.id, **QUIET)
     conf = denoise(store, pl.id, params=DenoiseParams(clusters=4, device="cpu"), **QUIET)
-    params = DCCParams(iterations=10, refresh_every=5, clusters=4, proj_dim=16, device="cpu")
+    params = DCCParams(iterations=10, refresh_every=5, proj_dim=16, device="cpu")
     _, dcc_tcas = train_dcc(store, model.id, pl.id, conf.id, params, **QUIET)
     for t in (tcas, dcc_tcas):
         evaluate(store, localize(store, t.id, **QUIET).id, **QUIET)
@@ -83,8 +85,8 @@ def test_full_report_embeds_every_figure_and_names_its_artifacts(workdir, page):
         assert art.id in text
     assert sel.tcas["baseline"].stage == "baseline" and sel.tcas["dcc"].stage == "train-dcc"
     assert [r.number for r in sel.rounds] == [0, 1]  # the untagged inputs, then the refresh round
-    assert sel.rounds[1].pseudolabels.params["tag"] == "round 1" and sel.rounds[1].confidence is not None
-    round_tcas = [a.id for a in workdir.artifacts("tcas") if "round" in a.params]
+    assert sel.rounds[1].pseudolabels.tag == "round 1" and sel.rounds[1].confidence is not None
+    round_tcas = [a.id for a in workdir.artifacts("tcas") if a.tag]
     assert round_tcas and not any(i in text for i in round_tcas)  # refresh-round T-CAS are not compared
     fs = FeatureSet(sel.features.path)
     shown = re.findall(r'alt="T-CAS of ([^"]+)"', text)

@@ -616,10 +616,11 @@ def test_cli_extract_videos_then_baseline_reads_it(tmp_path, capsys):
     """``wtal extract --from videos`` writes a normal feature set; shards + merge give the same one."""
     import json
 
-    from stages.baseline import BaselineParams, baseline
+    from stages.baseline import baseline
     from wtalcli.app import main
     from wtalcli.core.store import Store
     from wtalcli.data.schema import FeatureSet
+    from wtalcli.model.config import BaselineParams
 
     vids = tmp_path / "vids"
     vids.mkdir()

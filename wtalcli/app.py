@@ -18,9 +18,13 @@ import typer
 from rich.markup import escape
 
 from wtalcli import __version__
-from wtalcli.core.console import emit, err
+from wtalcli.core import params
+from wtalcli.core.console import emit, err, show
 from wtalcli.core.errors import InputError, WtalError
+from wtalcli.core.params import Values
 from wtalcli.core.store import Store, code_version
+from wtalcli.dcc.params import DCCParams, DenoiseParams, PseudolabelParams
+from wtalcli.model.config import BaselineParams
 
 app = typer.Typer(
     name="wtal",
@@ -44,6 +48,7 @@ Workdir = Annotated[
     typer.Option("--workdir", "-w", help="Artifact root: inputs are looked up and outputs written here."),
 ]
 Force = Annotated[bool, typer.Option("--force", help="Rebuild even if an up-to-date artifact exists.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of a table.")]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed (fixes the result on CPU).")]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
 DEFAULT_WORKDIR = Path("artifacts")
@@ -217,119 +222,69 @@ def extract_cmd(
 
 # ---------------------------------------------------------------- baseline
 
-Device = Annotated[str, typer.Option("--device", help="auto (a GPU if present), cpu, cuda or cuda:N.")]
 Resume = Annotated[
     bool, typer.Option("--resume/--no-resume", help="Continue an interrupted run from its last checkpoint.")
 ]
+Features = Annotated[str | None, typer.Option("--features", help="Feature-set artifact (default: newest).")]
 
 
-@app.command(
+def _baseline(
+    features: Features = None,
+    resume: Resume = True,
+    workdir: Workdir = DEFAULT_WORKDIR,
+    force: Force = False,
+    *,
+    values: Values,
+) -> None:
+    from stages.baseline import baseline
+
+    model_art, tcas_art = baseline(_store(workdir), features, values.build(0), resume=resume, force=force)
+    emit({"model": model_art.id, "tcas": tcas_art.id, "path": str(tcas_art.path)})
+
+
+def _baseline_params():
+    from wtalcli.model.config import BaselineParams
+
+    return BaselineParams
+
+
+app.command(
     "baseline",
     help=(
         "Train BaS-Net on the training videos; write the model (checkpoint, training log, "
         "embeddings) and the T-CAS of every video.\n\n"
-        "Examples:\n\n  wtal baseline\n\n  wtal baseline --features features-1a2b --iterations 1500 --seed 1 --device cuda"
+        "Examples:\n\n  wtal baseline\n\n"
+        "  wtal baseline --features features-1a2b --iterations 1500 --seed 1 --device cuda\n\n"
+        "  wtal baseline --holdout 0.2 --select-every 100   # keep the best iteration on held-out videos"
     ),
-)
-def baseline_cmd(
-    features: Annotated[
-        str | None, typer.Option("--features", help="Feature-set artifact (default: newest).")
-    ] = None,
-    preset: Annotated[
-        str, typer.Option(help="Model/training scale: auto, tiny, small, thumos, anet.")
-    ] = "auto",
-    iterations: Annotated[
-        int | None, typer.Option(help="Training iterations (default: the preset's).")
-    ] = None,
-    batch_size: Annotated[int, typer.Option(help="Videos per batch.")] = 16,
-    lr: Annotated[
-        float | None, typer.Option(help="Adam learning rate (default 1e-4; the tiny preset 1e-3).")
-    ] = None,
-    weight_decay: Annotated[float, typer.Option(help="Adam weight decay.")] = 5e-4,
-    num_segments: Annotated[int | None, typer.Option(help="T: snippets sampled per video.")] = None,
-    hidden: Annotated[int | None, typer.Option(help="Embedding width (2048 for real features).")] = None,
-    holdout: Annotated[float, typer.Option(help="Share of training videos held out as subset 'val'.")] = 0.0,
-    amp: Annotated[str, typer.Option(help="Mixed precision on GPU: none or bf16.")] = "none",
-    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
-    num_workers: Annotated[int, typer.Option(help="Background batch-loading threads.")] = 0,
-    seed: Seed = 0,
-    device: Device = "auto",
-    resume: Resume = True,
-    workdir: Workdir = DEFAULT_WORKDIR,
-    force: Force = False,
-) -> None:
-    from stages.baseline import BaselineParams, baseline
-
-    params = BaselineParams(
-        preset=preset,
-        iterations=iterations,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        num_segments=num_segments,
-        hidden=hidden,
-        seed=seed,
-        device=device,
-        num_workers=num_workers,
-        amp=amp,
-        compile=compile,
-        holdout=holdout,
-    )
-    model_art, tcas_art = baseline(_store(workdir), features, params, resume=resume, force=force)
-    emit({"model": model_art.id, "tcas": tcas_art.id, "path": str(tcas_art.path)})
+)(params.command([params.Group(BaselineParams)], _baseline))
 
 
 # ---------------------------------------------------------------- pseudolabel / denoise
 
 
-@app.command(
+def _pseudolabel(
+    tcas: Annotated[str | None, typer.Option("--tcas", help="T-CAS artifact (default: newest).")] = None,
+    workdir: Workdir = DEFAULT_WORKDIR,
+    force: Force = False,
+    *,
+    values: Values,
+) -> None:
+    from stages.pseudolabel import pseudolabel
+
+    _emit_artifact(pseudolabel(_store(workdir), tcas, values.build(0), force=force))
+
+
+app.command(
     "pseudolabel",
     help=(
         "Snippet-wise pseudo-labels of the training videos from a T-CAS (per-class mean thresholding).\n\n"
         "Examples:\n\n  wtal pseudolabel\n\n  wtal pseudolabel --tcas tcas-1a2b --rule mean"
     ),
-)
-def pseudolabel_cmd(
-    tcas: Annotated[str | None, typer.Option("--tcas", help="T-CAS artifact (default: newest).")] = None,
-    rule: Annotated[str, typer.Option(help="Thresholding rule.")] = "mean",
-    workdir: Workdir = DEFAULT_WORKDIR,
-    force: Force = False,
-) -> None:
-    from stages.pseudolabel import pseudolabel
-
-    art = pseudolabel(_store(workdir), tcas, rule=rule, force=force)
-    _emit_artifact(art)
+)(params.command([params.Group(PseudolabelParams)], _pseudolabel))
 
 
-@app.command(
-    "denoise",
-    help=(
-        "k-means over all training snippets' embeddings, then the confidence map S of every "
-        "pseudo-label (the share of its cluster that agrees with it).\n\n"
-        "Examples:\n\n  wtal denoise --clusters 64\n\n  wtal denoise --clusters 32 --backend faiss --sample 20000"
-    ),
-)
-def denoise_cmd(
-    clusters: Annotated[int, typer.Option("--clusters", "-k", help="K, the number of clusters.")] = 64,
-    iterations: Annotated[int, typer.Option(help="Lloyd iterations (exactly this many).")] = 20,
-    backend: Annotated[str, typer.Option(help="k-means backend: auto, torch or faiss.")] = "auto",
-    init: Annotated[str, typer.Option(help="Initialisation: k-means++ or random.")] = "k-means++",
-    spherical: Annotated[
-        bool, typer.Option("--spherical", help="Spherical k-means (unit centroids).")
-    ] = False,
-    sample: Annotated[
-        int | None, typer.Option(help="Iterate on this many snippets, then assign all.")
-    ] = None,
-    precision: Annotated[
-        str,
-        typer.Option(
-            help=(
-                "k-means GEMM precision: auto (mixed on a CPU with fast bf16 GEMMs and embeddings "
-                "of 512+ dimensions, else fp32), fp32, mixed (certified bf16 with fp32 re-checks: "
-                "the fp32 assignments, faster), or bf16 (fastest, approximate)."
-            )
-        ),
-    ] = "auto",
+def _denoise(
     pseudolabels: Annotated[
         str | None, typer.Option("--pseudolabels", help="Pseudo-label artifact (default: newest).")
     ] = None,
@@ -339,47 +294,31 @@ def denoise_cmd(
             "--model", help="Model whose embeddings to cluster (default: the pseudo-labels' model)."
         ),
     ] = None,
-    seed: Seed = 0,
-    device: Device = "auto",
     workdir: Workdir = DEFAULT_WORKDIR,
     force: Force = False,
+    *,
+    values: Values,
 ) -> None:
-    from stages.denoise import DenoiseParams, denoise
+    from stages.denoise import denoise
 
-    params = DenoiseParams(
-        clusters=clusters,
-        iterations=iterations,
-        seed=seed,
-        init=init,
-        backend=backend,
-        spherical=spherical,
-        sample=sample,
-        device=device,
-        precision=precision,
-    )
-    art = denoise(_store(workdir), pseudolabels, model, params, force=force)
+    art = denoise(_store(workdir), pseudolabels, model, values.build(0), force=force)
     _emit_artifact(art, summary=art.manifest.get("summary"))
+
+
+app.command(
+    "denoise",
+    help=(
+        "k-means over all training snippets' embeddings, then the confidence map S of every "
+        "pseudo-label (the share of its cluster that agrees with it).\n\n"
+        "Examples:\n\n  wtal denoise --clusters 64\n\n  wtal denoise --clusters 32 --backend faiss --sample 20000"
+    ),
+)(params.command([params.Group(DenoiseParams)], _denoise))
 
 
 # ---------------------------------------------------------------- train-dcc
 
 
-class Scope(StrEnum):
-    video = "video"
-    batch = "batch"
-    bank = "bank"
-
-
-@app.command(
-    "train-dcc",
-    help=(
-        "Train with Denoised Cross-Video Contrast from the baseline (or scratch), using the "
-        "pseudo-label and confidence artifacts; optionally refresh them every N iterations.\n\n"
-        "Examples:\n\n  wtal train-dcc\n\n  wtal train-dcc --contrast-scope batch --no-denoise --seed 2\n\n"
-        "  wtal train-dcc --tau 0.2 --regions 8 --refresh-every 0"
-    ),
-)
-def train_dcc_cmd(
+def _train_dcc(
     model: Annotated[
         str | None, typer.Option("--model", help="Baseline model artifact (default: newest).")
     ] = None,
@@ -390,62 +329,30 @@ def train_dcc_cmd(
         str | None,
         typer.Option("--confidence", help="Confidence map of those pseudo-labels (default: newest)."),
     ] = None,
-    iterations: Annotated[int | None, typer.Option(help="Iterations (default: the baseline's).")] = None,
-    init: Annotated[str, typer.Option(help="Start from the baseline weights or from scratch.")] = "baseline",
-    contrast_scope: Annotated[
-        Scope, typer.Option("--contrast-scope", help="Where contrast pairs come from.")
-    ] = Scope.bank,
-    denoise: Annotated[
-        bool, typer.Option("--denoise/--no-denoise", help="Weight features by the confidence map S.")
-    ] = True,
-    regions: Annotated[int, typer.Option(help="M, regions per video.")] = 5,
-    tau: Annotated[float, typer.Option(help="InfoNCE temperature.")] = 0.1,
-    proj_dim: Annotated[int, typer.Option(help="Projection head width.")] = 512,
-    clusters: Annotated[int, typer.Option("--clusters", help="K for the refresh rounds' k-means.")] = 64,
-    beta_start: Annotated[float, typer.Option(help="Contrast weight at the start.")] = 0.1,
-    beta_end: Annotated[float, typer.Option(help="Contrast weight at the end.")] = 1.0,
-    beta_shape: Annotated[str, typer.Option(help="constant, linear or exp.")] = "exp",
-    momentum: Annotated[float, typer.Option(help="Memory-bank momentum (0: overwrite).")] = 0.0,
-    refresh_every: Annotated[
-        int,
-        typer.Option(
-            help="Recompute pseudo-labels/confidence every N iterations (-1: once per pass over the "
-            "training videos, at most --max-rounds times; 0: never)."
-        ),
-    ] = -1,
-    max_rounds: Annotated[int, typer.Option(help="With --refresh-every -1: the most refresh rounds.")] = 10,
-    num_workers: Annotated[int, typer.Option(help="Background batch-loading threads.")] = 0,
-    seed: Seed = 0,
-    device: Device = "auto",
     resume: Resume = True,
     workdir: Workdir = DEFAULT_WORKDIR,
     force: Force = False,
+    *,
+    values: Values,
 ) -> None:
-    from stages.train_dcc import DCCParams, train_dcc
+    from stages.train_dcc import train_dcc
 
-    params = DCCParams(
-        iterations=iterations,
-        init=init,
-        scope=contrast_scope.value,
-        denoise=denoise,
-        regions=regions,
-        tau=tau,
-        proj_dim=proj_dim,
-        beta_start=beta_start,
-        beta_end=beta_end,
-        beta_shape=beta_shape,
-        momentum=momentum,
-        refresh_every=refresh_every,
-        max_rounds=max_rounds,
-        clusters=clusters,
-        seed=seed,
-        device=device,
-        num_workers=num_workers,
-    )
     model_art, tcas_art = train_dcc(
-        _store(workdir), model, pseudolabels, confidence, params, resume=resume, force=force
+        _store(workdir), model, pseudolabels, confidence, values.build(0), resume=resume, force=force
     )
     emit({"model": model_art.id, "tcas": tcas_art.id, "path": str(tcas_art.path)})
+
+
+app.command(
+    "train-dcc",
+    help=(
+        "Train with Denoised Cross-Video Contrast from the baseline (or scratch), using the "
+        "pseudo-label and confidence artifacts; refresh them every N iterations with the same settings.\n\n"
+        "Examples:\n\n  wtal train-dcc\n\n  wtal train-dcc --contrast-scope batch --no-denoise --seed 2\n\n"
+        "  wtal train-dcc --tau 0.2 --regions 8 --refresh-every 0\n\n"
+        "  wtal train-dcc --targets oracle --grad-every 50   # diagnostics: ground-truth targets, gradient share"
+    ),
+)(params.command([params.Group(DCCParams)], _train_dcc))
 
 
 # ---------------------------------------------------------------- localize / evaluate
@@ -466,7 +373,10 @@ def localize_cmd(
         list[str] | None,
         typer.Option(
             "--threshold",
-            help="Activation threshold(s): repeat, or a range start:stop:step (stop excluded). Default: BaS-Net's ten, 0:0.25:0.025.",
+            help=(
+                "Activation threshold(s): repeat the option, or a range start:stop:step with the stop EXCLUDED, "
+                "as numpy.arange (BaS-Net's ten, the default, are 0:0.25:0.025 = 0, 0.025, ..., 0.225)."
+            ),
         ),
     ] = None,
     class_threshold: Annotated[
@@ -514,6 +424,16 @@ def localize_cmd(
         sys.stdout.write(data.decode() + "\n")
 
 
+class Ties(StrEnum):
+    reference = "reference"
+    stable = "stable"
+
+
+class Ambiguous(StrEnum):
+    ignore = "ignore"
+    exclude = "exclude"
+
+
 class Protocol(StrEnum):
     all = "all"
     basnet = "basnet"
@@ -523,11 +443,10 @@ class Protocol(StrEnum):
 @app.command(
     "evaluate",
     help=(
-        "mAP by the ActivityNet detection protocol: a table on stderr, JSON on stdout with --json, "
+        "mAP by the ActivityNet detection protocol: a table on stdout (--json: the full result as JSON), "
         "per-class AP kept as an evaluation artifact. Ground truth defaults to the feature set's annotations.\n\n"
         "Examples:\n\n  wtal evaluate proposals.json\n\n  wtal localize | wtal evaluate -\n\n"
-        "  wtal evaluate p.json --gt ../shared/datasets/thumos14/original_annotations/annotations_test "
-        "--protocol basnet --tiou thumos14-basnet"
+        "  wtal evaluate p.json --gt thumos14 --protocol basnet --tiou thumos14-basnet"
     ),
 )
 def evaluate_cmd(
@@ -545,18 +464,22 @@ def evaluate_cmd(
     tiou: Annotated[
         str,
         typer.Option(
-            help="tIoU thresholds: thumos14 (0.1:0.7), thumos14-basnet (0.1:0.9), anet, a list or a:b:c."
+            help=(
+                "tIoU thresholds: thumos14 (0.1..0.7), thumos14-basnet (0.1..0.9), anet (0.5..0.95), a comma "
+                "list, or start:stop:step with the stop INCLUDED (0.1:0.7:0.1 = 0.1, 0.2, ..., 0.7)."
+            )
         ),
     ] = "thumos14",
     protocol: Annotated[
         Protocol, typer.Option(help="THUMOS14 test videos kept: all 212, basnet 210, opentad 211.")
     ] = Protocol.all,
     ties: Annotated[
-        str, typer.Option(help="Order of equal scores: reference (the official evaluator's) or stable.")
-    ] = "reference",
+        Ties, typer.Option(help="Order of equal scores: reference (the official evaluator's) or stable.")
+    ] = Ties.reference,
     ambiguous: Annotated[
-        str, typer.Option(help="THUMOS14 Ambiguous segments: ignore, or exclude overlapping false positives.")
-    ] = "ignore",
+        Ambiguous,
+        typer.Option(help="THUMOS14 Ambiguous segments: ignore, or exclude overlapping false positives."),
+    ] = Ambiguous.ignore,
     drop_unknown: Annotated[
         bool,
         typer.Option(
@@ -564,7 +487,9 @@ def evaluate_cmd(
             help="Drop predictions of classes absent from the ground truth instead of failing.",
         ),
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the full result as JSON on stdout.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the full result as JSON on stdout instead of the table.")
+    ] = False,
     workdir: Workdir = DEFAULT_WORKDIR,
     force: Force = False,
 ) -> None:
@@ -574,161 +499,110 @@ def evaluate_cmd(
         subset=subset or "test",
         tiou=tiou,
         protocol=protocol.value,
-        ties=ties,
-        ambiguous=ambiguous,
+        ties=ties.value,
+        ambiguous=ambiguous.value,
         unknown_labels="drop" if drop_unknown else "error",
     )
     result, art = evaluate(_store(workdir), proposals, gt, params, force=force)
-    err.print(result_table(result))
     if as_json:
         emit({"artifact": art.id, **result})
     else:
-        emit(
-            {"artifact": art.id, "average_map": result["average_map"], "map_per_tiou": result["map_per_tiou"]}
-        )
+        show(result_table(result))
 
 
 # ---------------------------------------------------------------- run
 
 
-@app.command(
+def _run(
+    as_json: AsJson = False,
+    workdir: Workdir = DEFAULT_WORKDIR,
+    *,
+    values: Values,
+) -> None:
+    from stages.run import comparison_table, run
+
+    baseline_p = values.build(1)
+    dcc_p = values.build(3, iterations=baseline_p.iterations)
+    p = values.build(0, baseline=baseline_p, denoise=values.build(2), dcc=dcc_p)
+    out = run(_store(workdir), p)
+    if as_json:
+        emit(out)
+        return
+    if out.get("results"):
+        show(comparison_table(out["results"]))
+    else:
+        emit(out)
+
+
+def _run_groups():
+    from stages.run import RunParams
+    from wtalcli.model.config import BaselineParams
+
+    return [
+        params.Group(RunParams),
+        params.Group(BaselineParams, "baseline_", only=("iterations",)),
+        params.Group(DenoiseParams, "denoise_", only=("clusters",)),
+        params.Group(DCCParams, "dcc_", only=()),
+    ]
+
+
+app.command(
     "run",
     help=(
         "The whole pipeline through the artifact cache: extract -> baseline -> pseudolabel -> denoise -> "
-        "train-dcc -> localize -> evaluate, ending with a baseline-vs-DCC table. With no arguments it "
-        "runs on the built-in synthetic dataset.\n\n"
+        "train-dcc -> localize -> evaluate, ending with a baseline-vs-DCC table on stdout (--json: "
+        "everything built, as JSON). With no arguments it runs on the built-in synthetic dataset.\n\n"
         "Examples:\n\n  wtal run\n\n  wtal run --preset tiny --until baseline\n\n"
         "  wtal run --force train-dcc --seed 2"
     ),
-)
-def run_cmd(
-    preset: Annotated[str, typer.Option(help="Synthetic preset: tiny, small or thumos.")] = "small",
-    features: Annotated[
-        str | None, typer.Option("--features", help="Use this feature set instead of the synthetic one.")
-    ] = None,
-    until: Annotated[str, typer.Option("--until", help="Stop after this stage.")] = "evaluate",
-    force: Annotated[
-        list[str] | None, typer.Option("--force", help="Rebuild this stage (repeatable).")
-    ] = None,
-    clusters: Annotated[int, typer.Option("--clusters", help="K for denoise.")] = 64,
-    iterations: Annotated[
-        int | None, typer.Option(help="Training iterations of baseline and DCC (default: the preset's).")
-    ] = None,
-    seed: Seed = 0,
-    data_seed: Annotated[int, typer.Option(help="Seed of the synthetic dataset.")] = 0,
-    device: Device = "auto",
-    workdir: Workdir = DEFAULT_WORKDIR,
-) -> None:
-    from stages.baseline import BaselineParams
-    from stages.denoise import DenoiseParams
-    from stages.run import RunParams, comparison_table, run
-    from stages.train_dcc import DCCParams
-
-    params = RunParams(
-        preset=preset,
-        features=features,
-        seed=seed,
-        data_seed=data_seed,
-        device=device,
-        until=until,
-        force=tuple(force or ()),
-        baseline=BaselineParams(iterations=iterations),
-        denoise=DenoiseParams(clusters=clusters),
-        dcc=DCCParams(iterations=iterations, clusters=clusters),
-    )
-    out = run(_store(workdir), params)
-    if out.get("results"):
-        err.print(comparison_table(out["results"]))
-    emit(out)
+)(params.command(_run_groups(), _run))
 
 
 # ---------------------------------------------------------------- ablate
 
 
-def _number_list(value: str, what: str, kind=float) -> tuple:
-    """``"0,1,2"`` -> (0, 1, 2); a bad entry is a usage error naming the option."""
-    try:
-        items = tuple(kind(v) for v in value.split(",") if v.strip())
-    except ValueError:
-        raise typer.BadParameter(
-            f"{value!r} is not a comma-separated list of numbers", param_hint=what
-        ) from None
-    if not items:
-        raise typer.BadParameter("give at least one value", param_hint=what)
-    return items
+def _ablate(
+    as_json: AsJson = False,
+    workdir: Workdir = DEFAULT_WORKDIR,
+    force: Force = False,
+    *,
+    values: Values,
+) -> None:
+    from stages.ablate import ablate
+
+    dcc_p = values.build(1)
+    art = ablate(_store(workdir), values.build(0, dcc=dcc_p), force=force)
+    summary = {
+        "artifact": art.id,
+        "path": str(art.path),
+        "table": str(art.path / "table.md"),
+        **art.manifest["summary"],
+    }
+    if as_json:
+        emit(summary)
+    else:
+        show((art.path / "table.md").read_text())
 
 
-@app.command(
+def _ablate_groups():
+    from stages.ablate import AblationParams
+
+    return [params.Group(AblationParams), params.Group(DCCParams, "dcc_", only=("tau", "beta_end"))]
+
+
+app.command(
     "ablate",
     help=(
         "The paper's ablations in one command: baseline / DCC without denoising / DCC (plus a "
         "same-length baseline control), single-video / mini-batch / memory-bank contrast and a K "
         "sweep, each over several seeds, after choosing tau and beta on held-out training videos "
-        "(never on test). Writes results.parquet, table.md (mean ± std) and ablation.png.\n\n"
+        "(never on test). Writes results.parquet, table.md (mean ± std; printed on stdout) and "
+        "ablation.png.\n\n"
         "Examples:\n\n  wtal ablate --jobs 2\n\n"
         "  wtal ablate --preset tiny --seeds 0,1 --tables main --no-select\n\n"
         "  wtal ablate --tables clusters --clusters 8,32,128 --tau 0.2 --no-select"
     ),
-)
-def ablate_cmd(
-    preset: Annotated[str, typer.Option(help="Synthetic preset: tiny, small or thumos.")] = "small",
-    features: Annotated[
-        str | None, typer.Option("--features", help="Use this feature set instead of the synthetic one.")
-    ] = None,
-    seeds: Annotated[str, typer.Option(help="Training seeds, comma-separated.")] = "0,1,2",
-    tables: Annotated[str, typer.Option(help="Which tables: main, scope, clusters.")] = "main,scope,clusters",
-    clusters: Annotated[str, typer.Option("--clusters", help="The K sweep.")] = "16,64,256",
-    select: Annotated[
-        bool,
-        typer.Option("--select/--no-select", help="Choose tau and beta_end on held-out training videos."),
-    ] = True,
-    holdout: Annotated[
-        float, typer.Option(help="Share of training videos held out for the selection.")
-    ] = 0.2,
-    select_seeds: Annotated[str, typer.Option(help="Seeds of the selection runs.")] = "0",
-    grid_tau: Annotated[str, typer.Option(help="Selection grid: tau values.")] = "0.1,0.2",
-    grid_beta_end: Annotated[str, typer.Option(help="Selection grid: beta_end values.")] = "1,100,10000",
-    tau: Annotated[float, typer.Option(help="InfoNCE temperature (with --no-select).")] = 0.1,
-    beta_end: Annotated[float, typer.Option(help="Contrast weight at the end (with --no-select).")] = 1.0,
-    iterations: Annotated[
-        int | None, typer.Option(help="Training iterations of baseline and DCC (default: the preset's).")
-    ] = None,
-    jobs: Annotated[int, typer.Option(help="Trainings run at once (worker processes).")] = 1,
-    data_seed: Annotated[int, typer.Option(help="Seed of the synthetic dataset.")] = 0,
-    device: Device = "auto",
-    workdir: Workdir = DEFAULT_WORKDIR,
-    force: Force = False,
-) -> None:
-    from stages.ablate import AblationParams, ablate
-    from stages.train_dcc import DCCParams
-
-    params = AblationParams(
-        preset=preset,
-        features=features,
-        data_seed=data_seed,
-        seeds=_number_list(seeds, "--seeds", int),
-        tables=tuple(t.strip() for t in tables.split(",") if t.strip()),
-        clusters=_number_list(clusters, "--clusters", int),
-        select=select,
-        holdout=holdout,
-        select_seeds=_number_list(select_seeds, "--select-seeds", int),
-        grid_tau=_number_list(grid_tau, "--grid-tau"),
-        grid_beta_end=_number_list(grid_beta_end, "--grid-beta-end"),
-        iterations=iterations,
-        dcc=DCCParams(tau=tau, beta_end=beta_end),
-        jobs=jobs,
-        device=device,
-    )
-    art = ablate(_store(workdir), params, force=force)
-    err.print((art.path / "table.md").read_text())
-    emit(
-        {
-            "artifact": art.id,
-            "path": str(art.path),
-            "table": str(art.path / "table.md"),
-            **art.manifest["summary"],
-        }
-    )
+)(params.command(_ablate_groups(), _ablate))
 
 
 # ---------------------------------------------------------------- report
@@ -798,7 +672,7 @@ def status_cmd(
             ", ".join(f"{k}={v}" for k, v in r["inputs"].items()),
             r["state"],
         )
-    err.print(table)
+    show(table)
 
 
 @app.command(
@@ -809,6 +683,7 @@ def status_cmd(
 def show_cmd(
     artifact: Annotated[str, typer.Argument(help="Artifact id, id prefix, path, or a kind (its newest).")],
     rows: Annotated[int, typer.Option("--rows", help="Table rows to print.")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON instead.")] = False,
     workdir: Workdir = DEFAULT_WORKDIR,
 ) -> None:
     from wtalcli.report.describe import describe
@@ -817,8 +692,10 @@ def show_cmd(
     from wtalcli.core.store import MADE_BY
 
     art = store.resolve(artifact, None) if artifact in MADE_BY else store.get(artifact)
-    err.print(describe(art, rows))
-    emit(art.manifest)
+    if as_json:
+        emit(art.manifest)
+    else:
+        show(describe(art, rows))
 
 
 def _key_params(params: dict, limit: int = 6) -> dict:

@@ -387,13 +387,22 @@ class FeatureSet(SnippetTable):
     def label_matrix(self, rows: np.ndarray | None = None) -> np.ndarray:
         """Multi-hot video-level labels ``(len(rows), C)`` float32."""
         rows = np.arange(len(self.videos)) if rows is None else rows
-        index = {c: i for i, c in enumerate(self.classes)}
-        y = np.zeros((len(rows), len(self.classes)), np.float32)
-        labels = self.videos["labels"].to_numpy()
-        for k, r in enumerate(rows):
-            for c in labels[r]:
-                y[k, index[c]] = 1.0
-        return y
+        return video_labels(self.videos.iloc[rows], self.classes).astype(np.float32)
+
+
+def video_labels(videos: pd.DataFrame, classes: list[str]) -> np.ndarray:
+    """``(V, C)`` bool multi-hot video-level labels of a videos table's ``labels`` column."""
+    index = {c: i for i, c in enumerate(classes)}
+    y = np.zeros((len(videos), len(classes)), dtype=bool)
+    for r, names in enumerate(videos["labels"]):
+        unknown = [c for c in names if c not in index]
+        if unknown:
+            raise InputError(
+                f"video {videos['video_id'].iloc[r]!r} has unknown class {unknown[0]!r}",
+                "add the class to classes.json or fix the label",
+            )
+        y[r, [index[c] for c in names]] = True
+    return y
 
 
 def rebase(videos: pd.DataFrame) -> pd.DataFrame:

@@ -13,12 +13,17 @@ so the cost is O(N (C+1)) with no loop over snippets or clusters.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from wtalcli.core.errors import InputError
 from wtalcli.data.schema import BACKGROUND
+from wtalcli.dcc.params import CONFIDENCE_SCOPES, DenoiseParams
+
+if TYPE_CHECKING:
+    from wtalcli.dcc.kmeans import KMeansResult
 
 
 def _check_labels(labels: np.ndarray, what: str) -> np.ndarray:
@@ -30,8 +35,12 @@ def _check_labels(labels: np.ndarray, what: str) -> np.ndarray:
     return a.astype(bool, copy=False)
 
 
-def cluster_positive_counts(assign: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """``P`` (K, C+1): snippets per cluster with label 1 per channel; ``n`` (K,): cluster sizes."""
+def cluster_positive_counts(
+    assign: np.ndarray, labels: np.ndarray, k: int, voters: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``P`` (K, C+1): voting snippets per cluster with label 1 per channel; ``n`` (K, C+1): voting
+    snippets per cluster and channel. ``voters`` (N, C+1) bool says which snippets vote on each
+    channel (default: all of them)."""
     a = np.asarray(assign, dtype=np.int64).reshape(-1)
     lab = _check_labels(labels, "pseudo-labels")
     if lab.shape[0] != a.shape[0]:
@@ -44,25 +53,83 @@ def cluster_positive_counts(assign: np.ndarray, labels: np.ndarray, k: int) -> t
             f"cluster ids must lie in [0, {k}), found {a.min()}..{a.max()}", "pass the K used to cluster"
         )
     cp1 = lab.shape[1]
-    rows, cols = np.nonzero(lab)
+    if voters is None:
+        rows, cols = np.nonzero(lab)
+        pos = np.bincount(a[rows] * cp1 + cols, minlength=k * cp1).reshape(k, cp1)
+        size = np.repeat(np.bincount(a, minlength=k)[:, None], cp1, axis=1)
+        return pos, size
+    v = np.asarray(voters, dtype=bool)
+    if v.shape != lab.shape:
+        raise InputError(f"voter mask of shape {v.shape} for pseudo-labels {lab.shape}")
+    rows, cols = np.nonzero(lab & v)
     pos = np.bincount(a[rows] * cp1 + cols, minlength=k * cp1).reshape(k, cp1)
-    size = np.bincount(a, minlength=k)
+    rows, cols = np.nonzero(v)
+    size = np.bincount(a[rows] * cp1 + cols, minlength=k * cp1).reshape(k, cp1)
     return pos, size
 
 
-def confidence_map(assign: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    """S (N, C+1) float32 in (0, 1]: the share of each snippet's cluster agreeing with its label.
+def confidence_map(
+    assign: np.ndarray, labels: np.ndarray, k: int, voters: np.ndarray | None = None
+) -> np.ndarray:
+    """S (N, C+1) float32 in [0, 1]: the share of each snippet's cluster agreeing with its label.
 
-    ``assign``: (N,) cluster ids in [0, k); ``labels``: (N, C+1) 0/1 pseudo-labels.
+    ``assign``: (N,) cluster ids in [0, k); ``labels``: (N, C+1) 0/1 pseudo-labels; ``voters``:
+    (N, C+1) bool, the snippets whose labels count for each channel (default: all). A snippet that
+    votes is in its own count, so its S is > 0; a channel with no voter in a cluster gives 0 there.
     """
-    pos, size = cluster_positive_counts(assign, labels, k)
+    pos, size = cluster_positive_counts(assign, labels, k, voters)
     a = np.asarray(assign, dtype=np.int64).reshape(-1)
     lab = np.asarray(labels).astype(bool, copy=False)
     if a.size == 0:
         return np.zeros(lab.shape, dtype=np.float32)
-    share_pos = (pos / np.maximum(size, 1)[:, None]).astype(np.float32)  # (K, C+1)
-    sp = share_pos[a]  # (N, C+1)
-    return np.where(lab, sp, np.float32(1.0) - sp)
+    share_pos = (pos / np.maximum(size, 1)).astype(np.float32)  # (K, C+1)
+    share_neg = ((size - pos) / np.maximum(size, 1)).astype(np.float32)
+    return np.where(lab, share_pos[a], share_neg[a])
+
+
+def confidence_voters(
+    offsets: np.ndarray, n_snippets: np.ndarray, video_labels: np.ndarray, n_rows: int, scope: str
+) -> np.ndarray | None:
+    """Who votes on each channel under ``scope`` (:data:`CONFIDENCE_SCOPES`): ``all`` -> None
+    (everyone); ``labelled`` -> (N, C+1), class c's channel by the snippets of videos labelled c,
+    the background channel by every snippet."""
+    if scope not in CONFIDENCE_SCOPES:
+        raise InputError(f"unknown confidence scope {scope!r}", f"use one of {', '.join(CONFIDENCE_SCOPES)}")
+    if scope == "all":
+        return None
+    m = video_class_mask(offsets, n_snippets, video_labels, n_rows)
+    return np.concatenate([m, np.ones((n_rows, 1), dtype=bool)], axis=1)
+
+
+def denoise_confidence(
+    x: np.ndarray,
+    labels: np.ndarray,
+    voters: np.ndarray | None,
+    p: DenoiseParams,
+) -> tuple[KMeansResult, np.ndarray]:
+    """k-means on the (already normalised) embeddings ``x`` (N, d) of every training snippet, then
+    the confidence map of ``labels`` (N, C+1): DCC's denoising, without any artifact I/O."""
+    from wtalcli.dcc.kmeans import kmeans
+
+    if p.clusters < 1:
+        raise InputError(f"--clusters {p.clusters} must be >= 1", "e.g. --clusters 64")
+    if p.clusters > len(x):
+        raise InputError(
+            f"--clusters {p.clusters} exceeds the {len(x)} training snippets", "use fewer clusters"
+        )
+    km = kmeans(
+        x,
+        p.clusters,
+        p.iterations,
+        seed=p.seed,
+        init=p.init,
+        spherical=p.spherical,
+        backend=p.backend,
+        device=p.device,
+        sample=p.sample,
+        precision=p.precision,
+    )
+    return km, confidence_map(km.assign, labels, p.clusters, voters)
 
 
 def video_class_mask(

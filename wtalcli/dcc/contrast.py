@@ -1,15 +1,23 @@
-"""Denoised Cross-Video Contrast (method.md section 3.3): projection head, denoised region
-features, the region memory bank and the InfoNCE loss.
+"""Denoised Cross-Video Contrast: projection head, denoised region features, the region memory
+bank, contrast pairs, the InfoNCE loss and the contrast weight schedule (``docs/method.md``).
 
 Shapes: B videos in a batch, T sampled snippets, H embedding width, P projection width (512),
 C action classes (pseudo-label/confidence channels are C+1, the last one background, which the
 contrast does not use), M regions per video.
 
 Region features.  For class c of a video, the denoised action feature of snippet t is
-``A[c,t] S[c,t] X[t]`` and the background feature ``(1 - A[c,t]) S[c,t] X[t]``; a region is
-the weighted mean over its snippets, ``sum_t w_t X_t / sum_t w_t`` (weights ``A S`` or
-``(1-A) S``), skipped when its weight is 0, then L2-normalised so that dot products are cosine
-similarities.  Only classes in the video's label are used.
+``F[t] = A[c,t] S[c,t] X[t]`` and the background feature ``F_bg[t] = (1 - A[c,t]) S[c,t] X[t]``
+(``background="video"`` also drops the snippets pseudo-labelled as one of the video's other
+labelled classes from the background). A region pools them over its snippets, in one of two ways
+(``pooling``):
+
+- ``mean``: the plain average of ``F`` over the region's snippets, zeros included, as the paper
+  writes it; S and the share of confident snippets scale the region feature (a region with one
+  confident action snippet is short), and the dot products of the loss see that scale;
+- ``weighted``: ``sum_t w_t X_t / sum_t w_t`` (weights ``A S`` or ``(1-A) S``), then
+  L2-normalised: a cosine similarity; S cancels wherever it is constant inside a region.
+
+Either way a region whose weight is 0 is skipped. Only classes in the video's label are used.
 
 Memory bank.  One slot per (training video, labelled class, region, action|background), so the
 bank spans the whole training set.  A video's slots are overwritten (or moved by momentum) with
@@ -37,17 +45,29 @@ import torch.nn.functional as F
 from torch import nn
 
 from wtalcli.core import distributed
+from wtalcli.dcc.params import BACKGROUNDS, HEADS, POOLINGS, SCOPES
 
-SCOPES = ("video", "batch", "bank")
 ACT, BG = 0, 1
 
 
 class ProjectionHead(nn.Module):
-    """``Linear(H, P) - ReLU - Linear(P, P)``, L2-normalised output (training only)."""
+    """The projection X = g(h), L2-normalised per snippet (training only).
 
-    def __init__(self, in_dim: int, proj_dim: int = 512):
+    ``linear``: one ``Linear(H, P)`` ("projected once more"); ``mlp``: ``Linear(H, P) - ReLU -
+    Linear(P, P)``; ``none``: X = h itself (P = H), no parameters."""
+
+    def __init__(self, in_dim: int, proj_dim: int = 512, kind: str = "linear"):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(in_dim, proj_dim), nn.ReLU(), nn.Linear(proj_dim, proj_dim))
+        if kind not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}")
+        self.kind = kind
+        if kind == "linear":
+            self.net: nn.Module = nn.Linear(in_dim, proj_dim)
+        elif kind == "mlp":
+            self.net = nn.Sequential(nn.Linear(in_dim, proj_dim), nn.ReLU(), nn.Linear(proj_dim, proj_dim))
+        else:
+            self.net = nn.Identity()
+        self.out_dim = in_dim if kind == "none" else proj_dim
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         # h: (B, T, H) -> (B, T, P), unit norm along P
@@ -81,20 +101,33 @@ def region_features(
     labels: torch.Tensor,  # (B, C) multi-hot video-level labels
     videos: torch.Tensor,  # (B,) training-video indices
     n_regions: int,
+    pooling: str = "mean",
+    background: str = "class",
 ) -> Regions:
     """Pooled region features of the labelled (video, class) pairs only, in (video, class, kind,
     region) order: the pooling works on L pairs (about one per video) rather than B x C."""
+    if pooling not in POOLINGS or background not in BACKGROUNDS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, background one of {BACKGROUNDS}")
     t = x.shape[1]
-    bi, ci = labels.bool().nonzero(as_tuple=True)  # (L,) labelled pairs, row-major (video, class)
+    lab = labels.bool()
+    bi, ci = lab.nonzero(as_tuple=True)  # (L,) labelled pairs, row-major (video, class)
     n = len(bi)
     a = pseudo.detach()[bi, :, ci].float()  # (L, T): constants of the loss
     s = conf.detach()[bi, :, ci].float()  # (L, T)
-    w = torch.stack([a * s, (1.0 - a) * s], dim=1)  # (L, 2, T): action, background weights
+    not_act = 1.0 - a
+    if background == "video":  # also not one of the video's other labelled classes
+        other = pseudo.detach()[..., :-1].float() * lab[:, None, :]  # (B, T, C) labelled classes only
+        others = other[bi].sum(-1) - a  # (L, T): labelled classes other than c marking the snippet
+        not_act = not_act * (others <= 0)
+    w = torch.stack([a * s, not_act * s], dim=1)  # (L, 2, T): action, background weights
     rm = region_matrix(t, n_regions, x.device)  # (T, M)
     wr = (w.unsqueeze(2) * rm.T).reshape(n, 2 * n_regions, t)  # (L, 2*M, T)
     sums = torch.bmm(wr, x[bi])  # (L, 2*M, P)
     mass = wr.sum(-1)  # (L, 2*M)
-    feat = F.normalize(sums / mass.clamp_min(1e-12).unsqueeze(-1), dim=-1)  # (L, 2*M, P)
+    if pooling == "weighted":
+        feat = F.normalize(sums / mass.clamp_min(1e-12).unsqueeze(-1), dim=-1)  # (L, 2*M, P)
+    else:  # the plain average over the region's snippets (zeros included)
+        feat = sums / rm.sum(0).clamp_min(1.0).repeat(2)[None, :, None]  # (L, 2*M, P)
     dev = x.device
     return Regions(
         feat=feat.reshape(n * 2 * n_regions, -1),
@@ -132,11 +165,14 @@ class RegionBank:
     """Region features of every training video (detached), one slot per
     (video, labelled class, region, kind)."""
 
-    def __init__(self, labels: np.ndarray, n_regions: int, dim: int, momentum: float = 0.0):
-        # labels: (V, C) multi-hot of the training videos, in bank row order
+    def __init__(
+        self, labels: np.ndarray, n_regions: int, dim: int, momentum: float = 0.0, unit: bool = True
+    ):
+        # labels: (V, C) multi-hot of the training videos, in bank row order; unit: the region
+        # features are unit vectors (weighted pooling), so a momentum mix is renormalised
         v_idx, c_idx = np.nonzero(labels)
         self.n_videos, self.n_classes = labels.shape
-        self.n_regions, self.dim, self.momentum = n_regions, dim, float(momentum)
+        self.n_regions, self.dim, self.momentum, self.unit = n_regions, dim, float(momentum), unit
         n = len(v_idx)
         # slot order: (video, class) pairs x kind x region
         self.video = torch.from_numpy(np.repeat(v_idx, 2 * n_regions)).long()
@@ -167,7 +203,9 @@ class RegionBank:
         new = regions.feat.detach().float().cpu()
         if self.momentum > 0:
             old_ok = self.valid[slot]
-            mixed = F.normalize(self.momentum * self.feat[slot] + (1 - self.momentum) * new, dim=-1)
+            mixed = self.momentum * self.feat[slot] + (1 - self.momentum) * new
+            if self.unit:
+                mixed = F.normalize(mixed, dim=-1)
             new = torch.where(old_ok.unsqueeze(-1), mixed, new)
         self.feat[slot] = new
         self.valid[slot] = regions.valid.cpu()

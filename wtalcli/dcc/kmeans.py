@@ -103,11 +103,8 @@ import numpy as np
 import torch
 
 from wtalcli.core.errors import InputError, WtalError
+from wtalcli.dcc.params import BACKENDS, DEVICES, INITS, PRECISIONS
 
-BACKENDS = ("auto", "torch", "faiss")
-DEVICES = ("auto", "cpu", "cuda")
-INITS = ("k-means++", "random")
-PRECISIONS = ("auto", "fp32", "bf16", "mixed")
 UPDATES = ("auto", "incremental", "onehot", "index_add")
 
 # Chunk sizes (rows of x per GEMM). CPU: 2048 rows (16 MiB at d = 2048) measured best of

@@ -30,6 +30,12 @@ def snippet_truth(table: SnippetTable, annotations: pd.DataFrame, classes: list[
     return truth
 
 
+def truth_with_background(table: SnippetTable, annotations: pd.DataFrame, classes: list[str]) -> np.ndarray:
+    """``(N, C+1)`` uint8 ground-truth snippet labels, the last channel background (no action)."""
+    truth = snippet_truth(table, annotations, classes)
+    return np.concatenate([truth, ~truth.any(1, keepdims=True)], axis=1).astype(np.uint8)
+
+
 def inside_outside(
     table: SnippetTable, cas: np.ndarray, annotations: pd.DataFrame, classes: list[str], subset: str
 ) -> dict:
@@ -60,3 +66,108 @@ def inside_outside(
         "mean_inside": float(np.mean(ins)) if ins else float("nan"),
         "mean_outside": float(np.mean(outs)) if outs else float("nan"),
     }
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks of ``x`` with ties sharing their average rank."""
+    values, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    return ((ends - counts + 1 + ends) / 2.0)[inverse]
+
+
+def auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve of ``scores`` separating ``positive`` from the rest (ties count
+    half, as the Mann-Whitney statistic); NaN without both kinds."""
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    pos = np.asarray(positive, dtype=bool).reshape(-1)
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = _average_ranks(s)
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def pseudolabel_quality(
+    labels: np.ndarray, truth: np.ndarray, carries: np.ndarray, confidence: np.ndarray | None = None
+) -> dict:
+    """How pseudo-labels compare with the ground-truth snippet labels, on the action channels of
+    the classes each snippet's video carries (the only ones DCC uses).
+
+    ``labels``, ``truth``: (N, C+1) 0/1 (background last; only the C action channels are read);
+    ``carries``: (N, C) bool, the snippet's video is labelled with the class; ``confidence``:
+    (N, C+1) S. Returns micro-averaged ``precision``, ``recall`` and ``iou`` of the 1-labels, the
+    share of correct labels, and, with ``confidence``, ``s_auc``: how well S ranks correct labels
+    above wrong ones (0.5: S carries no information about correctness), with the mean S of each.
+    """
+    c = carries.shape[1]
+    a = np.asarray(labels)[:, :c].astype(bool)[carries]
+    g = np.asarray(truth)[:, :c].astype(bool)[carries]
+    tp, fp, fn = int((a & g).sum()), int((a & ~g).sum()), int((~a & g).sum())
+    out = {
+        "compared": int(a.size),
+        "precision": tp / (tp + fp) if tp + fp else float("nan"),
+        "recall": tp / (tp + fn) if tp + fn else float("nan"),
+        "iou": tp / (tp + fp + fn) if tp + fp + fn else float("nan"),
+        "correct": float((a == g).mean()) if a.size else float("nan"),
+    }
+    if confidence is not None:
+        s = np.asarray(confidence, dtype=np.float64)[:, :c][carries]
+        right = a == g
+        out["s_auc"] = auc(s, right)
+        out["mean_s_correct"] = float(s[right].mean()) if right.any() else float("nan")
+        out["mean_s_wrong"] = float(s[~right].mean()) if (~right).any() else float("nan")
+    return out
+
+
+def embedding_geometry(
+    h: np.ndarray, truth: np.ndarray, video: np.ndarray, seed: int = 0, limit: int = 20000
+) -> dict:
+    """Numbers behind the t-SNE pictures of embedding papers, on snippets of held-aside videos.
+
+    ``h`` (N, H) embeddings; ``truth`` (N, C) bool ground-truth snippet classes (none: background);
+    ``video`` (N,) video index. Snippets are L2-normalised and, past ``limit``, sampled.
+
+    - ``action_background_auc``: two-fold over videos, the centroids of action and of background
+      snippets of one half score the other half's snippets by ``cos(x, mu_act) - cos(x, mu_bg)``;
+      the AUC of that score separating action from background (1: a linear direction separates them).
+    - ``intra_inter_ratio``: the mean distance of action snippets (one class each) to their class
+      centroid, over the mean distance between class centroids (lower: tighter, better separated
+      classes).
+    """
+    rng = np.random.default_rng(seed)
+    n = len(h)
+    idx = np.sort(rng.choice(n, limit, replace=False)) if n > limit else np.arange(n)
+    x = np.asarray(h[idx], dtype=np.float64)
+    x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    t = np.asarray(truth[idx], dtype=bool)
+    act = t.any(1)
+    vids = np.asarray(video)[idx]
+    out: dict = {"snippets": int(len(idx)), "action_share": float(act.mean()) if len(idx) else float("nan")}
+    # two-fold action-vs-background AUC
+    uv = np.unique(vids)
+    fold = np.isin(vids, rng.permutation(uv)[: len(uv) // 2])
+    scores = np.full(len(x), np.nan)
+    for f in (fold, ~fold):
+        fit = ~f
+        if not (act[fit].any() and (~act[fit]).any()):
+            continue
+        mu_a = x[fit & act].mean(0)
+        mu_b = x[fit & ~act].mean(0)
+        mu_a /= max(np.linalg.norm(mu_a), 1e-12)
+        mu_b /= max(np.linalg.norm(mu_b), 1e-12)
+        scores[f] = x[f] @ mu_a - x[f] @ mu_b
+    ok = np.isfinite(scores)
+    out["action_background_auc"] = auc(scores[ok], act[ok]) if ok.any() else float("nan")
+    single = act & (t.sum(1) == 1)
+    cls = t[single].argmax(1)
+    xs = x[single]
+    present = np.unique(cls)
+    if len(present) >= 2:
+        cent = np.stack([xs[cls == k].mean(0) for k in present])
+        intra = float(np.linalg.norm(xs - cent[np.searchsorted(present, cls)], axis=1).mean())
+        d = np.linalg.norm(cent[:, None, :] - cent[None, :, :], axis=-1)
+        inter = float(d[np.triu_indices(len(present), 1)].mean())
+        out["intra_inter_ratio"] = intra / inter if inter > 0 else float("nan")
+    else:
+        out["intra_inter_ratio"] = float("nan")
+    return out

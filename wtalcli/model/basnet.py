@@ -82,10 +82,6 @@ class BaSNet(nn.Module):
         """``k`` of the top-k MIL pooling for sequences of ``num_segments`` samples."""
         return max(1, num_segments // self.topk_div)
 
-    def embed(self, xc: Tensor) -> Tensor:
-        """CAS-module embedding: ``(N, D, T) -> (N, hidden, T)``."""
-        return F.leaky_relu(self.cas_2(F.leaky_relu(self.cas_1(xc), 0.01)), 0.01)
-
     def forward(self, x: Tensor) -> BaSOutput:
         """``x``: ``(B, T, D)`` features at the sampled positions."""
         if x.dim() != 3 or x.shape[-1] != self.in_dim:

@@ -1,5 +1,6 @@
 """Training configuration: :class:`TrainConfig` (everything that determines a run, recorded in
-checkpoints and manifests) and the scale presets, the one table of model and training sizes."""
+checkpoints and manifests), the scale presets (the one table of model and training sizes) and
+:class:`BaselineParams`, what ``wtal baseline`` lets a user set. No torch import here."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from types import MappingProxyType
 from typing import Any
 
 from wtalcli.core.errors import InputError
+from wtalcli.core.params import param, spec
 
 AMP_CHOICES = ("none", "bf16")
 
@@ -19,24 +21,24 @@ AMP_CHOICES = ("none", "bf16")
 class TrainConfig:
     """Everything that determines a training run (recorded in checkpoints and manifests)."""
 
-    iterations: int = 1500
-    batch_size: int = 16
-    lr: float = 1e-4
-    weight_decay: float = 5e-4
-    num_segments: int = 750  # T: every training video is sampled to this many snippets
-    topk_div: int = 8  # top-k pooling with k = max(1, T // topk_div)
-    hidden: int = 2048
-    attn_hidden: int = 512
-    dropout: float = 0.7
-    attn_l1: float = 1e-4  # weight of mean_b ||w_b||_1
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    num_workers: int = 0  # background loader threads (0: load in the training thread)
-    amp: str = "none"  # none | bf16
-    tf32: bool = False  # allow TF32 GEMMs/convolutions on CUDA when amp == "none"
-    compile: bool = False  # torch.compile the model
-    deterministic: bool = True
-    checkpoint_every: int = 0  # save every N steps (0: only when train() returns)
+    iterations: int = param(1500, "training iterations")
+    batch_size: int = param(16, "videos per batch (the global batch under torchrun)")
+    lr: float = param(1e-4, "Adam learning rate")
+    weight_decay: float = param(5e-4, "Adam weight decay")
+    num_segments: int = param(750, "T: every training video is sampled to this many snippets")
+    topk_div: int = param(8, "top-k pooling with k = max(1, T // topk_div)")
+    hidden: int = param(2048, "embedding width of the CAS module")
+    attn_hidden: int = param(512, "hidden width of the filtering module")
+    dropout: float = param(0.7, "dropout before the classifier")
+    attn_l1: float = param(1e-4, "weight of mean_b ||w_b||_1")
+    seed: int = param(0, "seed of batches, jitter, dropout and initial weights")
+    device: str = param("auto", "auto | cpu | cuda | cuda:N", key=False)
+    num_workers: int = param(0, "background loader threads (0: load in the training thread)", key=False)
+    amp: str = param("none", "mixed precision on GPU", choices=AMP_CHOICES)
+    tf32: bool = param(False, "allow TF32 GEMMs/convolutions on CUDA when amp == none")
+    compile: bool = param(False, "torch.compile the model (the same mathematics)", key=False)
+    deterministic: bool = param(True, "deterministic kernels while training")
+    checkpoint_every: int = param(0, "save every N steps (0: only when train() returns)", key=False)
 
     def validate(self) -> TrainConfig:
         """Raise :class:`InputError` on an impossible setting; return ``self``."""
@@ -78,8 +80,9 @@ class TrainConfig:
         return cls(**dict(data)).validate()
 
 
-# options that may differ between a checkpoint and the run that resumes it
-RESUMABLE_CHANGES = frozenset({"iterations", "device", "num_workers", "compile", "checkpoint_every"})
+# options that may differ between a checkpoint and the run that resumes it: those outside the cache
+# key, and the length of the run
+RESUMABLE_CHANGES = frozenset({"iterations"} | {f.name for f in fields(TrainConfig) if not spec(f).key})
 
 # Model/training sizes per feature-set scale; a field a preset does not name keeps TrainConfig's
 # default (the official BaS-Net setting: hidden 2048, lr 1e-4, 1500 iterations).
@@ -107,3 +110,35 @@ def preset_config(name: str, **overrides: Any) -> TrainConfig:
         raise InputError(f"unknown preset {name!r}", f"use one of {', '.join(PRESETS)}")
     given = {k: v for k, v in overrides.items() if v is not None}
     return TrainConfig.from_dict({**PRESETS[name], **given}, source=f"preset {name}")
+
+
+def _preset_choices() -> tuple[str, ...]:
+    return ("auto", *PRESETS)
+
+
+@dataclass
+class BaselineParams:
+    """Everything the user can set; ``None`` means "from the scale preset"."""
+
+    preset: str = param(
+        "auto",
+        "Model/training scale (auto: the synthetic feature set's own preset, else thumos).",
+        choices=_preset_choices(),
+    )
+    iterations: int | None = param(None, "Training iterations (default: the preset's).")
+    batch_size: int = param(16, "Videos per batch (the global batch under torchrun).")
+    lr: float | None = param(None, "Adam learning rate (default 1e-4; the tiny preset 1e-3).")
+    weight_decay: float = param(5e-4, "Adam weight decay.")
+    num_segments: int | None = param(None, "T: snippets sampled per video (default: the preset's).")
+    hidden: int | None = param(None, "Embedding width (default: the preset's; 2048 for real features).")
+    attn_hidden: int | None = param(None, "Filtering-module width (default: the preset's).")
+    holdout: float = param(0.0, "Share of training videos held out as subset 'val' (for selection).")
+    holdout_seed: int = param(0, "Seed of the held-out draw.")
+    amp: str = param("none", "Mixed precision on GPU.", choices=AMP_CHOICES)
+    compile: bool = param(False, "torch.compile the model.", key=False)
+    num_workers: int = param(0, "Background batch-loading threads.", key=False)
+    checkpoint_every: int = param(
+        100, "Save a resumable checkpoint every N iterations.", key=False, cli=False
+    )
+    seed: int = param(0, "Random seed (fixes the result on CPU).")
+    device: str = param("auto", "auto (a GPU if present), cpu, cuda or cuda:N.", key=False)

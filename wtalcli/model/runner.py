@@ -9,20 +9,24 @@ resume, keeps the step log, saves checkpoints and publishes (:mod:`wtalcli.core.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from wtalcli.core import distributed
 from wtalcli.core.console import progress as _progress
 from wtalcli.core.errors import InputError
+from wtalcli.core.files import atomic_write, atomic_write_bytes
 from wtalcli.core.store import Artifact, Plan, Store, build_or_skip
 from wtalcli.data.schema import FeatureSet, rebase, write_tcas, write_videos
 from wtalcli.model.inference import infer
-from wtalcli.model.trainer import Trainer
+from wtalcli.model.trainer import Trainer, save_checkpoint
 
 WORK_DIR = ".work"  # per-run scratch space that survives a crash (resumable checkpoints)
 
@@ -53,7 +57,27 @@ def export_tcas(
         videos.loc[np.isin(rows, val_rows), "subset"] = "val"
     res = infer(model, fs, rows, cfg.num_segments, device, batch=cfg.batch_size, amp=cfg.amp)
     write_tcas(tmp, videos, res.cas, res.scores, fs.classes)
-    return {"videos": int(len(videos)), "snippets": int(len(res.cas))}
+    summary = {"videos": int(len(videos)), "snippets": int(len(res.cas))}
+    geometry = embedding_diagnostics(model, fs, cfg, device)
+    if geometry is not None:
+        summary["embedding_test"] = geometry
+    return summary
+
+
+def embedding_diagnostics(model, fs: FeatureSet, cfg, device) -> dict | None:
+    """Action-vs-background separability and class compactness of the base-branch embedding on the
+    test videos (a diagnostic; :func:`wtalcli.evaluation.diagnostics.embedding_geometry`)."""
+    from wtalcli.data.schema import SnippetTable
+    from wtalcli.evaluation.diagnostics import embedding_geometry, snippet_truth
+
+    rows = fs.rows_of("test")
+    if len(rows) == 0 or len(fs.annotations) == 0:
+        return None
+    res = infer(model, fs, rows, cfg.num_segments, device, batch=cfg.batch_size, amp=cfg.amp, with_h=True)
+    table = SnippetTable(rebase(fs.videos.iloc[rows]))
+    truth = snippet_truth(table, fs.annotations, fs.classes)
+    video = np.repeat(np.arange(len(rows)), table.videos["n_snippets"].to_numpy())
+    return embedding_geometry(res.h, truth, video)
 
 
 def export_embeddings(
@@ -115,6 +139,36 @@ def training_progress(total: int, start: int, show: bool = True):
         yield on_step
 
 
+@dataclass
+class Selection:
+    """Choose the training length on held-out training videos: every ``every`` iterations the
+    model's T-CAS of the ``val_rows`` videos is localized and scored (mAP averaged over ``tiou``),
+    and the best iteration's weights are the run's result. Ties keep the earlier iteration."""
+
+    every: int
+    val_rows: np.ndarray
+    tiou: str = "thumos14"
+    curve: list = field(default_factory=list)  # [(iteration, held-out avg mAP)]
+    best_step: int | None = None
+    best_map: float = -1.0
+
+    def to_dict(self) -> dict:
+        return {"curve": self.curve, "best_step": self.best_step, "best_map": self.best_map}
+
+    def load(self, d: dict) -> None:
+        self.curve = [tuple(x) for x in d["curve"]]
+        self.best_step, self.best_map = d["best_step"], float(d["best_map"])
+
+
+def heldout_map(model, fs: FeatureSet, rows: np.ndarray, cfg, device, tiou: str) -> float:
+    """Average mAP of the ``rows`` videos (held-out training videos) under ``model``."""
+    from wtalcli.evaluation.scoring import score_tcas
+
+    res = infer(model, fs, rows, cfg.num_segments, device, batch=cfg.batch_size, amp=cfg.amp)
+    videos = rebase(fs.videos.iloc[rows])
+    return float(score_tcas(res.cas, res.scores, videos, fs.classes, fs.annotations, tiou).average_map)
+
+
 def run_training(
     store: Store,
     plan: Plan,
@@ -126,12 +180,15 @@ def run_training(
     trainer_kwargs: dict | None = None,
     before_train=None,
     after_resume=None,
+    select: Selection | None = None,
 ):
-    """Train (resuming from the plan's scratch checkpoint when one exists); returns the trainer
-    and the step log.  The scratch directory is ``<workdir>/.work/<artifact id>/``.
+    """Train (resuming from the plan's scratch checkpoint when one exists); returns the trainer,
+    the step log and the scratch directory ``<workdir>/.work/<artifact id>/``. With ``select``, the
+    trainer ends holding the selected iteration's weights (:class:`Selection`).
 
     Under torchrun rank 0 decides whether to resume (every rank then loads the same checkpoint),
-    keeps the step log and shows the progress bar; the trainer saves checkpoints on rank 0 only."""
+    keeps the step log, shows the progress bar and scores the held-out videos; the trainer saves
+    checkpoints on rank 0 only."""
 
     ctx = distributed.current()
     work = store.root / WORK_DIR / plan.id
@@ -168,8 +225,42 @@ def run_training(
         original_save(path)
 
     trainer.save_checkpoint = save_with_log
+    if select is None:
+        with training_progress(cfg.iterations, trainer.step, show=ctx.is_main) as bar_step:
+            trainer.train()
+        return trainer, steps, work
+
+    if select.every < 1 or len(select.val_rows) == 0:
+        raise InputError(
+            "--select-every needs held-out training videos and a positive period",
+            "train the baseline with --holdout 0.2 (train-dcc uses its baseline's held-out videos)",
+        )
+    sel_path, best_path = work / "selection.json", work / "best.pt"
+    if trainer.step > 0 and distributed.on_main(sel_path.exists):  # resumed: the curve so far
+        select.load(distributed.on_main(lambda: json.loads(sel_path.read_text())))
+
+    def score(step: int) -> None:
+        value = heldout_map(trainer.model, fs, select.val_rows, cfg, trainer.device, select.tiou)
+        select.curve.append((step, value))
+        if value > select.best_map:
+            select.best_step, select.best_map = step, value
+            atomic_write(best_path, lambda f: torch.save(trainer.model.state_dict(), f))
+        atomic_write_bytes(sel_path, json.dumps(select.to_dict()).encode())
+
     with training_progress(cfg.iterations, trainer.step, show=ctx.is_main) as bar_step:
-        trainer.train()
+        while trainer.step < cfg.iterations:
+            target = min(cfg.iterations, (trainer.step // select.every + 1) * select.every)
+            trainer.train(until=target)
+            if ctx.is_main and not any(s == trainer.step for s, _ in select.curve):
+                score(trainer.step)
+    if ctx.is_main and select.best_step is not None and select.best_step != trainer.step:
+        trainer.model.load_state_dict(torch.load(best_path, map_location=trainer.device, weights_only=True))
+    best = distributed.broadcast_object((select.best_step, select.best_map))
+    select.best_step, select.best_map = best
+    log(
+        f"selected iteration {select.best_step} of {cfg.iterations} on {len(select.val_rows)} held-out videos "
+        f"(avg mAP {100 * select.best_map:.2f})"
+    )
     return trainer, steps, work
 
 
@@ -209,6 +300,7 @@ def publish(
     val_rows: np.ndarray,
     log,
     summary_extra: dict,
+    select: Selection | None = None,
 ) -> tuple[Artifact, Artifact]:
     """Publish a finished training run as its ``model`` artifact (checkpoint, training log,
     training-snippet embeddings) and its ``tcas`` artifact (with the inside/outside sanity figure);
@@ -219,11 +311,26 @@ def publish(
     model = trainer.model
 
     def write_model(tmp: Path) -> dict:
-        shutil.copyfile(work / "checkpoint.pt", tmp / "checkpoint.pt")
+        if select is None:
+            shutil.copyfile(work / "checkpoint.pt", tmp / "checkpoint.pt")
+        else:  # the trainer's last state, with the selected iteration's weights as the model
+            state = trainer.state_dict()
+            state["model"] = model.state_dict()
+            state["selected"] = {"step": select.best_step, "curve": [list(x) for x in select.curve]}
+            save_checkpoint(state, tmp / "checkpoint.pt")
         steps.frame().to_parquet(tmp / "train_log.parquet")
         summary = export_embeddings(model, fs, cfg, device, tmp, train_rows)
         last = steps.rows[-1] if steps.rows else {}
         summary.update({"iterations": trainer.step, "final_loss": last.get("total"), **summary_extra})
+        if select is not None:
+            summary["selection"] = {
+                "every": select.every,
+                "tiou": select.tiou,
+                "heldout_videos": int(len(select.val_rows)),
+                "selected_iteration": select.best_step,
+                "heldout_map": select.best_map,
+                "curve": [list(x) for x in select.curve],
+            }
         return summary
 
     def write_tcas_art(tmp: Path) -> dict:

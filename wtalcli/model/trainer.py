@@ -42,7 +42,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import math
-import os
 import pickle
 import sys
 import threading
@@ -58,6 +57,7 @@ from torch import Tensor, nn
 
 from wtalcli.core import distributed
 from wtalcli.core.errors import InputError, MismatchError, WtalError
+from wtalcli.core.files import atomic_write
 from wtalcli.data.schema import FeatureSet
 from wtalcli.model.basnet import BaSNet, BaSOutput
 from wtalcli.model.config import RESUMABLE_CHANGES, TrainConfig
@@ -274,12 +274,11 @@ def _canonical(obj: Any) -> Any:
     return obj
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
+def save_checkpoint(obj: Any, path: Path) -> None:
+    """Save a checkpoint dict atomically, from a canonical copy (equal states, equal bytes)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(_canonical(obj), tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: torch.save(_canonical(obj), f))
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -585,7 +584,7 @@ class Trainer:
         }
 
     def save_checkpoint(self, path: str | Path) -> None:
-        _atomic_save(self.state_dict(), Path(path))
+        save_checkpoint(self.state_dict(), Path(path))
 
     def load_state_dict(self, ckpt: Mapping[str, Any], source: str | Path = "checkpoint") -> None:
         """Restore a checkpoint made with a compatible config, data and hooks (else MismatchError)."""

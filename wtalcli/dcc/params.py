@@ -1,0 +1,163 @@
+"""The parameters of DCC's three stages (``pseudolabel``, ``denoise``, ``train-dcc``), declared
+once (:mod:`wtalcli.core.params`): the command line, the cache keys, ``run``, ``ablate`` and the
+refresh rounds all read these classes. This module imports no torch, so ``wtal --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from wtalcli.core.errors import InputError
+from wtalcli.core.params import check_choices, param
+from wtalcli.dcc.pseudolabels import RULES
+
+# k-means (wtalcli/dcc/kmeans.py)
+BACKENDS = ("auto", "torch", "faiss")
+DEVICES = ("auto", "cpu", "cuda")
+INITS = ("k-means++", "random")
+PRECISIONS = ("auto", "fp32", "bf16", "mixed")
+# who votes on a class's confidence (wtalcli/dcc/confidence.py)
+CONFIDENCE_SCOPES = ("labelled", "all")
+# the contrast (wtalcli/dcc/contrast.py, wtalcli/dcc/method.py)
+SCOPES = ("video", "batch", "bank")
+HEADS = ("linear", "mlp", "none")
+POOLINGS = ("mean", "weighted")
+BACKGROUNDS = ("class", "video")
+DCC_INITS = ("baseline", "scratch")
+BRANCHES = ("base", "suppression", "both")
+TARGETS = ("pseudo", "oracle")
+BETA_SHAPES = ("constant", "linear", "exp")
+
+
+@dataclass(frozen=True)
+class PseudolabelParams:
+    rule: str = param(
+        "mean",
+        "Thresholding rule: mean = a snippet is 1 for class c where its min-max normalised CAS "
+        "exceeds the video's mean for c.",
+        choices=tuple(RULES),
+    )
+    subset: str = param("train", "Videos to label.", cli=False)
+
+
+@dataclass(frozen=True)
+class DenoiseParams:
+    clusters: int = param(64, "K, the number of clusters.", aliases=("-k",))
+    iterations: int = param(20, "Lloyd iterations (exactly this many).")
+    init: str = param("k-means++", "Initialisation.", choices=INITS)
+    backend: str = param(
+        "auto", "k-means backend (auto: torch on a CPU, faiss on a GPU when installed).", choices=BACKENDS
+    )
+    spherical: bool = param(False, "Spherical k-means (unit centroids).")
+    normalize: bool = param(True, "L2-normalise the embeddings before clustering.")
+    sample: int | None = param(None, "Iterate on this many snippets, then assign all (default: all).")
+    precision: str = param(
+        "auto",
+        "k-means GEMM precision: auto (mixed on a CPU with fast bf16 GEMMs and embeddings of 512+ "
+        "dimensions, else fp32), fp32, mixed (certified bf16 with fp32 re-checks: the fp32 "
+        "assignments, faster), or bf16 (fastest, approximate).",
+        choices=PRECISIONS,
+    )
+    scope: str = param(
+        "all",
+        "Snippets that vote on class c's confidence: labelled = those of training videos labelled c "
+        "(and every video for the background), all = every training snippet (then S is near 1 on "
+        "almost every snippet of a video without c).",
+        choices=CONFIDENCE_SCOPES,
+    )
+    seed: int = param(0, "Random seed (fixes the result on CPU).")
+    device: str = param("auto", "auto (a GPU if present), cpu, cuda or cuda:N.", key=False)
+
+
+@dataclass
+class DCCParams:
+    """Everything ``train-dcc`` can set (the refresh rounds' pseudo-label and denoise settings are
+    those of the input artifacts, not set here)."""
+
+    iterations: int | None = param(None, "Iterations (default: the baseline's).")
+    init: str = param(
+        "baseline",
+        "Start from the baseline's weights, or from scratch (the beta schedule then spans the whole run).",
+        choices=DCC_INITS,
+    )
+    scope: str = param("bank", "Where contrast pairs come from.", flag="--contrast-scope", choices=SCOPES)
+    denoise: bool = param(True, "Weight region features by the confidence map S (off: S = 1).")
+    targets: str = param(
+        "pseudo",
+        "Snippet targets: pseudo (pseudo-labels of the T-CAS), or oracle (a diagnostic: the training "
+        "videos' ground-truth snippet labels, S = 1).",
+        choices=TARGETS,
+    )
+    regions: int = param(5, "M, regions per video.")
+    pooling: str = param(
+        "mean",
+        "Region pooling: mean (the plain average of A*S*X over the region, zeros included) or weighted "
+        "(sum A*S*X / sum A*S, then L2-normalised).",
+        choices=POOLINGS,
+    )
+    background: str = param(
+        "class",
+        "Background regions of class c: class (snippets not pseudo-labelled c) or video (also not any of "
+        "the video's other labelled classes).",
+        choices=BACKGROUNDS,
+    )
+    head: str = param(
+        "linear", "Projection head: linear (one layer), mlp (two layers) or none.", choices=HEADS
+    )
+    branch: str = param(
+        "base",
+        "Embedding the contrast acts on: base (unfiltered input), suppression (attention-weighted input, "
+        "the branch inference reads) or both.",
+        choices=BRANCHES,
+    )
+    tau: float = param(0.1, "InfoNCE temperature.")
+    proj_dim: int = param(512, "Projection width (linear and mlp heads).")
+    beta_start: float = param(0.1, "Contrast weight at the start.")
+    beta_end: float = param(1.0, "Contrast weight at the end.")
+    beta_shape: str = param("exp", "Contrast weight schedule.", choices=BETA_SHAPES)
+    momentum: float = param(0.0, "Memory-bank momentum (0: overwrite).")
+    refresh_every: int = param(
+        -1,
+        "Recompute pseudo-labels and confidence every N iterations (-1: once per pass over the training "
+        "videos, at most --max-rounds times; 0: never).",
+    )
+    max_rounds: int = param(10, "With --refresh-every -1: the most refresh rounds.")
+    grad_every: int = param(
+        0,
+        "Every N iterations log beta*|grad L_dcc|/|grad L_base| and their cosine on the shared CAS layers "
+        "(a diagnostic; 0: never).",
+    )
+    select_every: int = param(
+        0,
+        "With held-out videos (baseline --holdout): score them every N iterations and keep the best "
+        "iteration's weights (0: the last iteration).",
+    )
+    seed: int = param(0, "Random seed (fixes the result on CPU).")
+    device: str = param("auto", "auto (a GPU if present), cpu, cuda or cuda:N.", key=False)
+    num_workers: int = param(0, "Background batch-loading threads.", key=False)
+    checkpoint_every: int = param(
+        100, "Save a resumable checkpoint every N iterations.", key=False, cli=False
+    )
+
+    def validate(self) -> DCCParams:
+        from wtalcli.dcc.contrast import beta_at  # torch-free, but its module is not
+
+        check_choices(self)
+        if self.regions < 1 or self.proj_dim < 1:
+            raise InputError("--regions and --proj-dim must be >= 1", "e.g. the defaults 5 and 512")
+        if not self.tau > 0:
+            raise InputError(f"--tau {self.tau} must be > 0", "e.g. --tau 0.1")
+        if not 0.0 <= self.momentum < 1.0:
+            raise InputError(f"--momentum {self.momentum} must be in [0, 1)", "e.g. 0 (overwrite) or 0.5")
+        if min(self.grad_every, self.select_every, self.max_rounds) < 0:
+            raise InputError("--grad-every, --select-every and --max-rounds must be >= 0", "e.g. 0")
+        try:
+            beta_at(0, 10, self.beta_start, self.beta_end, self.beta_shape)  # raises on a bad schedule
+        except ValueError as exc:
+            raise InputError(
+                f"bad beta schedule: {exc}", "use --beta-shape constant, linear or exp (exp needs beta > 0)"
+            ) from None
+        return self
+
+    def branches(self) -> tuple[str, ...]:
+        return ("base", "suppression") if self.branch == "both" else (self.branch,)
