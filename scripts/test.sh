@@ -7,6 +7,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh dev
 .venv/bin/python -m pytest -q "$@"
 if [ -x .venv-video/bin/python ]; then
-  .venv-video/bin/python -m pytest -q tests/test_video.py
+  .venv-video/bin/python -m pytest -q tests/test_video.py tests/test_video_clips.py
   .venv-video/bin/python -m pytest -q tests/test_distributed.py -k "extract_videos"
 fi

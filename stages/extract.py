@@ -3,11 +3,13 @@ features in the layouts the field ships (BaS-Net, W-TALC, per-video folders)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from pathlib import Path
 
 from wtalcli.core import distributed
 from wtalcli.core.console import log as _log
+from wtalcli.core.console import progress as _progress
 from wtalcli.core.console import warn as _warn
 from wtalcli.core.errors import InputError
 from wtalcli.core.store import Artifact, Store, build_or_skip
@@ -163,6 +165,7 @@ def extract_videos(
     seed: int = 0,
     force: bool = False,
     log=_log,
+    show_progress: bool = True,
 ) -> Artifact | None:
     """Extract features from raw videos (a folder, or a list file ``PATH[<TAB>SUBSET]`` per line).
 
@@ -172,7 +175,10 @@ def extract_videos(
     shard is extracted (returns None); run again without ``--shard`` to merge.
 
     Under ``torchrun`` process RANK extracts shard RANK/WORLD (on ``cuda:LOCAL_RANK`` with a GPU);
-    once every rank is done, rank 0 merges and every rank returns the feature set."""
+    once every rank is done, rank 0 merges and every rank returns the feature set.
+
+    A progress bar on stderr (when it is a terminal; rank 0's shard only under ``torchrun``) counts
+    this run's videos, their snippets and the videos that failed."""
     try:
         from wtalcli.video import extract as vx
     except ImportError as exc:  # torchvision / PyAV live in the optional `video` extra
@@ -223,26 +229,32 @@ def extract_videos(
         log(f"{ctx.world} processes, each extracting shard RANK/{ctx.world}")
     where = f" (shard {shard})" if shard else ""
     log(f"extracting {len(ids)} videos with {backbone} into {cache}{where}")
+    part = (ctx.rank, ctx.world) if ctx.active else shard_t
+    label = "videos" if part is None else f"videos (shard {part[0]}/{part[1]})"
+    n_part = len(ids) if part is None else len(range(part[0], len(ids), part[1]))  # vx.extract's split
 
-    def progress(ev) -> None:
-        if ev.kind == "failed":
-            log(f"{ev.video_id}: failed ({ev.message})")
+    with _video_progress(label, n_part, show_progress and ctx.is_main) as on_event:
 
-    report = vx.extract(
-        [it.path for it in items],
-        cache,
-        backbone,
-        weights,
-        grid,
-        batch_size,
-        device,
-        (ctx.rank, ctx.world) if ctx.active else shard_t,
-        progress,
-        size=size,
-        backend=decoder,
-        workers=workers,
-        seed=seed,
-    )
+        def progress(ev) -> None:
+            if ev.kind == "failed":
+                log(f"{ev.video_id}: failed ({ev.message})")
+            on_event(ev)
+
+        report = vx.extract(
+            [it.path for it in items],
+            cache,
+            backbone,
+            weights,
+            grid,
+            batch_size,
+            device,
+            part,
+            progress,
+            size=size,
+            backend=decoder,
+            workers=workers,
+            seed=seed,
+        )
     # every rank's report (one process: its own); under torchrun this waits for every shard, so all
     # ranks stop on any failure, or go on to the merge together
     reports = distributed.all_gather_object(report)
@@ -298,3 +310,30 @@ def extract_videos(
 
 def _quiet(message: str) -> None:
     """The log of the ranks other than 0."""
+
+
+@contextlib.contextmanager
+def _video_progress(label: str, total: int, show: bool):
+    """A Rich bar on stderr over the extraction's events; yields the event callback.
+
+    The bar counts finished videos (computed or already cached) out of ``total``; its text gives
+    the snippets of those videos and how many failed. ``show=False`` (or a stderr that is not a
+    terminal) shows nothing."""
+    if not show:
+        yield lambda ev: None
+        return
+    counts = {"snippets": 0, "cached": 0, "failed": 0}
+
+    def text() -> str:
+        return f"{counts['snippets']} snippets, {counts['cached']} cached, {counts['failed']} failed"
+
+    with _progress() as bar:
+        task = bar.add_task(label, total=total, info=text())
+
+        def on_event(ev) -> None:
+            counts["snippets"] += ev.n_snippets
+            if ev.kind in ("cached", "failed"):
+                counts[ev.kind] += 1
+            bar.update(task, total=ev.total, advance=1, info=text())
+
+        yield on_event
