@@ -1,37 +1,45 @@
-"""``wtal ablate``: the paper's ablations on one feature set, several seeds, one command.
+"""``wtal ablate``: the DCC study on one feature set, several seeds, one command.
 
-What runs (every training through the same stage functions and artifact cache as the single
-commands, so a rerun skips what is built and an interrupted one resumes):
+Every arm trains on the same training videos minus a held-out share (``holdout``, the same split
+for every arm, subset ``val``), and every arm's training length is chosen on those held-out videos
+(``select_every``: the run is scored every N iterations and its best iteration is kept). Test videos
+are only ever used for the final tables.
 
-1. **Selection** (``select``): a BaS-Net baseline per selection seed with ``holdout`` of the
-   training videos held out (subset ``val``), then DCC for every (tau, beta_end) of the grid; each
-   is scored on the held-out videos only.  The best mean validation mAP picks tau and beta_end for
-   everything below.  Test videos are never looked at for this choice.
-2. **Tables** on the test videos, one training per seed and variant, all starting from the same
-   baseline checkpoint of that seed:
+1. **Baselines**, one per seed.
+2. **Selection** (``select``): coordinate ascent over ``grid``, a list of options with their values,
+   in order (DCC's readings: pooling, head, branch, background regions, confidence scope, start;
+   then tau and beta_end). For each option, DCC is trained with every value while the others keep
+   their best values so far (over all ``seeds``), and the value with the best mean held-out mAP
+   wins. Identical runs are trained once (the artifact cache).
+3. **Tables** on the test videos, with the selected configuration:
 
-   - ``main``: the baseline; the baseline trained on for DCC's iterations with the contrast weight
-     at 0 (same batches, same length: the control that separates "more training" from "contrast");
-     DCC without denoising (S = 1); full DCC.
+   - ``main``: the baseline; the same-length control (``train-dcc`` from the same baseline with
+     beta = 0: the same batches, the same length budget, no contrast); DCC without denoising
+     (S = 1); DCC; DCC on oracle targets (the training videos' ground-truth snippets, S = 1: a
+     diagnostic bound on what the contrast itself can do, never a method).
    - ``scope``: contrast pairs from a single video, from the mini-batch, from the memory bank.
-   - ``clusters``: full DCC with K clusters for denoising (and its refresh rounds).
+   - ``clusters``: DCC with K clusters for denoising (and its refresh rounds).
 
-Writes an ``ablation`` artifact: ``results.parquet`` (one row per run and seed: mAP per tIoU, the
-average, artifact ids), ``selection.parquet``, ``table.md`` (mean +- sample std over seeds) and
-``ablation.png``.  ``jobs > 1`` trains that many runs at a time in worker processes (each with
+Each row also carries DCC's diagnostics read from the run's artifacts: pseudo-label precision,
+recall and IoU against the ground-truth snippets in the last refresh round, the AUC of S for correct
+vs wrong pseudo-labels, the gradient share ``beta |grad L_dcc| / |grad L_base|`` and cosine on the
+shared layers, and the test embedding's action-vs-background AUC and intra/inter class ratio.
+
+Writes an ``ablation`` artifact: ``results.parquet`` (one row per run and seed), ``selection.parquet``
+(every selection run), ``table.md`` (mean ± sample std over seeds, and every seed) and
+``ablation.png``. ``jobs > 1`` trains that many runs at a time in worker processes (each with
 ``cores / jobs`` torch threads; logs in ``<workdir>/.work/ablate-logs/``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +57,57 @@ from wtalcli.model.config import BaselineParams
 
 TABLES = ("main", "scope", "clusters")
 LOG_DIR = Path(".work") / "ablate-logs"
+# grid option -> (which parameter class, field)
+GRID_KEYS = {
+    "pooling": ("dcc", "pooling"),
+    "head": ("dcc", "head"),
+    "branch": ("dcc", "branch"),
+    "background": ("dcc", "background"),
+    "confidence-scope": ("denoise", "scope"),
+    "init": ("dcc", "init"),
+    "tau": ("dcc", "tau"),
+    "beta-end": ("dcc", "beta_end"),
+    "regions": ("dcc", "regions"),
+    "head-dim": ("dcc", "proj_dim"),
+}
+DEFAULT_GRID = (
+    "pooling=mean,weighted",
+    "head=linear,mlp,none",
+    "branch=base,suppression,both",
+    "background=class,video",
+    "confidence-scope=all,labelled",
+    "init=baseline,scratch",
+    "tau=0.1,0.2",
+    "beta-end=1,100,10000",
+)
+
+
+def parse_grid(value) -> tuple[str, ...]:
+    """``"pooling=mean,weighted;tau=0.1,0.2"`` (or a sequence of such entries) -> entries."""
+    items = value if isinstance(value, tuple | list) else str(value).split(";")
+    out = tuple(i.strip() for i in items if str(i).strip())
+    for entry in out:
+        grid_option(entry)
+    return out
+
+
+def grid_option(entry: str) -> tuple[str, list]:
+    """``"tau=0.1,0.2"`` -> ("tau", [0.1, 0.2]), values typed as the parameter's field."""
+    name, _, values = entry.partition("=")
+    name = name.strip()
+    if name not in GRID_KEYS or not values.strip():
+        raise InputError(
+            f"bad grid entry {entry!r}", f"write option=v1,v2 with option one of {', '.join(GRID_KEYS)}"
+        )
+    which, field = GRID_KEYS[name]
+    cls = DCCParams if which == "dcc" else DenoiseParams
+    kind = type(getattr(cls(), field))
+    try:
+        return name, [kind(v.strip()) for v in values.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(
+            f"bad value in grid entry {entry!r}", f"{name} takes {kind.__name__} values"
+        ) from None
 
 
 @dataclass
@@ -57,19 +116,26 @@ class AblationParams:
     features: str | None = param(None, "Use this feature set instead of the synthetic one.")
     data_seed: int = param(0, "Seed of the synthetic dataset.")
     seeds: tuple[int, ...] = param((0, 1, 2), "Training seeds, comma-separated.", parse=number_list(int))
+    holdout: float = param(0.3, "Share of training videos held out (the same for every arm).")
+    select_every: int = param(
+        50, "Score the held-out videos every N iterations and keep each run's best iteration (0: the last)."
+    )
+    select: bool = param(True, "Choose DCC's options on the held-out videos (--grid).")
+    grid: tuple[str, ...] = param(
+        DEFAULT_GRID,
+        "Coordinate ascent, in order: option=values entries separated by ';' (options: "
+        + ", ".join(GRID_KEYS)
+        + ").",
+        parse=parse_grid,
+        show=lambda v: ";".join(v),
+    )
     tables: tuple[str, ...] = param(TABLES, f"Which tables, comma-separated: {', '.join(TABLES)}.")
     clusters: tuple[int, ...] = param(
         (16, 64, 256), "The K sweep, comma-separated.", flag="--clusters", parse=number_list(int)
     )
-    select: bool = param(True, "Choose tau and beta_end on held-out training videos.")
-    holdout: float = param(0.2, "Share of training videos held out for the selection.")
-    select_seeds: tuple[int, ...] = param((0,), "Seeds of the selection runs.", parse=number_list(int))
-    grid_tau: tuple[float, ...] = param((0.1, 0.2), "Selection grid: tau values.", parse=number_list(float))
-    grid_beta_end: tuple[float, ...] = param(
-        (1.0, 100.0, 10000.0), "Selection grid: beta_end values.", parse=number_list(float)
-    )
     iterations: int | None = param(None, "Training iterations of baseline and DCC (default: the preset's).")
-    dcc: DCCParams = param(cli=False, factory=DCCParams)  # everything not varied (tau/beta_end if no select)
+    dcc: DCCParams = param(cli=False, factory=DCCParams)  # the starting point of the selection
+    denoise: DenoiseParams = param(cli=False, factory=DenoiseParams)
     jobs: int = param(1, "Trainings run at once (worker processes).", key=False)
     device: str = param("auto", "auto (a GPU if present), cpu, cuda or cuda:N.", key=False)
 
@@ -79,53 +145,78 @@ class AblationParams:
             raise InputError(f"unknown table {bad[0]!r}", f"use some of {', '.join(TABLES)}")
         if not self.seeds:
             raise InputError("no seeds given", "e.g. --seeds 0,1,2")
-        if self.select and not (self.grid_tau and self.grid_beta_end and self.select_seeds):
-            raise InputError("an empty selection grid", "give --grid-tau and --grid-beta-end, or --no-select")
-        if self.select and not 0 < self.holdout < 1:
-            raise InputError(f"--holdout {self.holdout} must be in (0, 1)", "e.g. --holdout 0.2")
+        if not 0 < self.holdout < 1:
+            raise InputError(f"--holdout {self.holdout} must be in (0, 1)", "e.g. --holdout 0.3")
+        if self.select_every < 0:
+            raise InputError(f"--select-every {self.select_every} must be >= 0", "e.g. --select-every 50")
         if any(k < 1 for k in self.clusters):
             raise InputError("--clusters values must be >= 1", "e.g. --clusters 16,64,256")
         if self.jobs < 1:
             raise InputError(f"--jobs {self.jobs} must be >= 1", "e.g. --jobs 2")
+        for entry in self.grid:
+            grid_option(entry)
         self.dcc.validate()
         return self
 
 
 @dataclass(frozen=True)
-class Variant:
-    """One row of a table: DCC overrides (``None``: the baseline itself) and the K it denoises with."""
+class Config:
+    """One DCC configuration: its DCC and denoise parameters (seeds and devices set per run)."""
 
-    name: str
-    table: str
-    overrides: dict | None
-    clusters: int = 64
+    dcc: DCCParams
+    denoise: DenoiseParams
+
+    def set(self, option: str, value) -> Config:
+        which, field = GRID_KEYS[option]
+        if which == "dcc":
+            return Config(replace(self.dcc, **{field: value}), self.denoise)
+        return Config(self.dcc, replace(self.denoise, **{field: value}))
+
+    def get(self, option: str):
+        which, field = GRID_KEYS[option]
+        return getattr(self.dcc if which == "dcc" else self.denoise, field)
+
+    def describe(self) -> str:
+        return ", ".join(f"{o}={self.get(o)}" for o in GRID_KEYS)
 
 
-def variants(p: AblationParams) -> list[Variant]:
-    k0 = DenoiseParams().clusters
-    out: list[Variant] = []
+CONTROL = {"beta_start": 0.0, "beta_end": 0.0, "beta_shape": "constant", "refresh_every": 0}
+
+
+def table_rows(p: AblationParams, best: Config) -> list[tuple[str, str, Config]]:
+    """(table, row name, configuration) of the final tables; the baseline row has no configuration."""
+    rows: list[tuple[str, str, Config]] = []
     if "main" in p.tables:
-        out += [
-            Variant("BaS-Net baseline", "main", None, k0),
-            # beta = 0: the contrast is computed but weighs nothing; no refresh (it could not matter)
-            Variant(
-                "baseline trained on, beta = 0",
+        rows += [
+            ("main", "BaS-Net baseline", None),
+            (
                 "main",
-                {"beta_start": 0.0, "beta_end": 0.0, "beta_shape": "constant", "refresh_every": 0},
-                k0,
+                "same-length control (train-dcc with beta = 0)",
+                Config(replace(best.dcc, **CONTROL), best.denoise),
             ),
-            Variant("DCC without denoising", "main", {"denoise": False}, k0),
-            Variant("DCC", "main", {}, k0),
+            ("main", "DCC without denoising (S = 1)", Config(replace(best.dcc, denoise=False), best.denoise)),
+            ("main", "DCC", best),
+            (
+                "main",
+                "DCC on oracle targets (diagnostic bound)",
+                Config(replace(best.dcc, targets="oracle"), best.denoise),
+            ),
         ]
     if "scope" in p.tables:
-        out += [
-            Variant("contrast within one video", "scope", {"scope": "video"}, k0),
-            Variant("contrast within the mini-batch", "scope", {"scope": "batch"}, k0),
-            Variant("contrast with the memory bank", "scope", {"scope": "bank"}, k0),
+        rows += [
+            ("scope", "contrast within one video", Config(replace(best.dcc, scope="video"), best.denoise)),
+            (
+                "scope",
+                "contrast within the mini-batch",
+                Config(replace(best.dcc, scope="batch"), best.denoise),
+            ),
+            ("scope", "contrast with the memory bank", Config(replace(best.dcc, scope="bank"), best.denoise)),
         ]
     if "clusters" in p.tables:
-        out += [Variant(f"K = {k}", "clusters", {}, k) for k in p.clusters]
-    return out
+        rows += [
+            ("clusters", f"K = {k}", Config(best.dcc, replace(best.denoise, clusters=k))) for k in p.clusters
+        ]
+    return rows
 
 
 # ------------------------------------------------------------------------------ worker side
@@ -249,22 +340,60 @@ def _score(store: Store, tcas: str, subset: str, log) -> dict:
     return {"average_map": res["average_map"], "map_per_tiou": per_tiou, "evaluation": ev.id}
 
 
-def _targets(store: Store, model: str, tcas: str, k: int, seed: int, device: str, log) -> tuple[str, str]:
-    from stages.denoise import denoise
-    from stages.pseudolabel import pseudolabel
+def heldout_score(store: Store, model: str, tcas: str) -> tuple[float, int | None]:
+    """A run's held-out mAP: the best of its selection curve (``select_every``), else its last
+    iteration's T-CAS scored on the held-out videos; and the iteration it comes from."""
+    art = store.get(store.root / model)
+    sel = art.manifest.get("summary", {}).get("selection")
+    if sel:
+        return float(sel["heldout_map"]), int(sel["selected_iteration"])
+    return float(_score(store, tcas, "val", _quiet)["average_map"]), art.manifest["summary"].get("iterations")
 
-    pl = pseudolabel(store, tcas, log=log)
-    conf = denoise(store, pl.id, model, DenoiseParams(clusters=k, seed=seed, device=device), log=log)
-    return pl.id, conf.id
 
-
-def _dcc_params(p: AblationParams, seed: int, tau: float, beta_end: float, overrides: dict) -> DCCParams:
-    base = replace(p.dcc, tau=tau, beta_end=beta_end, iterations=p.iterations, seed=seed, device=p.device)
-    return replace(base, **overrides).validate()
+def _diagnostics(store: Store, model: str, tcas: str) -> dict:
+    """DCC's diagnostics as recorded by its artifacts (NaN where a run has none)."""
+    nan = float("nan")
+    out = {
+        "pl_precision": nan,
+        "pl_recall": nan,
+        "pl_iou": nan,
+        "s_auc": nan,
+        "grad_ratio": nan,
+        "grad_cos": nan,
+        "emb_action_auc": nan,
+        "emb_intra_inter": nan,
+    }
+    m = store.get(store.root / model)
+    t = store.get(store.root / tcas)
+    geo = t.manifest.get("summary", {}).get("embedding_test") or {}
+    out["emb_action_auc"] = geo.get("action_background_auc", nan)
+    out["emb_intra_inter"] = geo.get("intra_inter_ratio", nan)
+    log_path = m.path / "train_log.parquet"
+    if log_path.exists():
+        tl = pd.read_parquet(log_path)
+        for k in ("grad_ratio", "grad_cos"):
+            if k in tl:
+                out[k] = float(tl[k].dropna().mean()) if tl[k].notna().any() else nan
+    # the pseudo-labels and confidence in use at the end: the last round's, else the inputs'
+    rounds = [a for a in store.artifacts("pseudolabels") if a.lineage.get("model", "").startswith(f"{m.id}@")]
+    pl = rounds[-1] if rounds else None
+    if pl is None and "pseudolabels" in m.manifest.get("inputs", {}):
+        pl = store.get(store.root / m.manifest["inputs"]["pseudolabels"]["id"])
+    if pl is not None:
+        q = pl.manifest.get("summary", {}).get("quality") or {}
+        out.update(
+            pl_precision=q.get("precision", nan), pl_recall=q.get("recall", nan), pl_iou=q.get("iou", nan)
+        )
+        confs = [
+            a for a in store.artifacts("confidence") if a.manifest["inputs"]["pseudolabels"]["id"] == pl.id
+        ]
+        if confs:
+            out["s_auc"] = (confs[-1].manifest.get("summary", {}).get("quality") or {}).get("s_auc", nan)
+    return out
 
 
 def ablate(store: Store, p: AblationParams | None = None, force: bool = False, log=_log) -> Artifact:
-    """Run the ablation (or skip it when built); returns the ``ablation`` artifact."""
+    """Run the study (or skip it when built); returns the ``ablation`` artifact."""
     from stages.extract import extract_synthetic
 
     p = (p or AblationParams()).validate()
@@ -276,171 +405,261 @@ def ablate(store: Store, p: AblationParams | None = None, force: bool = False, l
     for k in ("features", "preset", "data_seed"):
         key.pop(k)  # what the features input already says
     key["dcc"].pop("seed")  # set per run from --seeds
+    key["denoise"].pop("seed")
     plan = store.plan(
         "ablation", "ablate", record_dict(p), {"features": fs_art}, seed=p.seeds[0], key_params=key
     )
     if not force and (art := store.existing(plan)) is not None:
         log(f"{art.id} is up to date (same inputs, parameters and code): skipped; --force redoes it")
         return art
-    vs = variants(p)
     runner = Runner(store, p.jobs, log)
     try:
-        return _ablate(store, p, fs_art, plan, vs, runner, force, log)
+        return Study(store, p, fs_art, runner, log).run(plan)
     finally:
         runner.close()
 
 
-def _ablate(store, p: AblationParams, fs_art, plan, vs: list[Variant], runner: Runner, force, log):
-    started = time.perf_counter()
+class Study:
+    """The state of one ablation: baselines, targets and the DCC runs trained so far."""
 
-    def bparams(seed: int, holdout: float) -> BaselineParams:
-        return BaselineParams(iterations=p.iterations, seed=seed, device=p.device, holdout=holdout)
+    def __init__(self, store: Store, p: AblationParams, fs_art: Artifact, runner: Runner, log):
+        self.store, self.p, self.fs_art, self.runner, self.log = store, p, fs_art, runner, log
+        self.bases: dict[int, tuple[str, str]] = {}  # seed -> (model, tcas)
+        self.targets: dict[tuple, tuple[str, str]] = {}  # (seed, denoise key) -> (pseudolabels, confidence)
+        self.runs: dict[str, tuple[str, str]] = {}  # run identity -> (model, tcas)
 
-    # 1. baselines: the test ones and the held-out ones together
-    jobs = [(f"baseline seed {s}", _baseline_job, (fs_art.id, bparams(s, 0.0))) for s in p.seeds]
-    if p.select:
-        jobs += [
-            (f"baseline holdout seed {s}", _baseline_job, (fs_art.id, bparams(s, p.holdout)))
-            for s in p.select_seeds
-        ]
-    bases = runner.map(jobs)
+    def _dcc(self, cfg: Config, seed: int) -> DCCParams:
+        iters = self.p.iterations
+        if cfg.dcc.init == "scratch":  # the same total budget as baseline + DCC from the baseline
+            from wtalcli.model.config import PRESETS
 
-    # 2. selection on the held-out training videos
-    selection_rows = []
-    tau, beta_end = p.dcc.tau, p.dcc.beta_end
-    if p.select:
-        grid = [(t, b) for t in p.grid_tau for b in p.grid_beta_end]
-        jobs, cell = [], {}  # job name -> its (tau, beta_end, seed)
-        for s in p.select_seeds:
-            m, tc = bases[f"baseline holdout seed {s}"]
-            pl, conf = _targets(store, m, tc, DenoiseParams().clusters, s, p.device, log)
-            selection_rows.append(
-                {"tau": np.nan, "beta_end": np.nan, "seed": s, "run": "baseline", "model": m, "tcas": tc}
+            base = iters or PRESETS[self._preset()]["iterations"]
+            iters = 2 * base
+        return replace(
+            cfg.dcc,
+            iterations=iters,
+            seed=seed,
+            device=self.p.device,
+            select_every=self.p.select_every,
+            grad_every=cfg.dcc.grad_every or self.p.select_every,
+        ).validate()
+
+    def _preset(self) -> str:
+        from wtalcli.model.config import PRESETS
+
+        preset = self.fs_art.params.get("preset") if self.fs_art.params.get("source") == "synthetic" else None
+        return preset if preset in PRESETS else "thumos"
+
+    def baselines(self) -> None:
+        p = self.p
+        bp = {
+            s: BaselineParams(
+                iterations=p.iterations,
+                seed=s,
+                device=p.device,
+                holdout=p.holdout,
+                select_every=p.select_every,
             )
-            for t, b in grid:
-                name = f"select tau {t} beta {b:g} seed {s}"
-                cell[name] = (t, b, s)
-                jobs.append((name, _dcc_job, (m, pl, conf, _dcc_params(p, s, t, b, {}))))
-        done = runner.map(jobs)
-        for name, (m, tc) in done.items():
-            t, b, s = cell[name]
-            selection_rows.append(
-                {"tau": float(t), "beta_end": float(b), "seed": s, "run": "DCC", "model": m, "tcas": tc}
-            )
-        for row in selection_rows:
-            row.update(_score(store, row["tcas"], "val", _quiet))
-        sel = pd.DataFrame(selection_rows)
-        grid_scores = sel[sel["run"] == "DCC"].groupby(["tau", "beta_end"], sort=False)["average_map"].mean()
-        tau, beta_end = grid_scores.idxmax()
-        log(
-            f"selected on {len(p.select_seeds)} seed(s) of held-out training videos: tau {tau:g}, "
-            f"beta_end {beta_end:g} (validation mAP {100 * grid_scores.max():.2f}; baseline "
-            f"{100 * sel.loc[sel['run'] == 'baseline', 'average_map'].mean():.2f})"
-        )
-    else:
-        sel = pd.DataFrame(columns=["tau", "beta_end", "seed", "run", "model", "tcas", "average_map"])
-
-    # 3. the tables' DCC runs (identical runs shared between tables are trained once)
-    targets: dict[tuple[int, int], tuple[str, str]] = {}
-    jobs, run_of = [], {}
-    for s in p.seeds:
-        m, tc = bases[f"baseline seed {s}"]
-        for v in vs:
-            if v.overrides is None:
-                continue
-            key = (s, v.clusters)
-            if key not in targets:
-                targets[key] = _targets(store, m, tc, v.clusters, s, p.device, log)
-            pl, conf = targets[key]
-            dp = _dcc_params(p, s, tau, beta_end, v.overrides)
-            ident = json.dumps([asdict(dp), pl, conf if dp.denoise else None], sort_keys=True)
-            name = run_of.setdefault(ident, f"dcc {v.table}: {v.name} seed {s}")
-            if name == f"dcc {v.table}: {v.name} seed {s}":
-                jobs.append((name, _dcc_job, (m, pl, conf if dp.denoise else None, dp)))
-            run_of[(v.name, v.table, s)] = name
-    trained = runner.map(jobs)
-
-    # 4. score every run on the test videos
-    rows = []
-    for s in p.seeds:
-        for v in vs:
-            if v.overrides is None:
-                m, tc = bases[f"baseline seed {s}"]
-            else:
-                m, tc = trained[run_of[(v.name, v.table, s)]]
-            sc = _score(store, tc, "test", _quiet)
-            row = {"table": v.table, "variant": v.name, "seed": s, "average_map": sc["average_map"]}
-            row |= {f"map@{t}": x for t, x in sc["map_per_tiou"].items()}
-            rows.append(row | {"model": m, "tcas": tc, "evaluation": sc["evaluation"]})
-    res = pd.DataFrame(rows)
-    markdown = ablation_markdown(res, sel, p, tau, beta_end)
-
-    def work(tmp: Path) -> dict:
-        res.to_parquet(tmp / "results.parquet")
-        sel.to_parquet(tmp / "selection.parquet")
-        (tmp / "table.md").write_text(markdown)
-        try:
-            from wtalcli.report.plots import ablation_figure
-        except ImportError:  # matplotlib is optional (the `plot` extra)
-            warn("matplotlib is not installed: no ablation.png (pip install 'wtal[plot]')")
-        else:
-            (tmp / "ablation.png").write_bytes(ablation_figure(res, [t for t in TABLES if t in p.tables]))
-        return {
-            "selected": {"tau": float(tau), "beta_end": float(beta_end)},
-            "runs": int(len(res)),
-            "seconds": round(time.perf_counter() - started, 1),
-            "mean_average_map": {
-                f"{t}/{v}": float(g["average_map"].mean())
-                for (t, v), g in res.groupby(["table", "variant"], sort=False)
-            },
+            for s in p.seeds
         }
+        self.bases = self.runner.map(
+            [(f"baseline seed {s}", _baseline_job, (self.fs_art.id, bp[s])) for s in p.seeds]
+        )
+        self.bases = {s: self.bases[f"baseline seed {s}"] for s in p.seeds}
 
-    return build_or_skip(store, plan, True, log, work)
+    def _targets(self, seed: int, dn: DenoiseParams) -> tuple[str, str]:
+        from stages.denoise import denoise
+        from stages.pseudolabel import pseudolabel
+
+        dn = replace(dn, seed=seed, device=self.p.device)
+        k = (seed, tuple(sorted(key_dict(dn).items())))
+        if k not in self.targets:
+            m, tc = self.bases[seed]
+            pl = pseudolabel(self.store, tc, log=_quiet)
+            conf = denoise(self.store, pl.id, m, dn, log=_quiet)
+            self.targets[k] = (pl.id, conf.id)
+        return self.targets[k]
+
+    def train(self, configs: Sequence[tuple[str, Config]]) -> dict[tuple[str, int], tuple[str, str]]:
+        """Train (or find) every configuration for every seed; -> {(name, seed): (model, tcas)}."""
+        jobs, names = [], {}
+        for name, cfg in configs:
+            for s in self.p.seeds:
+                dp = self._dcc(cfg, s)
+                pl, conf = self._targets(s, cfg.denoise)
+                ident = repr((sorted(key_dict(dp).items()), pl, conf if dp.denoise else None))
+                job = f"dcc {cfg.describe()} seed {s}" if name is None else f"{name} seed {s}"
+                names[(name, s)] = ident
+                if ident not in self.runs and ident not in {j[3] for j in jobs}:
+                    m, _ = self.bases[s]
+                    jobs.append((job, _dcc_job, (m, pl, conf if dp.denoise else None, dp), ident))
+        done = self.runner.map([j[:3] for j in jobs])
+        for job, _fn, _args, ident in jobs:
+            self.runs[ident] = done[job]
+        return {key: self.runs[ident] for key, ident in names.items()}
+
+    def select(self) -> tuple[Config, pd.DataFrame]:
+        """Coordinate ascent over the grid on the held-out videos (mean over seeds)."""
+        best = Config(self.p.dcc, self.p.denoise)
+        rows = []
+        for entry in self.p.grid:
+            option, values = grid_option(entry)
+            cands = [(f"{option}={v}", best.set(option, v)) for v in values]
+            trained = self.train(cands)
+            scores = {}
+            for label, cfg in cands:
+                vals = []
+                for s in self.p.seeds:
+                    m, tc = trained[(label, s)]
+                    val, it = heldout_score(self.store, m, tc)
+                    vals.append(val)
+                    rows.append(
+                        {
+                            "option": option,
+                            "value": str(cfg.get(option)),
+                            "seed": s,
+                            "heldout_map": val,
+                            "iteration": it,
+                            "model": m,
+                            "tcas": tc,
+                        }
+                    )
+                scores[label] = float(np.mean(vals))
+            winner = max(cands, key=lambda c: scores[c[0]])  # first on ties (the order of the grid)
+            self.log(
+                f"selection {option}: "
+                + ", ".join(f"{lab.split('=', 1)[1]} {100 * scores[lab]:.2f}" for lab, _ in cands)
+                + f" -> {winner[1].get(option)}"
+            )
+            best = winner[1]
+        return best, pd.DataFrame(rows)
+
+    def run(self, plan) -> Artifact:
+        started = time.perf_counter()
+        p = self.p
+        self.baselines()
+        base_val = {s: heldout_score(self.store, *self.bases[s])[0] for s in p.seeds}
+        self.log(f"baselines: held-out mAP {100 * np.mean(list(base_val.values())):.2f} (mean over seeds)")
+        if p.select:
+            best, sel = self.select()
+        else:
+            best, sel = Config(p.dcc, p.denoise), pd.DataFrame()
+        spec = table_rows(p, best)
+        trained = self.train([(name, cfg) for _t, name, cfg in spec if cfg is not None])
+        rows = []
+        for table, name, cfg in spec:
+            for s in p.seeds:
+                m, tc = self.bases[s] if cfg is None else trained[(name, s)]
+                sc = _score(self.store, tc, "test", _quiet)
+                val, it = heldout_score(self.store, m, tc)
+                row = {"table": table, "variant": name, "seed": s, "average_map": sc["average_map"]}
+                row |= {f"map@{t}": x for t, x in sc["map_per_tiou"].items()}
+                row |= {
+                    "heldout_map": val,
+                    "iteration": it,
+                    "model": m,
+                    "tcas": tc,
+                    "evaluation": sc["evaluation"],
+                }
+                row |= _diagnostics(self.store, m, tc)
+                rows.append(row)
+        res = pd.DataFrame(rows)
+        markdown = ablation_markdown(res, sel, p, best)
+
+        def work(tmp: Path) -> dict:
+            res.to_parquet(tmp / "results.parquet")
+            sel.to_parquet(tmp / "selection.parquet")
+            (tmp / "table.md").write_text(markdown)
+            try:
+                from wtalcli.report.plots import ablation_figure
+            except ImportError:  # matplotlib is optional (the `plot` extra)
+                warn("matplotlib is not installed: no ablation.png (pip install 'wtal[plot]')")
+            else:
+                (tmp / "ablation.png").write_bytes(ablation_figure(res, [t for t in TABLES if t in p.tables]))
+            return {
+                "selected": {o: str(best.get(o)) for o in GRID_KEYS},
+                "runs": int(len(res)),
+                "seconds": round(time.perf_counter() - started, 1),
+                "mean_average_map": {
+                    f"{t}/{v}": float(g["average_map"].mean())
+                    for (t, v), g in res.groupby(["table", "variant"], sort=False)
+                },
+            }
+
+        return build_or_skip(self.store, plan, True, self.log, work)
 
 
-def _mean_std(x: pd.Series) -> str:
-    x = 100 * x.to_numpy(float)
-    sd = x.std(ddof=1) if len(x) > 1 else float("nan")
-    return f"{x.mean():.1f} ± {sd:.1f}" if len(x) > 1 else f"{x.mean():.1f}"
+def _mean_std(x) -> str:
+    x = 100 * np.asarray(x, dtype=float)
+    if len(x) < 2:
+        return f"{x.mean():.1f}"
+    return f"{x.mean():.1f} ± {x.std(ddof=1):.1f}"
 
 
 TITLES = {
-    "main": "Denoising (memory-bank contrast)",
+    "main": "DCC against the same-length control (selected configuration)",
     "scope": "Where the contrast pairs come from (with denoising)",
     "clusters": "Number of clusters K for denoising",
 }
+DIAG = (
+    ("pl_precision", "PL prec"),
+    ("pl_recall", "PL rec"),
+    ("s_auc", "S AUC"),
+    ("grad_ratio", "grad ratio"),
+    ("grad_cos", "grad cos"),
+    ("emb_action_auc", "emb act/bg AUC"),
+    ("emb_intra_inter", "emb intra/inter"),
+)
 
 
-def ablation_markdown(res: pd.DataFrame, sel: pd.DataFrame, p: AblationParams, tau, beta_end) -> str:
-    """Mean ± sample std over seeds of mAP (%) per tIoU and of the average, one table per ablation."""
+def ablation_markdown(res: pd.DataFrame, sel: pd.DataFrame, p: AblationParams, best: Config) -> str:
+    """Mean ± sample std over seeds of test mAP (%) per tIoU and of the average; every seed; the
+    diagnostics; the selection path."""
     tcols = [c for c in res.columns if c.startswith("map@")]
-    seeds = ", ".join(map(str, sorted(res["seed"].unique())))
+    seeds = sorted(res["seed"].unique())
     lines = [
-        f"mAP (%) on the test videos, mean ± sample std over seeds {seeds}; every DCC run starts from "
-        f"the baseline of its seed and trains as many iterations as the baseline; tau = {tau:g}, "
-        f"beta {p.dcc.beta_start:g} -> {beta_end:g} ({p.dcc.beta_shape}), M = {p.dcc.regions}.",
+        f"Test mAP (%), mean ± sample std over seeds {', '.join(map(str, seeds))}. Every arm trains on the "
+        f"same {100 * (1 - p.holdout):g}% of the training videos and keeps its best iteration on the other "
+        f"{100 * p.holdout:g}% (scored every {p.select_every} iterations). Selected: {best.describe()}.",
         "",
     ]
     for table in [t for t in TABLES if t in set(res["table"])]:
         sub = res[res["table"] == table]
         lines += [f"### {TITLES[table]}", ""]
-        head = ["run", *[c.split("@")[1] for c in tcols], "avg"]
+        head = [
+            "run",
+            *[c.split("@")[1] for c in tcols],
+            "avg",
+            *[f"seed {s}" for s in seeds],
+            "held-out",
+            "iter",
+        ]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for name, g in sub.groupby("variant", sort=False):
+            g = g.sort_values("seed")
             cells = [name, *[f"{100 * g[c].mean():.1f}" for c in tcols], f"**{_mean_std(g['average_map'])}**"]
+            cells += [f"{100 * v:.1f}" for v in g["average_map"]]
+            cells += [_mean_std(g["heldout_map"]), f"{g['iteration'].mean():.0f}"]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+        if table == "main":
+            lines += ["Diagnostics (mean over seeds; from the runs' artifacts):", ""]
+            head = ["run", *[d[1] for d in DIAG]]
+            lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            for name, g in sub.groupby("variant", sort=False):
+                cells = [name] + [
+                    f"{g[k].mean():.3f}" if k in g and g[k].notna().any() else "-" for k, _ in DIAG
+                ]
+                lines.append("| " + " | ".join(cells) + " |")
+            lines.append("")
     if len(sel):
-        lines += [
-            f"### Selection on held-out training videos ({100 * p.holdout:g}% of them; seeds "
-            f"{', '.join(map(str, p.select_seeds))}): validation mAP (%)",
-            "",
-            "| run | tau | beta_end | avg |",
-            "|---|---|---|---|",
-        ]
-        for (run, t, b), g in sel.groupby(["run", "tau", "beta_end"], sort=False, dropna=False):
-            tt = "" if pd.isna(t) else f"{t:g}"
-            bb = "" if pd.isna(b) else f"{b:g}"
-            lines.append(f"| {run} | {tt} | {bb} | {_mean_std(g['average_map'])} |")
+        lines += ["### Selection on the held-out training videos (coordinate ascent, in order)", ""]
+        lines += ["| option | value | held-out mAP (%) | seeds |", "|---|---|---|---|"]
+        for (opt, val), g in sel.groupby(["option", "value"], sort=False):
+            lines.append(
+                f"| {opt} | {val} | {_mean_std(g['heldout_map'])} | "
+                + ", ".join(f"{100 * v:.1f}" for v in g.sort_values("seed")["heldout_map"])
+                + " |"
+            )
         lines.append("")
     return "\n".join(lines)

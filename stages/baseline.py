@@ -15,7 +15,15 @@ from wtalcli.core.params import key_dict, record_dict
 from wtalcli.core.store import Artifact, Store
 from wtalcli.data.schema import FeatureSet, check_finite_rows
 from wtalcli.model.config import PRESETS, BaselineParams, TrainConfig, preset_config
-from wtalcli.model.runner import already_built, publish, quiet, run_training, split_rows, world_summary
+from wtalcli.model.runner import (
+    Selection,
+    already_built,
+    publish,
+    quiet,
+    run_training,
+    split_rows,
+    world_summary,
+)
 
 
 def resolve_preset(fs_art: Artifact, preset: str) -> str:
@@ -50,7 +58,7 @@ def train_config(fs_art: Artifact, p: BaselineParams):
 def model_params(cfg: TrainConfig, p: BaselineParams, preset: str) -> tuple[dict, dict]:
     """The run's recorded parameters (the resolved training configuration) and the part of them
     that determines the trained weights (the cache key)."""
-    split = {"holdout": p.holdout, "holdout_seed": p.holdout_seed}
+    split = {"holdout": p.holdout, "holdout_seed": p.holdout_seed, "select_every": p.select_every}
     return (
         {"preset": preset, "train": record_dict(cfg), **split},
         {"preset": preset, "train": key_dict(cfg), **split},
@@ -100,7 +108,10 @@ def baseline(
             )
         ):
             return done
-        trainer, steps, work = run_training(store, model_plan, fs, cfg, train_rows, resume, log)
+        select = Selection(p.select_every, val_rows) if p.select_every else None
+        trainer, steps, work = run_training(
+            store, model_plan, fs, cfg, train_rows, resume, log, select=select
+        )
         model_art, tcas_art = distributed.on_main(
             lambda: publish(
                 store,
@@ -116,6 +127,7 @@ def baseline(
                 val_rows,
                 log,
                 world_summary({"preset": preset}),
+                select,
             )
         )
     sanity = tcas_art.manifest["summary"]["sanity_test"]

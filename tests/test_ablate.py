@@ -2,13 +2,11 @@
 trained once, the selection scored on held-out training videos only, and evaluation of a held-out
 split against the T-CAS's own ``val`` videos."""
 
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
 
-from stages.ablate import AblationParams, ablate, ablation_markdown, variants
+from stages.ablate import AblationParams, Config, ablate, ablation_markdown, table_rows
 from stages.baseline import baseline
 from stages.evaluate import EvalParams, evaluate
 from stages.extract import extract_synthetic
@@ -16,7 +14,7 @@ from stages.localize import localize
 from wtalcli.core.errors import InputError
 from wtalcli.core.store import Store
 from wtalcli.data.schema import FeatureSet, read_parquet
-from wtalcli.dcc.params import DCCParams
+from wtalcli.dcc.params import DCCParams, DenoiseParams
 from wtalcli.model.config import BaselineParams
 
 QUIET = {"log": lambda m: None}
@@ -30,11 +28,11 @@ def run(tmp_path_factory):
         seeds=(0, 1),
         tables=("main", "scope", "clusters"),
         clusters=(8, 64),
-        select_seeds=(0,),
-        grid_tau=(0.1,),
-        grid_beta_end=(1.0, 100.0),
-        iterations=12,
-        dcc=DCCParams(checkpoint_every=0),
+        holdout=0.25,
+        select_every=4,
+        grid=("pooling=mean,weighted", "beta-end=1,100"),
+        iterations=8,
+        dcc=DCCParams(checkpoint_every=0, refresh_every=4),
         device="cpu",
     )
     art = ablate(store, p, **QUIET)
@@ -44,12 +42,13 @@ def run(tmp_path_factory):
 def test_every_row_and_seed_is_scored(run):
     store, p, art = run
     res = pd.read_parquet(art.path / "results.parquet")
-    names = [(v.table, v.name) for v in variants(p)]
+    chosen = art.manifest["summary"]["selected"]
+    names = [(t, n) for t, n, _ in table_rows(p, Config(DCCParams(), DenoiseParams()))]
     assert len(res) == len(names) * len(p.seeds)
     assert sorted(set(zip(res["table"], res["variant"], strict=True))) == sorted(names)
     for _, g in res.groupby(["table", "variant"]):
         assert sorted(g["seed"]) == [0, 1]
-    assert res["average_map"].between(0, 1).all()
+    assert res["average_map"].between(0, 1).all() and res["heldout_map"].between(0, 1).all()
     map_cols = [c for c in res.columns if c.startswith("map@")]
     assert len(map_cols) == 7  # THUMOS tIoU 0.1:0.7
     np.testing.assert_allclose(res[map_cols].mean(axis=1), res["average_map"], atol=1e-12)
@@ -57,6 +56,30 @@ def test_every_row_and_seed_is_scored(run):
     for _, name in names:
         assert f"| {name} |" in table
     assert "±" in table and (art.path / "ablation.png").read_bytes()[:4] == b"\x89PNG"
+    assert chosen["pooling"] in ("mean", "weighted") and float(chosen["beta-end"]) in (1.0, 100.0)
+    # the diagnostics are read from the DCC runs' artifacts
+    dcc = res[res["variant"] == "DCC"]
+    assert dcc["pl_precision"].between(0, 1).all() and dcc["s_auc"].between(0, 1).all()
+    assert dcc["grad_ratio"].gt(0).all() and dcc["emb_action_auc"].between(0, 1).all()
+    oracle = res[res["variant"].str.startswith("DCC on oracle")]
+    assert oracle["s_auc"].isna().all()  # no pseudo-labels, no confidence
+
+
+def test_every_arm_keeps_its_best_iteration_on_the_same_heldout_videos(run):
+    store, p, art = run
+    res = pd.read_parquet(art.path / "results.parquet")
+    val_sets = set()
+    for model_id in res["model"]:
+        m = store.get(store.root / model_id)
+        sel = m.manifest["summary"]["selection"]
+        curve = {int(i): v for i, v in sel["curve"]}
+        assert sel["every"] == p.select_every and max(curve.values()) == sel["heldout_map"]
+        assert curve[sel["selected_iteration"]] == sel["heldout_map"]
+        base = (
+            m if m.stage == "baseline" else store.get(store.root / m.manifest["inputs"]["base_model"]["id"])
+        )
+        val_sets.add((base.params["holdout"], base.params["holdout_seed"]))
+    assert val_sets == {(p.holdout, 0)}
 
 
 def test_identical_runs_are_trained_once_and_seeds_differ(run):
@@ -66,36 +89,42 @@ def test_identical_runs_are_trained_once_and_seeds_differ(run):
         full = res.loc[("main", "DCC", s), "model"]
         assert res.loc[("scope", "contrast with the memory bank", s), "model"] == full
         assert res.loc[("clusters", "K = 64", s), "model"] == full
-        assert res.loc[("main", "DCC without denoising", s), "model"] != full
+        assert res.loc[("clusters", "K = 8", s), "model"] != full
+        assert res.loc[("main", "DCC without denoising (S = 1)", s), "model"] != full
     assert res.loc[("main", "DCC", 0), "model"] != res.loc[("main", "DCC", 1), "model"]
     # the beta = 0 control trains on from the same baseline, so it is a DCC-stage model of that seed
-    ctrl = store.get(store.root / res.loc[("main", "baseline trained on, beta = 0", 0), "model"])
+    ctrl = store.get(
+        store.root / res.loc[("main", "same-length control (train-dcc with beta = 0)", 0), "model"]
+    )
     assert ctrl.manifest["stage"] == "train-dcc"
     assert ctrl.params["dcc"]["beta_end"] == 0.0 and ctrl.params["dcc"]["refresh_every"] == 0
+    oracle = store.get(store.root / res.loc[("main", "DCC on oracle targets (diagnostic bound)", 0), "model"])
+    assert oracle.params["dcc"]["targets"] == "oracle" and "pseudolabels" not in oracle.manifest["inputs"]
 
 
 def test_selection_never_looks_at_test_videos(run):
     store, p, art = run
     sel = pd.read_parquet(art.path / "selection.parquet")
-    assert len(sel) == 1 + len(p.grid_tau) * len(p.grid_beta_end)  # the baseline + the grid, one seed
+    assert set(sel["option"]) == {"pooling", "beta-end"} and len(sel) == 4 * len(p.seeds)
     fs = FeatureSet(store.resolve("features", None, **QUIET).path)
     test_ids = set(fs.videos.loc[fs.videos["subset"] == "test", "video_id"])
-    train_ids = set(fs.videos.loc[fs.videos["subset"] == "train", "video_id"])
-    for ev_id in sel["evaluation"]:
-        ev = store.get(store.root / ev_id)
-        assert ev.params["subset"] == "val"
-        prop = store.get(store.root / ev.manifest["inputs"]["proposals"]["id"])
-        ids = set(json.loads((prop.path / "proposals.json").read_text())["results"])
-        assert ids and ids <= train_ids and not ids & test_ids
-    best = sel[sel["run"] == "DCC"].sort_values("average_map", ascending=False).iloc[0]
+    for model_id in sel["model"]:  # scored on their held-out training videos, never a test video
+        m = store.get(store.root / model_id)
+        assert m.manifest["summary"]["selection"]["heldout_videos"] > 0
+    evals = [a for a in store.artifacts("evaluation") if a.params.get("subset") != "test"]
+    assert not evals  # with --select-every the held-out scores come from the runs themselves
+    assert test_ids  # (and the tables' evaluations are the only ones, on the test subset)
+    # the winner of each option is the best mean over seeds, and the tables' DCC trained with it
     chosen = art.manifest["summary"]["selected"]
-    assert (chosen["tau"], chosen["beta_end"]) == (best["tau"], best["beta_end"])
-    # the chosen values are the ones the test-set DCC runs trained with
+    for option, g in sel.groupby("option"):
+        means = g.groupby("value", sort=False)["heldout_map"].mean()
+        assert str(means.idxmax()) == str(chosen[option]) or np.isclose(
+            means.max(), means[str(chosen[option])]
+        )
     res = pd.read_parquet(art.path / "results.parquet")
     model = store.get(store.root / res.loc[res["variant"] == "DCC", "model"].iloc[0])
-    assert (
-        model.params["dcc"]["tau"] == chosen["tau"] and model.params["dcc"]["beta_end"] == chosen["beta_end"]
-    )
+    assert model.params["dcc"]["pooling"] == chosen["pooling"]
+    assert model.params["dcc"]["beta_end"] == float(chosen["beta-end"])
 
 
 def test_rerun_skips(run):
@@ -115,8 +144,9 @@ def test_markdown_mean_and_sample_std():
             "map@0.10": [0.1, 0.2, 0.3],
         }
     )
-    md = ablation_markdown(res, pd.DataFrame(), AblationParams(), 0.1, 1.0)
-    assert "| DCC | 20.0 | **20.0 ± 10.0** |" in md  # sample std (ddof 1) of 10, 20, 30
+    res["heldout_map"], res["iteration"] = 0.5, 100
+    md = ablation_markdown(res, pd.DataFrame(), AblationParams(), Config(DCCParams(), DenoiseParams()))
+    assert "| DCC | 20.0 | **20.0 ± 10.0** | 10.0 | 20.0 | 30.0 |" in md  # sample std (ddof 1); every seed
 
 
 def test_bad_parameters_are_refused():
@@ -126,6 +156,10 @@ def test_bad_parameters_are_refused():
         AblationParams(holdout=0.0).validate()
     with pytest.raises(InputError, match="jobs"):
         AblationParams(jobs=0).validate()
+    with pytest.raises(InputError, match="bad grid entry"):
+        AblationParams(grid=("pool=mean",)).validate()
+    with pytest.raises(InputError, match="takes float"):
+        AblationParams(grid=("tau=warm",)).validate()
 
 
 def test_evaluate_holdout_uses_the_tcas_val_videos(tmp_path):

@@ -134,6 +134,11 @@ class BaselineParams:
     attn_hidden: int | None = param(None, "Filtering-module width (default: the preset's).")
     holdout: float = param(0.0, "Share of training videos held out as subset 'val' (for selection).")
     holdout_seed: int = param(0, "Seed of the held-out draw.")
+    select_every: int = param(
+        0,
+        "With --holdout: score the held-out videos every N iterations and keep the best iteration's "
+        "weights (0: the last iteration).",
+    )
     amp: str = param("none", "Mixed precision on GPU.", choices=AMP_CHOICES)
     compile: bool = param(False, "torch.compile the model.", key=False)
     num_workers: int = param(0, "Background batch-loading threads.", key=False)
