@@ -52,7 +52,7 @@ from wtalcli.core.errors import InputError
 from wtalcli.core.params import key_dict, number_list, param, record_dict
 from wtalcli.core.store import Artifact, Store, build_or_skip
 from wtalcli.data.synthetic import PRESETS as SYNTHETIC
-from wtalcli.dcc.params import DCCParams, DenoiseParams
+from wtalcli.dcc.params import DCCParams, DenoiseParams, control_of
 from wtalcli.model.config import BaselineParams
 
 TABLES = ("main", "scope", "clusters")
@@ -180,9 +180,6 @@ class Config:
         return ", ".join(f"{o}={self.get(o)}" for o in GRID_KEYS)
 
 
-CONTROL = {"beta_start": 0.0, "beta_end": 0.0, "beta_shape": "constant", "refresh_every": 0}
-
-
 def table_rows(p: AblationParams, best: Config) -> list[tuple[str, str, Config]]:
     """(table, row name, configuration) of the final tables; the baseline row has no configuration."""
     rows: list[tuple[str, str, Config]] = []
@@ -192,7 +189,7 @@ def table_rows(p: AblationParams, best: Config) -> list[tuple[str, str, Config]]
             (
                 "main",
                 "same-length control (train-dcc with beta = 0)",
-                Config(replace(best.dcc, **CONTROL), best.denoise),
+                Config(control_of(best.dcc), best.denoise),
             ),
             ("main", "DCC without denoising (S = 1)", Config(replace(best.dcc, denoise=False), best.denoise)),
             ("main", "DCC", best),

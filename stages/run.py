@@ -12,7 +12,7 @@ from wtalcli.core.errors import InputError
 from wtalcli.core.params import param
 from wtalcli.core.store import Store
 from wtalcli.data.synthetic import PRESETS as SYNTHETIC
-from wtalcli.dcc.params import DCCParams, DenoiseParams, PseudolabelParams
+from wtalcli.dcc.params import DCCParams, DenoiseParams, PseudolabelParams, control_of
 from wtalcli.model.config import BaselineParams
 
 STAGES = ("extract", "baseline", "pseudolabel", "denoise", "train-dcc", "localize", "evaluate")
@@ -77,6 +77,12 @@ def run(store: Store, p: RunParams | None = None, log=_log) -> dict:
         conf = denoise(store, pl.id, model.id, dp, force=forced("denoise"), log=log)
         out["confidence"] = conf.id
     if on("train-dcc"):
+        # the honest comparison: the same training from the baseline, as long, without the contrast
+        cmodel, ctcas = train_dcc(
+            store, model.id, pl.id, conf.id, control_of(dc), force=forced("train-dcc"), log=log
+        )
+        out.update(control_model=cmodel.id, control_tcas=ctcas.id)
+        tcas_list.append(("control", ctcas.id))
         dmodel, dtcas = train_dcc(store, model.id, pl.id, conf.id, dc, force=forced("train-dcc"), log=log)
         out.update(dcc_model=dmodel.id, dcc_tcas=dtcas.id)
         tcas_list.append(("dcc", dtcas.id))
@@ -101,6 +107,13 @@ def run(store: Store, p: RunParams | None = None, log=_log) -> dict:
     return out
 
 
+ROW_NAMES = {
+    "baseline": "BaS-Net baseline",
+    "control": "same-length control (train-dcc, beta = 0)",
+    "dcc": "DCC",
+}
+
+
 def comparison_table(results: dict):
     """Rich table: one row per method, mAP (%) per tIoU and the average."""
     from rich.table import Table
@@ -112,5 +125,6 @@ def comparison_table(results: dict):
         table.add_column(f"{t:.2f}".rstrip("0").rstrip("."), justify="right")
     table.add_column("avg", justify="right", style="bold")
     for name, r in results.items():
-        table.add_row(name, *[f"{100 * m:.1f}" for m in r["map_per_tiou"]], f"{100 * r['average_map']:.1f}")
+        cells = [f"{100 * m:.1f}" for m in r["map_per_tiou"]]
+        table.add_row(ROW_NAMES.get(name, name), *cells, f"{100 * r['average_map']:.1f}")
     return table

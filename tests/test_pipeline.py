@@ -157,3 +157,19 @@ def test_baseline_resume_equals_uninterrupted(tmp_path, monkeypatch):
     log_b = pd.read_parquet(resumed.path / "train_log.parquet")
     pd.testing.assert_frame_equal(log_a, log_b)
     assert not (store.root / ".work" / resumed.id).exists()  # scratch space cleaned up
+
+
+def test_wtal_run_prints_the_three_rows(tmp_path, capsys):
+    """`wtal run`: the baseline, the same-length control and DCC, as a table on stdout (and JSON)."""
+    from wtalcli.app import main
+
+    args = ["run", "--preset", "tiny", "--iterations", "6", "--device", "cpu", "--workdir", str(tmp_path)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    for row in ("BaS-Net baseline", "same-length control", "DCC"):
+        assert row in out
+    assert main([*args, "--json"]) == 0  # everything is cached now: nothing trains again
+    res = json.loads(capsys.readouterr().out)
+    assert set(res["results"]) == {"baseline", "control", "dcc"}
+    control = Store(tmp_path).get(tmp_path / res["control_model"])
+    assert control.params["dcc"]["beta_end"] == 0 and control.params["train"]["iterations"] == 6

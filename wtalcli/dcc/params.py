@@ -161,3 +161,12 @@ class DCCParams:
 
     def branches(self) -> tuple[str, ...]:
         return ("base", "suppression") if self.branch == "both" else (self.branch,)
+
+
+def control_of(p: DCCParams) -> DCCParams:
+    """The same-length control of a DCC run: the same start, batches and length, the contrast
+    weighted 0 throughout and no refresh rounds (they could change nothing). It separates what
+    training on brings from what the contrast brings."""
+    from dataclasses import replace
+
+    return replace(p, beta_start=0.0, beta_end=0.0, beta_shape="constant", refresh_every=0)
