@@ -8,9 +8,6 @@ import torch
 
 from wtalcli.core.errors import InputError, WtalError
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
-
-
 def resolve_device(name: str) -> torch.device:
     """``"auto"`` -> the first GPU when CUDA works, else the CPU; ``"cpu"``; ``"cuda"`` or ``"cuda:N"``.
 
@@ -42,10 +39,3 @@ def resolve_device(name: str) -> torch.device:
             )
         return torch.device("cuda", index)
     raise InputError(f"unknown device {name!r}", "use auto, cpu, cuda or cuda:N")
-
-
-def describe_device(device: torch.device) -> str:
-    """A short human/manifest description, e.g. ``"cpu (2 threads)"`` or ``"cuda:0 NVIDIA H100 ..."``."""
-    if device.type == "cuda":
-        return f"{device} {torch.cuda.get_device_name(device)}"
-    return f"{device.type} ({torch.get_num_threads()} threads)"
