@@ -8,6 +8,7 @@ import torch
 
 from wtalcli.core.errors import InputError, WtalError
 
+
 def resolve_device(name: str) -> torch.device:
     """``"auto"`` -> the first GPU when CUDA works, else the CPU; ``"cpu"``; ``"cuda"`` or ``"cuda:N"``.
 
