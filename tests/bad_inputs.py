@@ -964,7 +964,7 @@ def c_threshold_huge_range(w):
     return _localize(w, "--threshold", "0:1:1e-13")
 
 
-@case("localize", r"unknown subset 'dev'")
+@case("localize", r"'dev' is not one of 'test', 'val', 'train', 'all'", code=2)
 def c_bad_subset(w):
     return _localize(w, "--subset", "dev")
 

@@ -24,6 +24,7 @@ from wtalcli.core.errors import InputError, WtalError
 from wtalcli.core.params import Values
 from wtalcli.core.store import Store, code_version
 from wtalcli.dcc.params import DCCParams, DenoiseParams, PseudolabelParams
+from wtalcli.evaluation.localization import LocalizeParams
 from wtalcli.model.config import BaselineParams
 
 app = typer.Typer(
@@ -242,12 +243,6 @@ def _baseline(
     emit({"model": model_art.id, "tcas": tcas_art.id, "path": str(tcas_art.path)})
 
 
-def _baseline_params():
-    from wtalcli.model.config import BaselineParams
-
-    return BaselineParams
-
-
 app.command(
     "baseline",
     help=(
@@ -358,62 +353,37 @@ app.command(
 # ---------------------------------------------------------------- localize / evaluate
 
 
-@app.command(
-    "localize",
-    help=(
-        "BaS-Net inference on a T-CAS: ActivityNet results JSON on stdout (or --out FILE), also kept "
-        "as a proposals artifact.\n\n"
-        "Examples:\n\n  wtal localize > proposals.json\n\n  wtal localize --threshold 0.5 > proposals.json\n\n"
-        "  wtal localize --threshold 0:0.25:0.025 --nms 0.6 --out p.json"
-    ),
-)
-def localize_cmd(
+class Subset(StrEnum):
+    test = "test"
+    val = "val"
+    train = "train"
+    all = "all"
+
+
+def _localize(
     tcas: Annotated[str | None, typer.Option("--tcas", help="T-CAS artifact (default: newest).")] = None,
-    threshold: Annotated[
-        list[str] | None,
+    subset: Annotated[Subset, typer.Option(help="Videos to localize.")] = Subset.test,
+    official: Annotated[
+        bool,
         typer.Option(
-            "--threshold",
-            help=(
-                "Activation threshold(s): repeat the option, or a range start:stop:step with the stop EXCLUDED, "
-                "as numpy.arange (BaS-Net's ten, the default, are 0:0.25:0.025 = 0, 0.025, ..., 0.225)."
-            ),
+            "--official",
+            help="The official BaS-Net code's quirks: --alignment basnet --oic-class-score binary --nms-plus-one.",
         ),
-    ] = None,
-    class_threshold: Annotated[
-        float, typer.Option(help="Keep classes whose video score is at least this.")
-    ] = 0.25,
-    upsample: Annotated[int, typer.Option(help="Temporal upsampling factor.")] = 24,
-    nms: Annotated[float, typer.Option("--nms", help="Per-class NMS tIoU.")] = 0.7,
-    oic_lambda: Annotated[float, typer.Option(help="Outer band, as a share of the proposal length.")] = 0.25,
-    oic_gamma: Annotated[float, typer.Option(help="Weight of the class score in the proposal score.")] = 0.2,
-    max_proposals: Annotated[
-        int | None, typer.Option(help="Keep at most this many proposals per video.")
-    ] = None,
-    subset: Annotated[str, typer.Option(help="Videos: test, val, train or all.")] = "test",
+    ] = False,
     out: Annotated[Path | None, typer.Option("--out", help="Write the JSON here instead of stdout.")] = None,
     workdir: Workdir = DEFAULT_WORKDIR,
     force: Force = False,
+    *,
+    values: Values,
 ) -> None:
-    from stages.localize import RESULTS, localize
-    from wtalcli.evaluation.localization import BASNET_ACT_THRESHOLDS, LocalizeParams, parse_act_thresholds
+    from dataclasses import replace
 
-    if threshold:
-        values: list[float] = []
-        for spec in threshold:
-            values.extend(parse_act_thresholds(spec))
-        thresholds = tuple(sorted(set(values)))
-    else:
-        thresholds = BASNET_ACT_THRESHOLDS
-    params = LocalizeParams(
-        class_threshold=class_threshold,
-        act_thresholds=thresholds,
-        upsample=upsample,
-        oic_lambda=oic_lambda,
-        oic_gamma=oic_gamma,
-        nms_tiou=nms,
-        max_proposals=max_proposals,
-    )
-    art = localize(_store(workdir), tcas, params, subset=subset, force=force)
+    from stages.localize import RESULTS, localize
+
+    p = values.build(0)
+    if official:
+        p = replace(p, alignment="basnet", oic_class_score="binary", nms_plus_one=True)
+    art = localize(_store(workdir), tcas, p, subset=subset.value, force=force)
     data = (art.path / RESULTS).read_bytes()
     if out is not None:
         from wtalcli.core.files import atomic_write_bytes
@@ -422,6 +392,17 @@ def localize_cmd(
         emit({"artifact": art.id, "out": str(out)})
     else:
         sys.stdout.write(data.decode() + "\n")
+
+
+app.command(
+    "localize",
+    help=(
+        "BaS-Net inference on a T-CAS: ActivityNet results JSON on stdout (or --out FILE), also kept "
+        "as a proposals artifact (docs/inference.md says what differs from the official code).\n\n"
+        "Examples:\n\n  wtal localize > proposals.json\n\n  wtal localize --threshold 0.5 > proposals.json\n\n"
+        "  wtal localize --threshold 0:0.25:0.025 --nms 0.6 --out p.json\n\n  wtal localize --official > p.json"
+    ),
+)(params.command([params.Group(LocalizeParams)], _localize))
 
 
 class Ties(StrEnum):
@@ -536,7 +517,6 @@ def _run(
 
 def _run_groups():
     from stages.run import RunParams
-    from wtalcli.model.config import BaselineParams
 
     return [
         params.Group(RunParams),

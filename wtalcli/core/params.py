@@ -38,6 +38,7 @@ class Spec:
     negative: str | None = None  # for a bool: the option that sets False (default --no-field-name)
     parse: Callable[[Any], Any] | None = None  # command-line value -> field value
     show: Callable[[Any], str] | None = None  # field default -> command-line default text
+    multiple: bool = False  # the option may be repeated; ``parse`` receives the list of values
 
 
 def param(
@@ -52,6 +53,7 @@ def param(
     negative: str | None = None,
     parse: Callable[[Any], Any] | None = None,
     show: Callable[[Any], str] | None = None,
+    multiple: bool = False,
     factory: Callable[[], Any] | None = None,
 ) -> Any:
     """A dataclass field with its :class:`Spec` (see the module docstring)."""
@@ -65,6 +67,7 @@ def param(
         negative=negative,
         parse=parse,
         show=show,
+        multiple=multiple,
     )
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata={META: spec})
@@ -211,7 +214,10 @@ def cli_fields(
         default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
         names = [flag_of(f), *s.aliases]
         extra: dict[str, Any] = {}
-        if s.choices is not None:
+        if s.multiple:
+            extra["show_default"] = (s.show or _joined)(default)
+            hint, default = list[str] | None, None
+        elif s.choices is not None:
             optional = default is None
             hint = _choice_enum(cls.__name__, f.name, s.choices)
             if optional:
@@ -254,6 +260,8 @@ def build(cls: type, values: dict[str, Any], cli: Sequence[CliField] = (), **fix
         s = spec(cf.field)
         if isinstance(v, enum.Enum):
             v = v.value
+        if s.multiple and not v:  # not given: the field's default
+            continue
         if s.parse is not None and v is not None:
             v = s.parse(v)
         elif _origin_is_tuple(hints[cf.field.name]) and v is not None:

@@ -62,6 +62,7 @@ from typing import Literal
 import numpy as np
 
 from wtalcli.core.errors import InputError
+from wtalcli.core.params import param
 from wtalcli.data.timegrid import TimeGrid
 from wtalcli.evaluation.detection import results_dict
 
@@ -125,16 +126,36 @@ class LocalizeParams:
     intersection, measured in seconds).
     """
 
-    class_threshold: float = 0.25
-    act_thresholds: tuple[float, ...] = BASNET_ACT_THRESHOLDS
-    upsample: int = 24
-    oic_lambda: float = 0.25
-    oic_gamma: float = 0.2
-    nms_tiou: float = 0.7
-    max_proposals: int | None = None
-    alignment: Alignment = "center"
-    oic_class_score: ClassScore = "real"
-    nms_plus_one: bool = False
+    class_threshold: float = param(0.25, "Keep classes whose video score is at least this.")
+    act_thresholds: tuple[float, ...] = param(
+        BASNET_ACT_THRESHOLDS,
+        "Activation threshold(s): repeat the option, or give a comma list or start:stop:step with the "
+        "stop EXCLUDED, as numpy.arange (BaS-Net's ten, the default, are 0:0.25:0.025 = 0, 0.025, ..., 0.225).",
+        flag="--threshold",
+        multiple=True,
+        parse=lambda specs: tuple(sorted({x for s in specs for x in parse_act_thresholds(s)})),
+        show=lambda v: "0:0.25:0.025" if tuple(v) == BASNET_ACT_THRESHOLDS else ",".join(f"{x:g}" for x in v),
+    )
+    upsample: int = param(24, "Temporal upsampling factor.")
+    oic_lambda: float = param(0.25, "Outer band of the outer-inner score, as a share of the proposal length.")
+    oic_gamma: float = param(0.2, "Weight of the class score in the proposal score.")
+    nms_tiou: float = param(0.7, "Per-class NMS tIoU.", flag="--nms")
+    max_proposals: int | None = param(None, "Keep at most this many proposals per video.")
+    alignment: Alignment = param(
+        "center",
+        "Where upsampled samples sit: center = each snippet's value at the centre of its cell; basnet = "
+        "u = j/upsample as the official code (segments half a snippet early).",
+        choices=("center", "basnet"),
+    )
+    oic_class_score: ClassScore = param(
+        "real",
+        "Class score in the proposal score: real = the video-level score; binary = 1 for every kept "
+        "class, a constant gamma (official).",
+        choices=("real", "binary"),
+    )
+    nms_plus_one: bool = param(
+        False, "Add 1 (second) to lengths and intersections in NMS, as the official code does."
+    )
 
     def __post_init__(self) -> None:
         if not (isinstance(self.upsample, (int, np.integer)) and self.upsample >= 1):
