@@ -13,7 +13,15 @@ import pandas as pd
 from wtalcli.core.console import log as _log
 from wtalcli.core.errors import InputError, MismatchError
 from wtalcli.core.store import Artifact, Store, build_or_skip
-from wtalcli.data.schema import FeatureSet, SnippetTable, load_npy, read_classes, read_parquet, write_videos
+from wtalcli.data.schema import (
+    FeatureSet,
+    SnippetTable,
+    label_matrix,
+    load_npy,
+    read_classes,
+    read_parquet,
+    write_videos,
+)
 
 
 @dataclass
@@ -60,16 +68,6 @@ def gt_snippet_labels(fs: FeatureSet, table: SnippetTable) -> np.ndarray | None:
         return None
     truth = snippet_truth(table, fs.annotations, fs.classes)
     return np.concatenate([truth, ~truth.any(1, keepdims=True)], axis=1).astype(np.uint8)
-
-
-def video_label_matrix(videos: pd.DataFrame, classes: list[str]) -> np.ndarray:
-    """(V, C) bool multi-hot video-level labels of a videos table (unknown names ignored)."""
-    index = {c: i for i, c in enumerate(classes)}
-    y = np.zeros((len(videos), len(classes)), dtype=bool)
-    for r, names in enumerate(videos["labels"]):
-        cols = [index[c] for c in names if c in index]
-        y[r, cols] = True
-    return y
 
 
 def denoise(
@@ -170,7 +168,7 @@ def denoise(
             video_class_mask(
                 videos["offset"].to_numpy(),
                 videos["n_snippets"].to_numpy(),
-                video_label_matrix(videos, classes),
+                label_matrix(videos["labels"], classes, bool, pl_art.path),
                 len(labels),
                 gt_labels=gt,
             )

@@ -12,7 +12,7 @@ import pandas as pd
 from wtalcli.core.console import log as _log
 from wtalcli.core.errors import InputError
 from wtalcli.core.store import Artifact, Store, build_or_skip
-from wtalcli.data.schema import BACKGROUND, TCAS, SnippetTable, rebase, write_videos
+from wtalcli.data.schema import BACKGROUND, TCAS, SnippetTable, label_matrix, rebase, write_videos
 
 
 def long_view(table: SnippetTable, classes: list[str], columns: dict[str, np.ndarray]) -> pd.DataFrame:
@@ -64,10 +64,7 @@ def pseudolabel(
         videos = rebase(t.videos.iloc[rows])
         sub = SnippetTable(videos)
         cas = np.asarray(t.cas[t.snippet_rows(rows)], dtype=np.float32)
-        index = {c: i for i, c in enumerate(t.classes)}
-        y = np.zeros((len(rows), len(t.classes)), np.uint8)
-        for k, labels in enumerate(videos["labels"]):
-            y[k, [index[c] for c in labels]] = 1
+        y = label_matrix(videos["labels"], t.classes, np.uint8, t.path)
         a = mean_threshold_labels(
             cas,
             videos["offset"].to_numpy(),

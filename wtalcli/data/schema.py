@@ -385,15 +385,31 @@ class FeatureSet(SnippetTable):
         return self.features[self.span(video)]
 
     def label_matrix(self, rows: np.ndarray | None = None) -> np.ndarray:
-        """Multi-hot video-level labels ``(len(rows), C)`` float32."""
-        rows = np.arange(len(self.videos)) if rows is None else rows
-        index = {c: i for i, c in enumerate(self.classes)}
-        y = np.zeros((len(rows), len(self.classes)), np.float32)
+        """Multi-hot video-level labels ``(len(rows), C)`` float32 (:func:`label_matrix`)."""
         labels = self.videos["labels"].to_numpy()
-        for k, r in enumerate(rows):
-            for c in labels[r]:
-                y[k, index[c]] = 1.0
-        return y
+        return label_matrix(labels if rows is None else labels[rows], self.classes, source=self.path)
+
+
+def label_matrix(
+    labels: Iterable[Iterable[str]], classes: list[str], dtype=np.float32, source: str | Path | None = None
+) -> np.ndarray:
+    """Multi-hot video-level labels ``(n_videos, C)``: row ``k`` has a 1 in the column of each
+    class named in ``labels[k]`` (columns in ``classes`` order).  A name outside ``classes`` is an
+    :class:`InputError` (artifacts are validated when written, so it means a damaged one)."""
+    labels = list(labels)
+    index = {c: i for i, c in enumerate(classes)}
+    y = np.zeros((len(labels), len(classes)), dtype)
+    for k, names in enumerate(labels):
+        for name in names:
+            j = index.get(name)
+            if j is None:
+                raise InputError(
+                    f"video label {name!r} is not one of the {len(classes)} classes",
+                    "rebuild the artifact (rerun its stage with --force)",
+                    path=source,
+                )
+            y[k, j] = 1
+    return y
 
 
 def rebase(videos: pd.DataFrame) -> pd.DataFrame:
