@@ -19,6 +19,7 @@ from wtalcli.evaluation.detection import (
     evaluate_detection,
     load_predictions,
     parse_tiou_thresholds,
+    precision_recall,
     results_dict,
 )
 from wtalcli.evaluation.groundtruth import (
@@ -253,6 +254,29 @@ def test_ambiguous_exclusion_removes_unmatched_overlapping_predictions():
     # touching (zero-length intersection) is not overlapping
     touch = make_preds([("v", "c", 0.9, 40, 45), ("v", "c", 0.5, 0, 10)])
     assert evaluate_detection(gt, touch, [0.5], ambiguous="exclude").ap[0, 0] == pytest.approx(0.5)
+
+
+def test_precision_recall_points_by_hand_with_and_without_ambiguous():
+    gt = make_gt([("a", "x", 0, 10), ("a", "x", 20, 30)], ambiguous=[("a", 40, 50)])
+    preds = make_preds(
+        [("a", "x", 0.9, 0, 10), ("a", "x", 0.8, 41, 45), ("a", "x", 0.7, 60, 70), ("a", "x", 0.6, 20, 30)]
+    )
+    result, k, curves = precision_recall(gt, preds, [0.3, 0.5, 0.7], at=0.5)
+    assert k == 1 and list(curves) == ["x"]
+    pr = curves["x"]
+    assert pr.scores.tolist() == [0.9, 0.8, 0.7, 0.6] and pr.tp.tolist() == [True, False, False, True]
+    np.testing.assert_allclose(pr.recall, [0.5, 0.5, 0.5, 1.0])
+    np.testing.assert_allclose(pr.precision, [1.0, 0.5, 1 / 3, 0.5])
+    assert pr.ap == pytest.approx(0.5 * 1.0 + 0.5 * 0.5) and pr.ap == result.ap[0, k]
+    # THUMOS14's rule: the unmatched prediction inside the Ambiguous part leaves the ranking
+    result, k, curves = precision_recall(gt, preds, [0.3, 0.5, 0.7], at=0.5, ambiguous="exclude")
+    pr = curves["x"]
+    assert pr.scores.tolist() == [0.9, 0.7, 0.6] and pr.tp.tolist() == [True, False, True]
+    np.testing.assert_allclose(pr.precision, [1.0, 0.5, 2 / 3])
+    assert pr.ap == pytest.approx(0.5 + 0.5 * 2 / 3)
+    assert pr.ap == evaluate_detection(gt, preds, [0.3, 0.5, 0.7], ambiguous="exclude").ap[0, 1]
+    with pytest.raises(TypeError, match="unknown evaluation options"):
+        precision_recall(gt, preds, [0.5], tie="stable")
 
 
 def test_stable_ties_keep_file_order():
