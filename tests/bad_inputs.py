@@ -400,7 +400,7 @@ def c_gt_video_id_path_separator(w):
     return _import(w, root)
 
 
-@case("extract", r"malformed JSON")
+@case("extract", r"not valid JSON")
 def c_gt_truncated_json(w):
     root = _folder(w)
     truncate(root / "gt.json", 0.5)
@@ -660,7 +660,7 @@ def c_classes_json_malformed(w):
     return _baseline(w)
 
 
-@case("baseline", r"missing class list")
+@case("baseline", r"class list not found")
 def c_classes_json_missing(w):
     (w.art("features") / "classes.json").unlink()
     return _baseline(w)

@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from wtalcli.core.errors import InputError
+from wtalcli.data.annotations import read_class_list
 from wtalcli.data.timegrid import TimeGrid
 
 SUBSETS = ("train", "val", "test")  # val: training videos held out for model selection
@@ -114,21 +115,8 @@ def read_parquet(path: Path, what: str) -> pd.DataFrame:
 
 
 def read_classes(path: Path) -> list[str]:
-    try:
-        classes = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise InputError(
-            "missing class list", "rebuild the artifact (rerun its stage with --force)", path=path
-        ) from exc
-    except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, absurd numbers or nesting
-        raise InputError(
-            f"malformed class list ({exc})", "it must be a JSON list of class names", path=path
-        ) from exc
-    if not isinstance(classes, list) or not all(isinstance(c, str) and c for c in classes):
-        raise InputError("malformed class list", "it must be a JSON list of non-empty class names", path=path)
-    if len(set(classes)) != len(classes):
-        raise InputError("duplicate class names", "each class may appear once", path=path)
-    return classes
+    """An artifact's ``classes.json`` (:func:`wtalcli.data.annotations.read_class_list`)."""
+    return read_class_list(path, fix="rebuild the artifact (rerun its stage with --force)")
 
 
 def load_npy(path: Path, what: str, mmap: bool = True) -> np.ndarray:
