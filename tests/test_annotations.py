@@ -299,3 +299,26 @@ def test_a_file_refused_by_one_is_refused_by_the_other(tmp_path):
         with pytest.raises(WtalError) as ev:
             load_ground_truth(path, "test")
         assert imp.value.one_line() == ev.value.one_line(), name
+
+
+def test_actionformer_style_json_capitalised_subsets_and_extra_keys(tmp_path):
+    ann = {"label": "Jump", "segment": [0.2, 1.1], "segment(frames)": [6.0, 33.0], "label_id": 5}
+    doc = gt_doc(
+        {
+            "video_test_1": {"subset": "Test", "duration": 33.83, "fps": 30.0, "annotations": [ann]},
+            "video_validation_1": {
+                "subset": "Validation",
+                "duration": 9.5,
+                "fps": 25.0,
+                "annotations": [ann],
+            },
+        }
+    )
+    path = write(tmp_path / "thumos14.json", doc)
+    gt = load_ground_truth(path, "test")
+    assert gt.subset == "Test" and gt.videos == ("video_test_1",) and gt.durations == {"video_test_1": 33.83}
+    feats = folder_with_features(tmp_path / "f", {"video_test_1": "test", "video_validation_1": "train"})
+    plan = import_folder(feats, path)
+    v = plan.videos.set_index("video_id")
+    assert v.loc["video_validation_1", "subset"] == "train" and v.loc["video_test_1", "subset"] == "test"
+    assert v.loc["video_test_1", "source_fps"] == 30.0 and v.loc["video_test_1", "duration_s"] == 33.83

@@ -189,22 +189,24 @@ def subset_map_for(names: set[str], override: dict[str, str] | None = None) -> d
 
     THUMOS14 (``validation``/``test``): validation -> train, test -> test.  ActivityNet
     (``training``/``validation``/``testing``): training -> train, validation -> test, testing ->
-    None.  ``train``/``test``: as they are.  Anything else needs ``override``.
+    None.  ``train``/``test``: as they are.  Names are compared ignoring case (ActionFormer writes
+    ``Validation``/``Test``).  Anything else needs ``override``.
     """
     if override:
         bad = {v for v in override.values() if v is not None and v not in SUBSETS}
         if bad:
             raise InputError(f"subset map targets {sorted(bad)} are not in {SUBSETS}", "map to train or test")
         return {name: override.get(name) for name in names}
+    lower = {n.lower() for n in names}
     known: dict[str, str | None] | None = None
-    if names <= set(SUBSETS):
+    if lower <= set(SUBSETS):
         known = {n: n for n in SUBSETS}
-    elif "training" in names and names <= {"training", "validation", "testing"}:
+    elif "training" in lower and lower <= {"training", "validation", "testing"}:
         known = {"training": "train", "validation": "test", "testing": None}
-    elif names <= {"validation", "test", "testing"}:
+    elif lower <= {"validation", "test", "testing"}:
         known = {"validation": "train", "test": "test", "testing": "test"}
     if known is not None:
-        return {n: known[n] for n in sorted(names)}
+        return {n: known[n.lower()] for n in sorted(names)}
     raise InputError(
         f"cannot tell which of the subsets {sorted(names)} are for training and which for testing",
         "pass a subset map, e.g. validation=train,test=test",

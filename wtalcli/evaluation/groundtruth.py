@@ -162,9 +162,13 @@ def _build(
 def gt_from_annotations(aset: AnnotationSet, subset: str) -> GroundTruth:
     """The ``subset`` part of an :class:`~wtalcli.data.annotations.AnnotationSet`: its class
     instances (source order), its videos (with or without instances), its ambiguous segments and
-    durations.  ``val`` stands for ``validation`` where the source has no subset named ``val``."""
+    durations.  ``val`` stands for ``validation`` where the source has no subset named ``val``, and
+    a subset name matches ignoring case when the exact name is absent."""
     subsets = aset.subsets()
     key = subset if subset in subsets else _SUBSET_ALIASES.get(subset, subset)
+    if key not in subsets:  # ActionFormer writes "Test" / "Validation"
+        same = [s for s in subsets if s.lower() == key.lower()]
+        key = same[0] if len(same) == 1 else key
     if key not in subsets:
         raise InputError(
             f"no video of subset {subset!r}",
