@@ -46,7 +46,6 @@ import json
 import lzma
 import math
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -453,8 +452,3 @@ def read_class_list(path: Path, fix: str = "fix the file") -> list[str]:
             raise InputError(f"class {c!r} is listed twice", "list each class once", path=path)
         seen.add(c)
     return classes
-
-
-def class_union(labels: Iterable[str]) -> list[str]:
-    """The sorted set of class labels (``Ambiguous`` excluded): the default class order."""
-    return sorted({str(x) for x in labels} - {AMBIGUOUS})
