@@ -25,7 +25,8 @@ One strict rule set, for every format:
   they must be positive.
 - Segments need ``0 <= start <= end`` (zero-length instances are kept: ActivityNet has some).
   Identical instances are kept too (ActivityNet 1.3 lists 45 twice); nothing is de-duplicated.
-- Labels and subset names are non-empty strings.  The label ``Ambiguous`` (THUMOS14's
+- Labels and subset names are non-empty strings (readers of a subset match its name ignoring case
+  when the exact name is absent: ActionFormer writes ``Test``/``Validation``).  The label ``Ambiguous`` (THUMOS14's
   ``Ambiguous_*.txt``, or that label in a JSON) marks an ambiguous segment, never a class.
 - THUMOS14 folder search: the folder **and all its sub-folders** are searched (so both
   ``annotations_val/`` and ``annotations_test/`` under one parent are found); only file names
