@@ -322,3 +322,9 @@ def test_actionformer_style_json_capitalised_subsets_and_extra_keys(tmp_path):
     v = plan.videos.set_index("video_id")
     assert v.loc["video_validation_1", "subset"] == "train" and v.loc["video_test_1", "subset"] == "test"
     assert v.loc["video_test_1", "source_fps"] == 30.0 and v.loc["video_test_1", "duration_s"] == 33.83
+
+
+def test_an_artifact_may_list_no_class(tmp_path):
+    assert read_classes(write(tmp_path / "classes.json", "[]")) == []  # videos without labels
+    with pytest.raises(InputError, match="empty class list"):
+        read_class_list(tmp_path / "classes.json")  # but --classes must name some

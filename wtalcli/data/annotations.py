@@ -424,10 +424,11 @@ def read_annotations(path: Path) -> AnnotationSet:
 # ---------------------------------------------------------------------------------- class lists
 
 
-def read_class_list(path: Path, fix: str = "fix the file") -> list[str]:
+def read_class_list(path: Path, fix: str = "fix the file", allow_empty: bool = False) -> list[str]:
     """A class list: a JSON list of names (``.json``, also compressed), or a text file with one
     class a line (leading integer ids, as in ``detclasslist.txt``, and ``#`` lines are skipped).
-    Names must be non-empty and distinct.  ``fix`` is the advice the errors give."""
+    Names must be non-empty and distinct; the list may be empty only with ``allow_empty`` (an
+    artifact of unlabelled videos).  ``fix`` is the advice the errors give."""
     path = Path(path)
     if is_json_name(path):
         data = read_json(path, "class list")
@@ -445,7 +446,7 @@ def read_class_list(path: Path, fix: str = "fix the file") -> list[str]:
             if not line or line.startswith("#"):
                 continue
             classes.append(re.sub(r"^(?:\d+\s+)+", "", line))
-    if not classes:
+    if not classes and not allow_empty:
         raise InputError("empty class list", "list one class a line", path=path)
     seen: set[str] = set()
     for c in classes:

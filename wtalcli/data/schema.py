@@ -116,7 +116,7 @@ def read_parquet(path: Path, what: str) -> pd.DataFrame:
 
 def read_classes(path: Path) -> list[str]:
     """An artifact's ``classes.json`` (:func:`wtalcli.data.annotations.read_class_list`)."""
-    return read_class_list(path, fix="rebuild the artifact (rerun its stage with --force)")
+    return read_class_list(path, fix="rebuild the artifact (rerun its stage with --force)", allow_empty=True)
 
 
 def load_npy(path: Path, what: str, mmap: bool = True) -> np.ndarray:
