@@ -181,10 +181,14 @@ def _path_digest(path: Path) -> str:
 
 def result_table(result: dict):
     """A Rich table: mAP (%) per tIoU and the average."""
+    from rich.markup import escape
     from rich.table import Table
 
     thr = result["tiou_thresholds"]
-    table = Table(title=f"mAP (%) — {result['ground_truth']}; protocol {result.get('protocol', 'all')}")
+    # escaped: "[test]" in the ground-truth summary is text, not Rich markup
+    table = Table(
+        title=escape(f"mAP (%) — {result['ground_truth']}; protocol {result.get('protocol', 'all')}")
+    )
     for t in thr:
         table.add_column(f"{t:.2f}".rstrip("0").rstrip("."), justify="right")
     table.add_column("avg", justify="right", style="bold")
