@@ -5,7 +5,7 @@ on the CPU (and CUDA when torch sees a GPU). Every k-means starts from the same 
 so the times compare the iterations; the inertia column is the same measure for every method: the
 summed squared distance of all points to the nearest *returned* centroid (computed here).
 
-Floor (performance.md's definition) = max(iters * 2*N*d*K / peak GEMM rate, iters * N*d*4 bytes /
+Floor (BENCHMARKS.md's definition) = max(iters * 2*N*d*K / peak GEMM rate, iters * N*d*4 bytes /
 copy bandwidth): the assignment GEMM is the work that cannot be avoided (the update needs only N*d
 additions). Also printed: the same arithmetic at the rate a same-shape (N x d) @ (d x K) GEMM
 reaches, and the "one-hot" floor that counts the update as a second GEMM (4*N*d*K per iteration).

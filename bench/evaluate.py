@@ -1,4 +1,4 @@
-"""Benchmark ``wtalcli.evaluation.detection`` on ActivityNet-1.3 validation scale (performance.md section 2).
+"""Benchmark ``wtalcli.evaluation.detection`` on ActivityNet-1.3 validation scale (BENCHMARKS.md).
 
 Generates 100 predictions per validation video (472,800 for the 4,728 videos of the BSN-derived
 GT): 60 jittered copies of the video's instances (mostly the right label) and 40 random segments
@@ -30,9 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from wtalcli.evaluation.detection import TIOU_PRESETS, evaluate_detection, load_predictions  # noqa: E402
-from wtalcli.evaluation.groundtruth import GroundTruth, load_gt_json  # noqa: E402
-
-GT_PATH = Path("/work/shared/datasets/activitynet13/derived/anet13_gt_trainval.json")
+from wtalcli.evaluation.groundtruth import GroundTruth, load_ground_truth  # noqa: E402
 
 
 def make_predictions(gt: GroundTruth, per_video: int, seed: int) -> dict:
@@ -170,7 +168,7 @@ def reference_evaluate(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--gt", type=Path, default=GT_PATH)
+    ap.add_argument("--gt", default="anet13", help="ground truth: a packaged name or a path")
     ap.add_argument("--per-video", type=int, default=100)
     ap.add_argument("--reference-videos", type=int, default=0, help="0 = all videos (slow)")
     ap.add_argument("--repeats", type=int, default=3)
@@ -179,7 +177,7 @@ def main() -> None:
 
     thr = TIOU_PRESETS["anet"]
     t0 = time.perf_counter()
-    gt = load_gt_json(args.gt, "validation")
+    gt = load_ground_truth(args.gt, "validation")
     t_gt = time.perf_counter() - t0
     document = make_predictions(gt, args.per_video, args.seed)
     results = document["results"]
@@ -243,7 +241,7 @@ def main() -> None:
     print()
     print(f"speed-up of the fast evaluator over the reference: {t_ref_full / fast_best:.1f}x")
     print(f"max |AP difference| against the reference on {n_ref} videos: {diff:.2e} (target <= 1e-9)")
-    print("recorded targets (performance.md): official 316 s, plain numpy 25.7 s, this project <= 3 s")
+    print("recorded targets (BENCHMARKS.md): official 316 s, plain numpy 25.7 s, this project <= 3 s")
     if diff > 1e-9:
         raise SystemExit("MISMATCH against the reference")
 

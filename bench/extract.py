@@ -1,4 +1,4 @@
-"""Benchmark raw-video extraction (performance.md sections 4-5): decoding, forward, end to end, memory.
+"""Benchmark raw-video extraction (reference figures in BENCHMARKS.md): decoding, forward, end to end, memory.
 
 All videos are generated here (mpeg4, a moving square on a changing background); weights are
 random (``--weights random``), which costs the same as trained ones. Sections:
@@ -8,7 +8,7 @@ random (``--weights random``), which costs the same as trained ones. Sections:
    for the PyAV backend and, when usable, torchcodec.
 2. forward: snippets/s of each backbone's forward pass (head removed, inference mode), at a tiny
    input (32 px, 8 frames) and at its real input (16 frames, its own crop), on CPU, and on the GPU
-   (fp32 and bf16, batch 32) when one is present, with the ratio to performance.md's H100 figures.
+   (fp32 and bf16, batch 32) when one is present, with the ratio to the H100 reference figures below.
 3. end to end: ``extract()`` snippets/s with 1 and 2 decoder threads (the overlap of decoding and
    inference shows as the ratio).
 4. memory: peak RSS of a child process that streams clips out of a 1-minute and a 10-minute video
@@ -43,7 +43,7 @@ from wtalcli.video.backbones import BACKBONES, backbone_spec, build_backbone  # 
 from wtalcli.video.decode import VideoStream, torchcodec_available  # noqa: E402
 from wtalcli.video.extract import extract  # noqa: E402
 
-# performance.md section 4: one H100, batch 32, 16-frame clips, random weights (clips/s)
+# reference: one H100 (measured for the project's planning, BENCHMARKS.md), batch 32, 16-frame clips, random weights (clips/s)
 H100_FP32 = {"r2plus1d_18": 729, "r3d_18": 1479, "s3d": 863, "mvit_v2_s": 149, "swin3d_t": 212}
 H100_BF16 = {"r2plus1d_18": 1210, "r3d_18": 1816, "s3d": 990, "mvit_v2_s": 212, "swin3d_t": 306}
 
@@ -261,7 +261,7 @@ def main() -> None:
         cols = ["backbone", "device", "precision", "input", "batch", "snippets_per_s", "dim"]
         print(table(results["forward"], cols + (["vs_h100_doc"] if cuda else [])))
         if cuda:
-            print("(vs_h100_doc: ratio to performance.md section 4, measured on one H100)")
+            print("(vs_h100_doc: ratio to the H100 reference figures in BENCHMARKS.md)")
 
         copies = []
         for k in range(3):  # three videos, so that a second decoder thread has work

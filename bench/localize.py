@@ -1,4 +1,4 @@
-"""Benchmark ``wtalcli.evaluation.localization.localize_all`` at THUMOS14 test scale (performance.md section 5).
+"""Benchmark ``wtalcli.evaluation.localization.localize_all`` at THUMOS14 test scale (BENCHMARKS.md).
 
 Synthetic T-CAS: 212 videos x (20 classes + background) x T = 750 snippets of raw activations
 (smooth random logits, as the model's last convolution gives them) with 2-8 planted action

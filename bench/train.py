@@ -1,4 +1,4 @@
-"""Benchmark one BaS-Net training iteration (performance.md section 3): seconds per iteration, peak
+"""Benchmark one BaS-Net training iteration (BENCHMARKS.md): seconds per iteration, peak
 memory, and the ratio to the FLOP floor, with data loading included.
 
 Every case trains through :class:`wtalcli.model.trainer.Trainer` on a feature set written to a temporary

@@ -1,5 +1,5 @@
 """``wtal denoise``: k-means over the embeddings of all training snippets of all videos, then the
-confidence map S (the share of a snippet's cluster agreeing with its pseudo-label; docs/method.md)."""
+confidence map S (the share of a snippet's cluster agreeing with its pseudo-label; docs/method.md §5)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from wtalcli.core.console import log as _log
 from wtalcli.core.errors import InputError, MismatchError
 from wtalcli.core.params import check_choices, key_dict, record_dict
 from wtalcli.core.store import Artifact, Store, build_or_skip
-from wtalcli.data.schema import SnippetTable, load_npy, read_classes, read_parquet, video_labels, write_videos
+from wtalcli.data.schema import SnippetTable, label_matrix, load_npy, read_classes, read_parquet, write_videos
 from wtalcli.dcc.confidence import (
     confidence_summary,
     confidence_voters,
@@ -93,7 +93,7 @@ def denoise(
                 "make the pseudo-labels from the T-CAS of the same model",
             )
         classes = read_classes(pl_art.path / "classes.json")
-        y = video_labels(videos, classes)
+        y = label_matrix(videos["labels"], classes, bool, pl_art.path)
         voters = confidence_voters(
             videos["offset"].to_numpy(), videos["n_snippets"].to_numpy(), y, len(labels), p.scope
         )

@@ -1,5 +1,6 @@
-"""``wtal evaluate``: the ActivityNet detection protocol (method.md section 4) on proposals, against
-a feature set's annotations (default), an ActivityNet-style JSON, or THUMOS14 txt files."""
+"""``wtal evaluate``: the ActivityNet detection protocol (docs/method.md §7) on proposals, against
+a feature set's annotations (default), an ActivityNet-style JSON, THUMOS14 txt files, or a packaged
+public ground truth by name (``thumos14``, ``anet13``, ``anet12``)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pandas as pd
 from wtalcli.core.console import log as _log
 from wtalcli.core.errors import InputError
 from wtalcli.core.store import Artifact, Store, build_or_skip
+from wtalcli.data import named_gt
 from wtalcli.data.schema import FeatureSet, read_parquet
 
 
@@ -71,11 +73,12 @@ def _tcas_of(prop_art: Artifact | None, store: Store) -> Artifact | None:
 
 
 def ground_truth(
-    gt_path: Path | None, fs_art: Artifact | None, subset: str, tcas_art: Artifact | None = None
+    gt_path: str | Path | None, fs_art: Artifact | None, subset: str, tcas_art: Artifact | None = None
 ):
-    """The ground truth of the ``subset`` videos. Held-out training videos (``baseline --holdout``)
-    are subset ``val`` in the T-CAS only, so the T-CAS's own subset column decides when it has any
-    such video; otherwise the feature set's."""
+    """The ground truth of the ``subset`` videos: from ``gt_path`` (a file, a THUMOS14 txt folder or
+    a packaged name) when given, else the feature set's annotations. Held-out training videos
+    (``baseline --holdout``) are subset ``val`` in the T-CAS only, so the T-CAS's own subset column
+    decides when it has any such video; otherwise the feature set's."""
     from wtalcli.evaluation.groundtruth import gt_from_dataframe, load_ground_truth
 
     if gt_path is not None:
@@ -96,7 +99,7 @@ def ground_truth(
 def evaluate(
     store: Store,
     source: str | Path | None = None,
-    gt_path: Path | None = None,
+    gt_path: str | Path | None = None,
     params: EvalParams | None = None,
     force: bool = False,
     log=_log,
@@ -118,14 +121,16 @@ def evaluate(
     if fs_art is not None:
         inputs["features"] = fs_art
     else:
-        if not Path(gt_path).exists():
+        gt_file, _ = named_gt.locate(gt_path)
+        if not gt_file.exists():
             raise InputError(
                 "ground-truth file not found",
-                "give an ActivityNet-style JSON or a THUMOS14 txt folder",
+                f"give an ActivityNet-style JSON, a THUMOS14 txt folder or a packaged name "
+                f"({', '.join(named_gt.NAMES)})",
                 path=gt_path,
             )
-        pdict["gt"] = str(gt_path)
-        pdict["gt_sha256"] = _path_digest(gt_path)
+        pdict["gt"] = str(gt_path)  # a packaged name stays a name: the key does not depend on the install
+        pdict["gt_sha256"] = _path_digest(gt_file)
     plan = store.plan("evaluation", "evaluate", pdict, inputs)
     log(f"predictions: {name}; ground truth: {gt_path or fs_art.id} (subset {p.subset})")
 
@@ -176,10 +181,14 @@ def _path_digest(path: Path) -> str:
 
 def result_table(result: dict):
     """A Rich table: mAP (%) per tIoU and the average."""
+    from rich.markup import escape
     from rich.table import Table
 
     thr = result["tiou_thresholds"]
-    table = Table(title=f"mAP (%) — {result['ground_truth']}; protocol {result.get('protocol', 'all')}")
+    # escaped: "[test]" in the ground-truth summary is text, not Rich markup
+    table = Table(
+        title=escape(f"mAP (%) — {result['ground_truth']}; protocol {result.get('protocol', 'all')}")
+    )
     for t in thr:
         table.add_column(f"{t:.2f}".rstrip("0").rstrip("."), justify="right")
     table.add_column("avg", justify="right", style="bold")

@@ -79,8 +79,8 @@ def extract_import(
     root: Path,
     grid: TimeGrid = TimeGrid(),
     dtype: str = "float32",
-    gt_json: Path | None = None,
-    annotations: Path | None = None,
+    gt_json: str | Path | None = None,
+    annotations: str | Path | None = None,
     classes_file: Path | None = None,
     features_file: Path | None = None,
     streams: str = "both",
@@ -92,8 +92,11 @@ def extract_import(
 ) -> Artifact:
     """Import features in a known layout (``wtalcli/data/importers.py`` documents each) as a feature set.
 
-    ``annotations`` (a folder of THUMOS14 txt files or an ActivityNet-style JSON) replaces the
-    source's ground truth; ``classes_file`` fixes the class order."""
+    ``gt_json`` gives the ground truth where the layout has none of its own (``basnet``: instead
+    of ``gt.json``; ``folder``: instead of the folder's JSON); ``annotations`` replaces the
+    source's ground truth after the import.  Both take an ActivityNet-style JSON, a folder of
+    THUMOS14 txt files or a packaged name (``thumos14``, ``anet13``, ``anet12``);
+    ``classes_file`` fixes the class order."""
     from wtalcli.data import importers
 
     if source not in IMPORT_SOURCES:
@@ -121,9 +124,7 @@ def extract_import(
             root, gt_json, grid, classes=classes, allow_missing=allow_missing, keep_unlabeled=keep_unlabeled
         )
     if annotations is not None:
-        plan_in = importers.override_annotations(
-            plan_in, importers.read_annotations(annotations), annotations
-        )
+        plan_in = importers.override_annotations(plan_in, importers.read_annotations(annotations))
     for w in plan_in.warnings:
         warn(w)
     params = {
@@ -157,7 +158,7 @@ def extract_videos(
     device: str = "auto",
     shard: str | None = None,
     labels_csv: Path | None = None,
-    annotations: Path | None = None,
+    annotations: str | Path | None = None,
     size: int | None = None,
     decoder: str = "pyav",
     workers: int = 1,
@@ -277,6 +278,7 @@ def extract_videos(
         "source": "videos",
         **key_params,
         "labels": str(labels_csv) if labels_csv else None,
+        "annotations": str(annotations) if annotations else None,
         "dtype": dtype,
     }
     params["source_info"] = report.source
@@ -284,10 +286,11 @@ def extract_videos(
 
     def work(tmp: Path) -> dict:
         ann = None
-        if annotations is not None:
+        if annotations is not None:  # class instances only: Ambiguous segments are no class
             from wtalcli.data.importers import read_annotations
+            from wtalcli.data.schema import ANNOTATION_COLUMNS
 
-            ann = read_annotations(annotations)
+            ann = read_annotations(annotations).instances()[list(ANNOTATION_COLUMNS)]
         rep = vx.assemble(
             cache,
             ids,

@@ -1,4 +1,4 @@
-"""``wtal localize``: BaS-Net inference (method.md section 2) on a T-CAS artifact; ActivityNet
+"""``wtal localize``: BaS-Net inference (docs/method.md §3) on a T-CAS artifact; ActivityNet
 results JSON to stdout or a file, and a ``proposals`` artifact for caching and inspection."""
 
 from __future__ import annotations

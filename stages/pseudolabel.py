@@ -1,5 +1,5 @@
 """``wtal pseudolabel``: snippet-wise pseudo-labels of the training videos from a T-CAS
-(method.md 3.1), as a dense ``uint8`` array plus a long Parquet view for inspection."""
+(docs/method.md §4), as a dense ``uint8`` array plus a long Parquet view for inspection."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from wtalcli.core.console import log as _log
 from wtalcli.core.errors import InputError
 from wtalcli.core.params import check_choices, record_dict
 from wtalcli.core.store import Artifact, Store, build_or_skip
-from wtalcli.data.schema import BACKGROUND, TCAS, FeatureSet, SnippetTable, rebase, video_labels, write_videos
+from wtalcli.data.schema import BACKGROUND, TCAS, FeatureSet, SnippetTable, label_matrix, rebase, write_videos
 from wtalcli.dcc.params import PseudolabelParams
 from wtalcli.dcc.pseudolabels import mean_threshold_labels
 from wtalcli.evaluation.diagnostics import pseudolabel_quality, truth_with_background
@@ -74,7 +74,7 @@ def pseudolabel(
         videos = rebase(t.videos.iloc[rows])
         sub = SnippetTable(videos)
         cas = np.asarray(t.cas[t.snippet_rows(rows)], dtype=np.float32)
-        y = video_labels(videos, t.classes)
+        y = label_matrix(videos["labels"], t.classes, bool, t.path)
         a = mean_threshold_labels(
             cas,
             videos["offset"].to_numpy(),

@@ -193,58 +193,32 @@ def choose(candidates: list[str], preferred: set[str], n: int, seed: int) -> lis
 # ---------------------------------------------------------------------------------- PR curves
 
 
-def match_ranked(preds: pd.DataFrame, gt, tiou: float) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per ground-truth class: prediction scores in rank order and whether each is a true positive.
+def evaluation_curves(store: Store, ev: Artifact):
+    """Rerun an evaluation artifact's scoring for its PR curves: the same predictions
+    (``proposals.json`` of its proposals artifact), ground truth (its ``--gt`` or the feature set's
+    annotations, with its protocol), thresholds and options, through
+    :func:`wtalcli.evaluation.detection.precision_recall`.  Returns ``(EvalResult, index of the
+    threshold nearest PR_TIOU, {class: ClassPR})``; the AP and mAP equal ``result.json``'s exactly."""
+    from stages.evaluate import _tcas_of, ground_truth
+    from wtalcli.evaluation.detection import load_predictions, precision_recall
+    from wtalcli.evaluation.groundtruth import apply_protocol
 
-    The ActivityNet rule: predictions of a class ranked by descending score (ties: file order),
-    each matched to the still-unmatched instance of its class and video with the highest tIoU if
-    that tIoU >= ``tiou``.  Predictions of classes absent from ``gt`` and of videos ``gt``
-    excludes are dropped; those on other videos are false positives.  (A zero-length prediction
-    against a zero-length instance never matches here.)"""
-    from wtalcli.evaluation.detection import segment_tiou
-
-    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    keep = ~preds["video_id"].isin(list(gt.excluded_videos)).to_numpy()
-    preds = preds[keep]
-    for c in gt.classes:
-        p = preds[preds["label"] == c]
-        order = np.argsort(-p["score"].to_numpy(np.float64), kind="stable")
-        vids = p["video_id"].to_numpy()[order]
-        ps, pe = p["start_s"].to_numpy(np.float64)[order], p["end_s"].to_numpy(np.float64)[order]
-        g = np.flatnonzero(gt.labels == c)
-        by_video: dict[str, np.ndarray] = {}
-        for v in pd.unique(gt.video_ids[g]):
-            by_video[str(v)] = g[gt.video_ids[g] == v]
-        used = np.zeros(len(gt), bool)
-        tp = np.zeros(len(order), bool)
-        for k in range(len(order)):
-            cand = by_video.get(str(vids[k]))
-            if cand is None:
-                continue
-            iou = np.nan_to_num(segment_tiou(ps[k], pe[k], gt.t_start[cand], gt.t_end[cand]), nan=-1.0)
-            iou[used[cand]] = -1.0
-            j = int(np.argmax(iou))
-            if iou[j] >= tiou:
-                tp[k] = True
-                used[cand[j]] = True
-        out[c] = (p["score"].to_numpy(np.float64)[order], tp)
-    return out
-
-
-def pr_points(tp: np.ndarray, n_gt: int) -> tuple[np.ndarray, np.ndarray]:
-    """Recall and precision after each ranked prediction."""
-    hits = np.cumsum(tp, dtype=np.float64)
-    seen = np.arange(1, len(tp) + 1, dtype=np.float64)
-    return hits / max(n_gt, 1), hits / seen
-
-
-def interpolated_ap(recall: np.ndarray, precision: np.ndarray) -> float:
-    """All-point interpolated AP: recall steps weighted by the best precision at or after them."""
-    if len(recall) == 0:
-        return 0.0
-    envelope = np.maximum.accumulate(precision[::-1])[::-1]
-    steps = np.diff(np.concatenate([[0.0], recall]))
-    return float(np.sum(steps * envelope))
+    p = ev.params
+    prop = _by_id(store, _input_id(ev, "proposals"))
+    if prop is None:
+        raise InputError(
+            f"{ev.id}: its proposals artifact is gone", "rerun `wtal localize` and `wtal evaluate`"
+        )
+    fs_art = _by_id(store, _input_id(ev, "features"))
+    if "gt" not in p and fs_art is None:
+        raise InputError(f"{ev.id}: its feature set is gone", "rerun `wtal extract` and `wtal evaluate`")
+    tcas = _tcas_of(prop, store) if fs_art is not None else None
+    gt = ground_truth(p.get("gt"), fs_art, p.get("subset", "test"), tcas)
+    if p.get("protocol", "all") != "all":
+        gt = apply_protocol(gt, p["protocol"])
+    options = {k: p[k] for k in ("ties", "ambiguous", "unknown_labels", "outside_subset") if k in p}
+    preds = load_predictions(prop.path / "proposals.json")
+    return precision_recall(gt, preds, p["tiou_values"], PR_TIOU, **options)
 
 
 # ---------------------------------------------------------------------------------- sections
@@ -607,7 +581,6 @@ def section_embeddings(ctx: Context) -> Section:
 
 
 def section_evaluation(ctx: Context) -> Section:
-    from wtalcli.evaluation.groundtruth import apply_protocol, gt_from_dataframe
     from wtalcli.report.plots import PRCurve, map_tiou_figure, pr_figure
 
     sec = Section(
@@ -624,53 +597,31 @@ def section_evaluation(ctx: Context) -> Section:
     results = {r: json.loads((ctx.sel.evaluations[r].path / "result.json").read_text()) for r in roles}
     curves: dict[str, list[PRCurve]] = {}
     n_gt: dict[str, int] = {}
+    ap_notes: list[str] = []
+    at = None
     for role in roles:
         ev = ctx.sel.evaluations[role]
-        prop = _by_id(ctx.store, _input_id(ev, "proposals"))
-        fs_art = _by_id(ctx.store, _input_id(ev, "features")) or ctx.sel.features
-        if prop is None or fs_art is None:
-            sec.notes.append(f"{ev.id}: its proposals or feature set is gone; no PR curve for {ROLES[role]}.")
+        try:
+            result, k, per_class = evaluation_curves(ctx.store, ev)
+        except WtalError as exc:
+            sec.notes.append(f"No PR curve for {ROLES[role]}: {exc.one_line()}")
             continue
-        if "gt" in ev.params:
-            sec.notes.append(
-                f"{ev.id} was scored against {ev.params['gt']}; its PR curves use the feature set's "
-                "annotations."
-            )
-        fs = ctx.fs if ctx.fs is not None and fs_art.id == ctx.fs.path.name else FeatureSet(fs_art.path)
-        subset = ev.params.get("subset", "test")
-        ids = fs.videos["video_id"].to_numpy()[fs.rows_of(subset)].tolist()
-        gt = gt_from_dataframe(fs.annotations, ids, subset, source=str(fs.path / "annotations.parquet"))
-        protocol = ev.params.get("protocol", "all")
-        if protocol != "all":
-            gt = apply_protocol(gt, protocol)
-        if len(gt) == 0:
-            sec.notes.append(f"No ground-truth instances in subset {subset!r}: no PR curves.")
-            continue
-        preds = read_parquet(prop.path / "proposals.parquet", "proposals table")
-        counts = gt.labels.tolist()
-        for c, (_, tp) in match_ranked(preds, gt, PR_TIOU).items():
-            n_gt[c] = counts.count(c)
-            rec, prec = pr_points(tp, n_gt[c])
-            curves.setdefault(c, []).append(
-                PRCurve(ROLES[role], rec, prec, interpolated_ap(rec, prec), len(tp))
-            )
+        at = float(result.tiou_thresholds[k])
+        for c, pr in per_class.items():
+            n_gt[c] = int(result.n_gt[result.classes.index(c)])
+            curves.setdefault(c, []).append(PRCurve(ROLES[role], pr.recall, pr.precision, pr.ap, len(pr.tp)))
+        ap_notes.append(f"{ROLES[role]} mAP@{at:g} = {100 * result.map_per_tiou[k]:.1f}")
     if curves:
         order = [c for c in ctx.fs.classes if c in curves] if ctx.fs is not None else sorted(curves)
-        per_run: dict[str, list[float]] = {}
-        for c in order:
-            for cv in curves[c]:
-                per_run.setdefault(cv.run, []).append(cv.ap)
-        ap_note = "; ".join(
-            f"{run} mAP@{PR_TIOU:g} = {100 * np.mean(aps):.1f}" for run, aps in per_run.items()
-        )
+        order += [c for c in curves if c not in order]
         sec.figures.append(
             ReportFigure(
-                pr_figure({c: curves[c] for c in order}, n_gt, PR_TIOU, [ROLES[r] for r in roles]),
-                f"Per-class precision (y) against recall (x) at tIoU {PR_TIOU:g}, computed here from the "
-                "proposals of each evaluation, ranked by score and greedily matched to the unmatched "
-                "ground-truth instance of highest tIoU (the protocol's rule). The AP in each legend is "
-                "the all-point interpolated area; a curve that stays high while moving right is good, "
-                f"a curve that ends early never finds the remaining instances. ({ap_note})",
+                pr_figure({c: curves[c] for c in order}, n_gt, at, [ROLES[r] for r in roles]),
+                f"Per-class precision (y) against recall (x) at tIoU {at:g}, from the ranking and matching "
+                "<code>wtal evaluate</code> scored (the same predictions, ground truth, protocol and options as "
+                "each evaluation artifact), so each legend's AP is the one in <code>result.json</code>. "
+                "A curve that stays high while moving right is good; a curve that ends early never finds "
+                f"the remaining instances. ({'; '.join(ap_notes)})",
                 "precision-recall curves",
             )
         )

@@ -13,14 +13,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 # bench/ holds code only benchmarks and tests use (e.g. the synthetic data probes)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-if not SHARED.exists():  # CI lays shared/ beside the checkout
-    SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-DATASETS = SHARED / "datasets"
-
 
 @pytest.fixture
 def datasets() -> Path:
-    if not DATASETS.exists():
-        pytest.skip(f"{DATASETS} not found")
-    return DATASETS
+    """The packaged public ground truths (``wtalcli/data/datasets``), part of every checkout."""
+    from wtalcli.data.named_gt import PACKAGE_DIR
+
+    return PACKAGE_DIR

@@ -45,7 +45,7 @@ def test_usage_and_input_errors(tmp_path, capsys):
     code, _, err = run(
         capsys, "extract", "--from", "synthetic", "--preset", "nope", "--workdir", str(tmp_path)
     )
-    assert code == 1 and "unknown synthetic preset" in err and "Traceback" not in err
+    assert code == 2 and "'nope' is not one of 'tiny', 'small'" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
     code, _, err = run(
         capsys, "extract", "--from", "basnet", str(tmp_path / "missing"), "--workdir", str(tmp_path)
@@ -55,9 +55,13 @@ def test_usage_and_input_errors(tmp_path, capsys):
     assert code == 1 and "wtal status" in err
 
 
-def test_basnet_import_real_gt(tmp_path, capsys, datasets):
+def test_basnet_import_real_gt(tmp_path, capsys):
     """The real BaS-Net gt.json with generated features imports 410 videos with the right labels."""
-    gt = json.loads((datasets / "thumos14" / "basnet_gt.json").read_text())["database"]
+    from wtalcli.data.annotations import read_bytes
+    from wtalcli.data.named_gt import BASNET_THUMOS14
+
+    text = read_bytes(BASNET_THUMOS14 / "gt.json.xz", "BaS-Net gt").decode()
+    gt = json.loads(text)["database"]
     root = tmp_path / "THUMOS14"
     rng = np.random.default_rng(0)
     for vid, entry in gt.items():
@@ -65,7 +69,7 @@ def test_basnet_import_real_gt(tmp_path, capsys, datasets):
             d = root / "features" / entry["subset"] / stream
             d.mkdir(parents=True, exist_ok=True)
             np.save(d / f"{vid}.npy", rng.normal(size=(3, 1024)).astype(np.float32))
-    (root / "gt.json").write_text((datasets / "thumos14" / "basnet_gt.json").read_text())
+    (root / "gt.json").write_text(text)
     wd = str(tmp_path / "wd")
     code, out, err = run(
         capsys, "extract", "--from", "basnet", str(root), "--workdir", wd, "--dtype", "float16"

@@ -1,4 +1,4 @@
-"""Pseudo-labels (method.md 3.1) and the confidence map S (method.md 3.2) on hand-computed cases."""
+"""Pseudo-labels (docs/method.md §4) and the confidence map S (§5) on hand-computed cases."""
 
 from __future__ import annotations
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,12 +12,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from wtalcli.core.errors import InputError
+from wtalcli.data.named_gt import BASNET_THUMOS14, PACKAGE_DIR
 from wtalcli.evaluation.detection import (
     TIOU_PRESETS,
     Predictions,
     evaluate_detection,
     load_predictions,
     parse_tiou_thresholds,
+    precision_recall,
     results_dict,
 )
 from wtalcli.evaluation.groundtruth import (
@@ -28,16 +29,12 @@ from wtalcli.evaluation.groundtruth import (
     apply_protocol,
     describe_protocol,
     gt_from_dataframe,
-    load_ambiguous_json,
     load_ground_truth,
     load_gt_json,
     load_gt_thumos_txt,
 )
 
-DATA = Path("/work/shared/datasets")
-TH14 = DATA / "thumos14"
-ANET = DATA / "activitynet13"
-needs_data = pytest.mark.skipif(not DATA.exists(), reason="shared datasets not present")
+TH14 = PACKAGE_DIR / "thumos14"  # the packaged THUMOS14 txt files (annotations_val/, annotations_test/)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -259,6 +256,29 @@ def test_ambiguous_exclusion_removes_unmatched_overlapping_predictions():
     assert evaluate_detection(gt, touch, [0.5], ambiguous="exclude").ap[0, 0] == pytest.approx(0.5)
 
 
+def test_precision_recall_points_by_hand_with_and_without_ambiguous():
+    gt = make_gt([("a", "x", 0, 10), ("a", "x", 20, 30)], ambiguous=[("a", 40, 50)])
+    preds = make_preds(
+        [("a", "x", 0.9, 0, 10), ("a", "x", 0.8, 41, 45), ("a", "x", 0.7, 60, 70), ("a", "x", 0.6, 20, 30)]
+    )
+    result, k, curves = precision_recall(gt, preds, [0.3, 0.5, 0.7], at=0.5)
+    assert k == 1 and list(curves) == ["x"]
+    pr = curves["x"]
+    assert pr.scores.tolist() == [0.9, 0.8, 0.7, 0.6] and pr.tp.tolist() == [True, False, False, True]
+    np.testing.assert_allclose(pr.recall, [0.5, 0.5, 0.5, 1.0])
+    np.testing.assert_allclose(pr.precision, [1.0, 0.5, 1 / 3, 0.5])
+    assert pr.ap == pytest.approx(0.5 * 1.0 + 0.5 * 0.5) and pr.ap == result.ap[0, k]
+    # THUMOS14's rule: the unmatched prediction inside the Ambiguous part leaves the ranking
+    result, k, curves = precision_recall(gt, preds, [0.3, 0.5, 0.7], at=0.5, ambiguous="exclude")
+    pr = curves["x"]
+    assert pr.scores.tolist() == [0.9, 0.7, 0.6] and pr.tp.tolist() == [True, False, True]
+    np.testing.assert_allclose(pr.precision, [1.0, 0.5, 2 / 3])
+    assert pr.ap == pytest.approx(0.5 + 0.5 * 2 / 3)
+    assert pr.ap == evaluate_detection(gt, preds, [0.3, 0.5, 0.7], ambiguous="exclude").ap[0, 1]
+    with pytest.raises(TypeError, match="unknown evaluation options"):
+        precision_recall(gt, preds, [0.5], tie="stable")
+
+
 def test_stable_ties_keep_file_order():
     gt = make_gt([("v", "c", 0, 10)])
     preds = make_preds([("v", "c", 0.5, 50, 60), ("v", "c", 0.5, 0, 10)])  # FP first in the file
@@ -386,25 +406,23 @@ def _gt_as_predictions(gt: GroundTruth, rng=None) -> Predictions:
     return Predictions.from_arrays(gt.video_ids, gt.labels, scores, gt.t_start, gt.t_end)
 
 
-@needs_data
 def test_thumos_ground_truth_scores_one():
-    gt = load_gt_thumos_txt(TH14 / "original_annotations" / "annotations_test", "test")
+    gt = load_gt_thumos_txt(TH14 / "annotations_test", "test")
     assert len(gt.videos) == 212 and len(gt) == 3358 and len(gt.classes) == 20
     assert len(gt.ambiguous) == 99
     rng = np.random.default_rng(0)
     for preset in ("thumos14", "thumos14-basnet"):
         res = evaluate_detection(gt, _gt_as_predictions(gt, rng), preset)
         np.testing.assert_allclose(res.ap, 1.0, rtol=0, atol=1e-12)
-    basnet = load_gt_json(TH14 / "basnet_gt.json", "test")  # string segments
+    basnet = load_gt_json(BASNET_THUMOS14 / "gt.json.xz", "test")  # string segments
     assert len(basnet.videos) == 210
     assert evaluate_detection(basnet, _gt_as_predictions(basnet), "thumos14").average_map == pytest.approx(
         1.0
     )
 
 
-@needs_data
 def test_thumos_protocols_match_the_published_files():
-    gt = load_gt_thumos_txt(TH14 / "original_annotations" / "annotations_test", "test")
+    gt = load_ground_truth("thumos14", "test")
     counts = {p: len(apply_protocol(gt, p).videos) for p in THUMOS14_PROTOCOLS}
     assert counts == {"all": 212, "basnet": 210, "opentad": 211}
     assert "video_test_0000270" not in apply_protocol(gt, "opentad").videos
@@ -413,40 +431,50 @@ def test_thumos_protocols_match_the_published_files():
         assert describe_protocol(p) and "\n" not in describe_protocol(p)
     # the basnet protocol equals BaS-Net's own gt.json, instance for instance
     mine = apply_protocol(gt, "basnet")
-    theirs = load_gt_json(TH14 / "basnet_gt.json", "test")
+    theirs = load_gt_json(BASNET_THUMOS14 / "gt.json.xz", "test")
     key = lambda g: sorted(zip(g.video_ids, g.labels, g.t_start, g.t_end, strict=True))  # noqa: E731
     assert key(mine) == key(theirs)
-    # derived 212 / 210 JSON files agree with the txt loader
-    assert key(load_gt_json(TH14 / "derived" / "thumos14_test_gt_212.json", "test")) == key(gt)
-    amb = load_ambiguous_json(mine, TH14 / "derived" / "thumos14_ambiguous.json", "test")
-    assert len(amb.ambiguous) == 99 - int((gt.ambiguous.video_ids == "video_test_0001292").sum()) - int(
-        np.isin(gt.ambiguous.video_ids, ["video_test_0000270", "video_test_0001496"]).sum()
-    )
+    # the name, the parent folder and the test folder give the same ground truth, in the same order
+    for other in (load_gt_thumos_txt(TH14, "test"), load_gt_thumos_txt(TH14 / "annotations_test")):
+        assert (
+            other.video_ids.tolist() == gt.video_ids.tolist() and other.labels.tolist() == gt.labels.tolist()
+        )
+        assert other.t_start.tolist() == gt.t_start.tolist() and other.videos == gt.videos
+    # ambiguous segments of the dropped videos go with them (1292 has only ambiguous ones)
+    dropped = np.isin(gt.ambiguous.video_ids, list(THUMOS14_PROTOCOLS["basnet"]))
+    assert len(mine.ambiguous) == 99 - int(dropped.sum()) == 87
+    val = load_ground_truth("thumos14", "val")
+    assert (len(val.videos), len(val), len(val.ambiguous), val.subset) == (200, 3007, 89, "validation")
+    assert load_ground_truth("thumos14", "train").video_ids.tolist() == val.video_ids.tolist()
 
 
-@needs_data
-def test_activitynet_official_sample_scores_one():
-    gt = load_gt_json(ANET / "derived" / "anet13_gt_val4926_from_official_sample.json", "validation")
-    preds = load_predictions(ANET / "official_sample_detection_prediction.json")
-    assert len(preds) == 7654 and len(gt) == 7654 and len(gt.classes) == 200
+def test_activitynet_ground_truth_scores_one_with_the_reference_nan_rule():
+    gt = load_ground_truth("anet13", "validation")
+    assert len(gt.videos) == 4728 and len(gt) == 7293 and len(gt.classes) == 200
     zero = gt.t_end - gt.t_start == 0
     assert zero.sum() == 3  # three zero-length instances: the reference's NaN rule matches them
-    res = evaluate_detection(gt, preds, "anet")
+    res = evaluate_detection(gt, _gt_as_predictions(gt), "anet")
     np.testing.assert_allclose(res.ap, 1.0, rtol=0, atol=1e-12)
     # treating NaN tIoU as a miss, exactly the classes holding a zero-length instance fall below 1
-    res = evaluate_detection(gt, preds, "anet", degenerate="miss")
+    res = evaluate_detection(gt, _gt_as_predictions(gt), "anet", degenerate="miss")
     below = {c for c, row in zip(res.classes, res.ap, strict=True) if row.min() < 1 - 1e-12}
     assert below == set(gt.labels[zero])
 
 
-@needs_data
-def test_activitynet_subset_gt_counts_extra_videos_as_false_positives():
-    gt = load_gt_json(ANET / "derived" / "anet13_gt_trainval.json", "validation")
-    assert len(gt.videos) == 4728
-    preds = load_predictions(ANET / "official_sample_detection_prediction.json")
-    res = evaluate_detection(gt, preds, "anet")
-    assert res.counts["outside_subset_false_positives"] > 0 and res.average_map < 1.0
-    res = evaluate_detection(gt, preds, "anet", outside_subset="drop")
+def test_activitynet_other_subset_counts_as_false_positives():
+    gt = load_ground_truth("anet12", "test")  # "test": ActivityNet's validation subset
+    assert gt.subset == "validation" and len(gt.videos) == 2383 and len(gt) == 3582
+    train = load_ground_truth("anet12", "train")
+    both = Predictions.from_arrays(
+        np.concatenate([gt.video_ids, train.video_ids]),
+        np.concatenate([gt.labels, train.labels]),
+        np.ones(len(gt) + len(train)),
+        np.concatenate([gt.t_start, train.t_start]),
+        np.concatenate([gt.t_end, train.t_end]),
+    )
+    res = evaluate_detection(gt, both, "anet")
+    assert res.counts["outside_subset_false_positives"] == len(train) and res.average_map < 1.0
+    res = evaluate_detection(gt, both, "anet", outside_subset="drop")
     np.testing.assert_allclose(res.ap, 1.0, rtol=0, atol=1e-12)
 
 
@@ -550,7 +578,7 @@ def test_ground_truth_errors(tmp_path):
     (folder / "Ambiguous_test.txt").write_text("video_test_1 5.0 6.0\n")
     gt = load_ground_truth(folder, "test")
     assert gt.classes == ["Jump"] and len(gt.ambiguous) == 1
-    with pytest.raises(InputError, match="no <Class>_val.txt"):
+    with pytest.raises(InputError, match=r"no video of subset 'val'.*\['test'\]"):
         load_gt_thumos_txt(folder, "val")
     with pytest.raises(InputError, match="subset"):
         load_gt_thumos_txt(folder, "train")

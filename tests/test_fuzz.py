@@ -1,6 +1,10 @@
 """Fuzzing the readers of user-written text: ground-truth JSON (importer and evaluator), results
 JSON (``evaluate``) and threshold specs (``localize --threshold``, ``evaluate --tiou``).
 
+The importers and the evaluation read ground truth through one reader
+(:mod:`wtalcli.data.annotations`): on every damaged document they accept the same files, keep
+the same instances, and refuse the same files with the same message.
+
 Property: a reader returns a well-formed value or raises a :class:`WtalError` (a one-line error
 with a fix); never another exception.  Inputs are nearly valid documents with one part replaced
 by junk (wrong types, huge or non-finite numbers, reversed segments, deep nesting, cut text,
@@ -19,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from wtalcli.core.errors import WtalError
-from wtalcli.data.importers import read_anet_json
+from wtalcli.data.importers import read_annotations
 from wtalcli.evaluation.detection import load_predictions, parse_tiou_thresholds
 from wtalcli.evaluation.groundtruth import load_gt_json
 from wtalcli.evaluation.localization import parse_act_thresholds
@@ -120,15 +124,37 @@ def scratch(tmp_path_factory):
 
 @FUZZ
 @given(data=damaged(gt_document))
-def test_anet_gt_json_importer(data, scratch):
-    path = scratch / "gt.json"
+def test_import_and_evaluate_agree_on_every_file(data, scratch):
+    path = scratch / "gt_both.json"
     path.write_bytes(data)
     try:
-        df = read_anet_json(path)
-    except WtalError:
-        return
-    assert list(df.columns) == ["video_id", "label", "start_s", "end_s", "source_subset"]
-    assert np.isfinite(df[["start_s", "end_s"]].to_numpy(float)).all()
+        aset, refused = read_annotations(path), None  # what the importers call
+    except WtalError as exc:
+        aset, refused = None, exc.one_line()
+    if aset is not None:
+        df = aset.rows
+        assert list(df.columns) == ["video_id", "label", "start_s", "end_s", "source_subset", "ambiguous"]
+        assert np.isfinite(df[["start_s", "end_s"]].to_numpy(float)).all()
+        assert (df["start_s"] >= 0).all() and (df["start_s"] <= df["end_s"]).all()
+        assert set(df["video_id"]) <= set(aset.videos)
+    for subset in ("training", "validation"):
+        try:
+            gt, error = load_gt_json(path, subset), None
+        except WtalError as exc:
+            gt, error = None, exc.one_line()
+        if refused is not None:
+            assert error == refused  # the same file refused with the same message
+        elif subset not in aset.subsets():
+            assert error is not None and f"no video of subset {subset!r}" in error
+        else:
+            assert error is None
+            mine = aset.rows[(aset.rows["source_subset"] == subset) & ~aset.rows["ambiguous"]]
+            assert gt.video_ids.tolist() == mine["video_id"].tolist()
+            assert (
+                gt.t_start.tolist() == mine["start_s"].tolist()
+                and gt.t_end.tolist() == mine["end_s"].tolist()
+            )
+            assert list(gt.videos) == [v for v, i in aset.videos.items() if i.subset == subset]
 
 
 @FUZZ
@@ -236,11 +262,11 @@ def test_known_nasty_inputs_are_clean_errors(scratch):
     path = scratch / "nasty.json"
     for data in bad_json:
         path.write_bytes(data)
-        with pytest.raises(WtalError):
+        with pytest.raises(WtalError) as ev:
             load_gt_json(path, "training")
-        if b"[5, 1]" not in data and b"duration" not in data:
-            with pytest.raises(WtalError):
-                read_anet_json(path)
+        with pytest.raises(WtalError) as imp:  # the importers refuse every one too, alike
+            read_annotations(path)
+        assert imp.value.one_line() == ev.value.one_line()
     for data in (
         b'{"results": {"v": [{"label": "A", "score": ' + b"7" * 5000 + b', "segment": [1, 2]}]}}',
         b'{"results": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",

@@ -1,7 +1,9 @@
-"""Importers: real annotation files from shared/datasets with small generated feature files."""
+"""Importers: the packaged real annotation files (and W-TALC's arrays under tests/data) with small
+generated feature files."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -15,6 +17,7 @@ import pandas as pd
 import pytest
 
 from wtalcli.core.errors import InputError
+from wtalcli.data.annotations import read_bytes, read_thumos_txt
 from wtalcli.data.importers import (
     import_basnet,
     import_folder,
@@ -22,10 +25,9 @@ from wtalcli.data.importers import (
     override_annotations,
     read_annotations,
     read_class_list,
-    read_thumos_txt,
-    split_ambiguous,
     subset_map_for,
 )
+from wtalcli.data.named_gt import BASNET_THUMOS14, NAMES, PACKAGE_DIR
 from wtalcli.data.schema import FeatureSet
 from wtalcli.data.timegrid import TimeGrid
 from wtalcli.data.unpickle import safe_load_object_npy, safe_unpickle
@@ -37,8 +39,8 @@ THUMOS_CLASSES = [
 ]  # fmt: skip
 
 
-def thumos(datasets: Path) -> Path:
-    return datasets / "thumos14"
+THUMOS14 = PACKAGE_DIR / "thumos14"  # annotations_val/, annotations_test/
+TEST_DATA = Path(__file__).resolve().parent / "data"  # W-TALC's arrays, class lists (README.md there)
 
 
 def n_snippets(vid: str) -> int:
@@ -74,22 +76,11 @@ class Evil:
 
 
 @pytest.fixture(scope="module")
-def datasets_module() -> Path:
-    """The shared datasets folder, for module-scoped fixtures (``conftest.datasets`` is per test)."""
-    path = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-    if not path.exists():
-        pytest.skip(f"{path} not found")
-    return path
-
-
-@pytest.fixture(scope="module")
-def basnet_root(tmp_path_factory, datasets_module) -> Path:
-    datasets = datasets_module
+def basnet_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("basnet")
-    src = thumos(datasets)
-    shutil.copy(src / "basnet_gt.json", root / "gt.json")
+    (root / "gt.json").write_bytes(read_bytes(BASNET_THUMOS14 / "gt.json.xz", "gt"))
     for s in ("train", "test"):
-        shutil.copy(src / f"basnet_split_{s}.txt", root / f"split_{s}.txt")
+        shutil.copy(BASNET_THUMOS14 / f"split_{s}.txt", root / f"split_{s}.txt")
     db = json.loads((root / "gt.json").read_text())["database"]
     # BaS-Net's download also holds video_test_0000270, which its split leaves out
     items = [*((v, e["subset"]) for v, e in db.items()), ("video_test_0000270", "test")]
@@ -101,7 +92,7 @@ def basnet_root(tmp_path_factory, datasets_module) -> Path:
     return root
 
 
-def test_basnet_real_gt_counts(basnet_root, datasets_module):
+def test_basnet_real_gt_counts(basnet_root):
     plan = import_basnet(basnet_root)
     v = plan.videos
     assert len(v) == 410
@@ -146,10 +137,9 @@ def test_basnet_plan_writes_a_feature_set(basnet_root, tmp_path):
     assert len(fs.annotations) == 6318
 
 
-def test_basnet_gt_equals_thumos_txt_override(basnet_root, datasets_module):
+def test_basnet_gt_equals_thumos_txt_override(basnet_root):
     plan = import_basnet(basnet_root)
-    ann = read_thumos_txt(thumos(datasets_module) / "original_annotations")
-    over = override_annotations(plan, ann, thumos(datasets_module) / "original_annotations")
+    over = override_annotations(plan, read_annotations("thumos14"))
     cols = ["video_id", "label", "start_s", "end_s"]
     a = plan.annotations.sort_values(cols).reset_index(drop=True)
     b = over.annotations.sort_values(cols).reset_index(drop=True)
@@ -158,7 +148,35 @@ def test_basnet_gt_equals_thumos_txt_override(basnet_root, datasets_module):
     assert over.unmatched["override_gt_without_features"] == ["video_test_0000270", "video_test_0001496"]
     assert (over.ambiguous["video_id"].str.contains("validation")).sum() == 89
     assert set(over.ambiguous["label"]) == {"Ambiguous"}
-    assert "annotation_override" in over.source_info
+    record = over.source_info["annotation_override"]
+    assert record["name"] == "thumos14" and record["path"] == "thumos14"  # not the install path
+    assert len(record["files"]) == 42 and record["instances"] == 6318
+    amb = record["files"]["annotations_test/Ambiguous_test.txt"]
+    assert amb == hashlib.sha256((THUMOS14 / "annotations_test/Ambiguous_test.txt").read_bytes()).hexdigest()
+
+
+def test_basnet_with_a_named_ground_truth(basnet_root, tmp_path):
+    """A BaS-Net folder without gt.json takes --gt thumos14 (the full THUMOS14 txt annotations)."""
+    root = tmp_path / "b"
+    shutil.copytree(basnet_root, root, ignore=shutil.ignore_patterns("gt.json"))
+    with pytest.raises(InputError, match="missing BaS-Net ground truth") as err:
+        import_basnet(root)
+    assert "thumos14" in str(err.value)
+    plan = import_basnet(root, gt_json="thumos14")
+    ref = import_basnet(basnet_root)
+    cols = ["video_id", "label", "start_s", "end_s"]
+    pd.testing.assert_frame_equal(
+        plan.annotations.sort_values(cols).reset_index(drop=True),
+        ref.annotations.sort_values(cols).reset_index(drop=True),
+    )
+    assert plan.videos["labels"].tolist() == ref.videos["labels"].tolist()
+    assert set(plan.videos["source_subset"]) == {"validation", "test"}  # the txt files' subset names
+    assert plan.unmatched["gt_not_in_split"] == [
+        "video_test_0000270",
+        "video_test_0001496",
+    ]  # not in the split
+    assert plan.source_info["files"]["gt"]["name"] == "thumos14"
+    assert len(plan.ambiguous) > 0 and set(plan.ambiguous["label"]) == {"Ambiguous"}
 
 
 def test_basnet_split_without_features_is_an_error(basnet_root, tmp_path):
@@ -250,12 +268,14 @@ def test_reversed_segment_is_refused(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def wtalc_root(tmp_path_factory, datasets_module) -> Path:
+def wtalc_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("wtalc")
-    shutil.copytree(
-        thumos(datasets_module) / "wtalc_npy_Thumos14reduced", root / "Thumos14reduced-Annotations"
-    )
-    names = [v.decode() for v in np.load(root / "Thumos14reduced-Annotations/videoname.npy")]
+    ann = root / "Thumos14reduced-Annotations"
+    ann.mkdir()
+    for packed in sorted((TEST_DATA / "wtalc_thumos14").glob("*.npy.gz")):
+        (ann / packed.name.removesuffix(".gz")).write_bytes(gzip.decompress(packed.read_bytes()))
+    shutil.copy(THUMOS14 / "annotations_test" / "Ambiguous_test.txt", ann / "Ambiguous_test.txt")
+    names = [v.decode() for v in np.load(ann / "videoname.npy")]
     arr = np.empty(len(names), dtype=object)
     for i, vid in enumerate(names):
         arr[i] = feats(vid, 16)
@@ -327,17 +347,26 @@ def test_wtalc_nan_row_names_the_video(wtalc_root, tmp_path):
 # ---------------------------------------------------------------------------------- THUMOS txt
 
 
-def test_thumos_txt_counts(datasets_module):
-    base = thumos(datasets_module) / "original_annotations"
-    ann, amb = split_ambiguous(read_thumos_txt(base / "annotations_test"))
+def test_thumos_txt_counts():
+    test = read_thumos_txt(THUMOS14 / "annotations_test")
+    ann, amb = test.instances(), test.ambiguous()
     assert (len(ann), ann["video_id"].nunique()) == (3358, 212)
     assert (len(amb), amb["video_id"].nunique()) == (99, 37)
     assert set(ann["source_subset"]) == {"test"} and sorted(set(ann["label"])) == THUMOS_CLASSES
     assert "video_test_0001292" in set(amb["video_id"]) and "video_test_0001292" not in set(ann["video_id"])
-    val, vamb = split_ambiguous(read_thumos_txt(base / "annotations_val"))
-    assert (len(val), val["video_id"].nunique(), len(vamb), vamb["video_id"].nunique()) == (3007, 200, 89, 35)
+    assert list(test.subsets().items()) == [("test", 212)]
+    val = read_thumos_txt(THUMOS14 / "annotations_val")
+    vann, vamb = val.instances(), val.ambiguous()
+    assert (len(vann), vann["video_id"].nunique(), len(vamb), vamb["video_id"].nunique()) == (
+        3007,
+        200,
+        89,
+        35,
+    )
     first = ann[ann.video_id == "video_test_0000324"].sort_values("start_s").iloc[0]
     assert (first.label, first.start_s, first.end_s) == ("BaseballPitch", 49.2, 53.5)
+    both = read_thumos_txt(THUMOS14)  # the parent folder: both subsets, found recursively
+    assert both.subsets() == {"test": 212, "validation": 200} and len(both.files) == 42
 
 
 def test_thumos_txt_errors(tmp_path):
@@ -348,33 +377,59 @@ def test_thumos_txt_errors(tmp_path):
         read_thumos_txt(tmp_path)
 
 
-def test_class_lists(datasets_module):
-    t = thumos(datasets_module)
-    assert read_class_list(t / "detclasslist.txt") == THUMOS_CLASSES
-    assert read_class_list(t / "classes.txt") == THUMOS_CLASSES  # '# comment' and two id columns
+def test_class_lists():
+    assert read_class_list(TEST_DATA / "thumos14_detclasslist.txt") == THUMOS_CLASSES
+    assert (
+        read_class_list(TEST_DATA / "thumos14_classes.txt") == THUMOS_CLASSES
+    )  # '# comment', two id columns
 
 
 # ---------------------------------------------------------------------------------- per-video folders
 
 
-def test_folder_real_anet_json(tmp_path, datasets_module):
-    gt_path = thumos(datasets_module) / "derived/thumos14_gt_anet_format.json"
-    db = json.loads(gt_path.read_text())["database"]
-    for vid, e in db.items():
-        folder = tmp_path / ("train" if e["subset"] == "validation" else "test")
+def test_folder_with_the_named_thumos14_ground_truth(tmp_path):
+    aset = read_annotations("thumos14")
+    for vid, info in aset.videos.items():
+        folder = tmp_path / ("train" if info.subset == "validation" else "test")
         folder.mkdir(exist_ok=True)
         np.save(folder / f"{vid}.npy", feats(vid, 8))
-    plan = import_folder(tmp_path, gt_path)
+    plan = import_folder(tmp_path, "thumos14")
     v = plan.videos
     assert len(v) == 412 and v["subset"].value_counts().to_dict() == {"train": 200, "test": 212}
     per_subset = plan.annotations.merge(v[["video_id", "subset"]]).groupby("subset").size().to_dict()
     assert per_subset == {"train": 3007, "test": 3358}
-    row = v.set_index("video_id").loc["video_validation_0000051"]
-    assert (row["source_subset"], row["duration_s"], row["source_fps"]) == ("validation", 169.79, 30.0)
+    assert plan.classes == THUMOS_CLASSES and "Ambiguous" not in set(plan.annotations["label"])
+    assert len(plan.ambiguous) == 89 + 99 - 3  # video_test_0001292's 3 segments: not an imported video
     assert plan.source_info["subset_map"] == {"test": "test", "validation": "train"}
-    # tiny generated T against real durations: the grid check notices
-    assert [w for w in plan.warnings if "check the grid options" in w]
+    row = v.set_index("video_id").loc["video_validation_0000051"]
+    assert row["source_subset"] == "validation" and np.isnan(row["source_fps"])  # txt: no fps
+    assert row["duration_s"] == pytest.approx(TimeGrid().duration_of(row["n_snippets"]))  # nor durations
     assert plan.unmatched == {}
+
+
+def test_folder_with_the_named_anet12_ground_truth_keeps_its_durations(tmp_path):
+    aset = read_annotations("anet12")
+    picked = ["--0edUL8zmA", next(v for v, i in aset.videos.items() if i.subset == "validation")]
+    (tmp_path / "train").mkdir()
+    (tmp_path / "test").mkdir()
+    for vid in picked:
+        subset = "train" if aset.videos[vid].subset == "training" else "test"
+        np.save(tmp_path / subset / f"{vid}.npy", feats(vid, 8))
+    with pytest.raises(InputError, match="7200 videos have ground truth .* but no features"):
+        import_folder(tmp_path, "anet12")
+    plan = import_folder(tmp_path, "anet12", allow_missing=True)
+    v = plan.videos.set_index("video_id")
+    assert v.loc["--0edUL8zmA", "duration_s"] == 92.18 and v.loc["--0edUL8zmA", "labels"] == ["Dodgeball"]
+    assert (
+        v.loc[picked[1], "subset"] == "test"
+        and v.loc[picked[1], "duration_s"] == aset.videos[picked[1]].duration
+    )
+    assert len(plan.classes) == 100  # the sorted union over the whole ground truth
+    assert plan.source_info["files"]["gt"]["path"] == "gt.json.xz"
+    assert (
+        plan.source_info["files"]["gt"]["sha256"]
+        == hashlib.sha256(NAMES["anet12"].path.read_bytes()).hexdigest()
+    )
 
 
 def test_folder_unmatched_videos(tmp_path):
@@ -474,9 +529,13 @@ def test_subset_map_detection():
     )
 
 
-def test_read_annotations_dispatch(tmp_path, datasets_module):
-    df = read_annotations(thumos(datasets_module) / "derived/thumos14_test_gt_210.json")
-    assert len(df) == 3311 and df["video_id"].nunique() == 210 and not df["ambiguous"].any()
+def test_read_annotations_dispatch():
+    bas = read_annotations(BASNET_THUMOS14 / "gt.json.xz")  # a compressed JSON, string segments
+    assert len(bas) == 6318 and len(bas.videos) == 410 and not bas.rows["ambiguous"].any()
+    assert bas.subsets() == {"test": 210, "train": 200}
+    txt = read_annotations("thumos14")
+    assert len(txt.instances()) == 6365 and len(txt.ambiguous()) == 188 and txt.name == "thumos14"
+    assert read_annotations(THUMOS14).rows.equals(txt.rows)  # the name is the packaged folder
 
 
 # ---------------------------------------------------------------------------------- restricted unpickler
@@ -591,8 +650,8 @@ def test_restricted_unpickler_reads_py2_and_py3_numpy_pickles(tmp_path):
     np.testing.assert_array_equal(safe_load_object_npy(tmp_path / "plain.npy"), plain)
 
 
-def test_real_wtalc_annotation_arrays(datasets_module):
-    base = thumos(datasets_module) / "wtalc_npy_Thumos14reduced"
+def test_real_wtalc_annotation_arrays(wtalc_root):
+    base = wtalc_root / "Thumos14reduced-Annotations"
     names = safe_load_object_npy(base / "videoname.npy")
     segments = safe_load_object_npy(base / "segments.npy")
     labels = safe_load_object_npy(base / "labels.npy")

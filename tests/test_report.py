@@ -21,13 +21,12 @@ from stages.evaluate import evaluate
 from stages.extract import extract_synthetic
 from stages.localize import localize
 from stages.pseudolabel import pseudolabel
-from stages.report import choose, interpolated_ap, match_ranked, pr_points, report, select_artifacts
+from stages.report import choose, evaluation_curves, report, select_artifacts
 from stages.train_dcc import train_dcc
 from wtalcli.core.errors import InputError
 from wtalcli.core.store import Store
-from wtalcli.data.schema import FeatureSet, read_parquet
+from wtalcli.data.schema import FeatureSet
 from wtalcli.dcc.params import DCCParams, DenoiseParams
-from wtalcli.evaluation.groundtruth import gt_from_dataframe
 from wtalcli.model.config import BaselineParams
 
 QUIET = {"log": lambda m: None}
@@ -106,33 +105,29 @@ def test_video_choice_is_seeded_and_prefers_annotated():
     assert choose(ids, preferred, 50, seed=0) == ids
 
 
-def test_pr_curves_agree_with_the_evaluation(workdir):
-    fs = FeatureSet(select_artifacts(workdir).features.path)
-    ids = fs.videos["video_id"][fs.videos["subset"] == "test"].tolist()
-    gt = gt_from_dataframe(fs.annotations, ids, "test")
+def test_report_map_equals_the_evaluation_exactly(workdir, page):
+    """The PR curves come from the evaluator of `wtal evaluate`, on the same run: each class's AP
+    and the mAP the page prints are result.json's, bit for bit."""
+    _, text = page
     positive = 0
     for ev in workdir.artifacts("evaluation"):
-        result = json.loads((ev.path / "result.json").read_text())
-        k = int(np.argmin(np.abs(np.asarray(result["tiou_thresholds"]) - 0.5)))
-        prop = workdir.get(workdir.root / ev.manifest["inputs"]["proposals"]["id"])
-        preds = read_parquet(prop.path / "proposals.parquet", "proposals")
-        matched = match_ranked(preds, gt, 0.5)
-        assert set(matched) == set(result["classes"])
-        for c, (scores, tp) in matched.items():
-            assert np.all(np.diff(scores) <= 0) and len(tp) == result["n_pred"][c]
-            rec, prec = pr_points(tp, result["n_gt"][c])
-            ap = interpolated_ap(rec, prec)
-            assert ap == pytest.approx(result["ap"][c][k], abs=1e-12), c
-            positive += ap > 0
+        saved = json.loads((ev.path / "result.json").read_text())
+        result, k, curves = evaluation_curves(workdir, ev)
+        assert (
+            abs(result.tiou_thresholds[k] - 0.5) < 1e-12
+            and saved["tiou_thresholds"][k] == result.tiou_thresholds[k]
+        )
+        assert float(result.map_per_tiou[k]) == saved["map_per_tiou"][k]  # exact, not approx
+        assert result.average_map == saved["average_map"]
+        assert list(curves) == saved["classes"]
+        for c, pr in curves.items():
+            assert pr.ap == saved["ap"][c][k]
+            assert len(pr.tp) == saved["n_pred"][c] and np.all(np.diff(pr.scores) <= 0)
+            if len(pr.tp):
+                assert pr.recall[-1] == pr.tp.sum() / saved["n_gt"][c]
+            positive += pr.ap > 0
+        assert f"mAP@0.5 = {100 * saved['map_per_tiou'][k]:.1f}" in text
     assert positive > 0  # some class was actually found, so the comparison means something
-
-
-def test_pr_points_and_ap_by_hand():
-    rec, prec = pr_points(np.array([True, False, True, False]), n_gt=4)
-    np.testing.assert_allclose(rec, [0.25, 0.25, 0.5, 0.5])
-    np.testing.assert_allclose(prec, [1.0, 0.5, 2 / 3, 0.5])
-    assert interpolated_ap(rec, prec) == pytest.approx(0.25 * 1.0 + 0.25 * 2 / 3)
-    assert interpolated_ap(np.zeros(0), np.zeros(0)) == 0.0
 
 
 def test_features_only_and_empty_workdirs_render_with_notes(tmp_path):
@@ -171,7 +166,7 @@ def test_damaged_and_partial_workdir_still_renders(workdir, tmp_path):
     found = notes(text)
     assert any(f"feature set {sel.features.id}" in n and "is gone" in n for n in found)
     assert any("cannot be split into action and background" in n for n in found)
-    assert any("no PR curve for DCC" in n for n in found)
+    assert any(n.startswith("No PR curve for DCC") and "its feature set is gone" in n for n in found)
     assert len(pngs(text)) == 1 + 3 + 1 + 1  # T-CAS, round heatmaps, mAP against tIoU, losses
 
 

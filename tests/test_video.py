@@ -508,7 +508,7 @@ def test_resume_after_a_crash_recomputes_nothing_finished(videos, tmp_path, net)
         run(paths, cache, net, progress=crash_after_first)
     finished = [v for v in GOOD if (cache / f"{v}.json").exists()]
     assert finished == ["v25"]  # the first video in id order
-    assert not list(cache.glob("*.tmp")) and not (cache / "v30.npy").exists()
+    assert not list(cache.glob(".*.part")) and not (cache / "v30.npy").exists()
     stamp = (cache / "v25.npy").stat().st_mtime_ns
     rep = run(paths, cache, net)
     assert rep.cached == ["v25"] and sorted(rep.computed) == ["v30", "w30"]

@@ -23,9 +23,13 @@ from wtalcli.core.console import emit, err, show
 from wtalcli.core.errors import InputError, WtalError
 from wtalcli.core.params import Values
 from wtalcli.core.store import Store, code_version
+from wtalcli.data.importers import STREAMS
+from wtalcli.data.schema import FEATURE_DTYPES
+from wtalcli.data.synthetic import PRESETS as SYNTHETIC
 from wtalcli.dcc.params import DCCParams, DenoiseParams, PseudolabelParams
 from wtalcli.evaluation.localization import LocalizeParams
 from wtalcli.model.config import BaselineParams
+from wtalcli.video.decode import BACKENDS as DECODERS
 
 app = typer.Typer(
     name="wtal",
@@ -53,6 +57,16 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print JSON on stdout inste
 Seed = Annotated[int, typer.Option("--seed", help="Random seed (fixes the result on CPU).")]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
 DEFAULT_WORKDIR = Path("artifacts")
+
+
+def _choices(name: str, values) -> type[StrEnum]:
+    return StrEnum(name, {v: v for v in values})
+
+
+SyntheticPreset = _choices("SyntheticPreset", SYNTHETIC)
+Dtype = _choices("Dtype", FEATURE_DTYPES)
+Streams = _choices("Streams", STREAMS)
+Decoder = _choices("Decoder", DECODERS)
 
 
 class Source(StrEnum):
@@ -119,15 +133,26 @@ def extract_cmd(
         Source, typer.Option("--from", help="Where the features come from.")
     ] = Source.synthetic,
     path: Annotated[Path | None, typer.Argument(help="Input folder (not for synthetic).")] = None,
-    preset: Annotated[str, typer.Option(help="Synthetic preset: tiny, small or thumos.")] = "small",
-    dtype: Annotated[str, typer.Option(help="Stored feature dtype: float32 or float16.")] = "float32",
+    preset: Annotated[SyntheticPreset, typer.Option(help="Synthetic preset.")] = SyntheticPreset("small"),
+    dtype: Annotated[Dtype, typer.Option(help="Stored feature dtype.")] = Dtype("float32"),
     gt: Annotated[
-        Path | None,
-        typer.Option("--gt", help="Ground-truth JSON (basnet: gt.json; folder: ActivityNet-style)."),
+        str | None,
+        typer.Option(
+            "--gt",
+            help=(
+                "Ground truth where the layout lacks its own (basnet: instead of gt.json; folder: instead of "
+                "its JSON): a JSON, a THUMOS14 txt folder, or thumos14 / anet13 / anet12 (packaged)."
+            ),
+        ),
     ] = None,
     annotations: Annotated[
-        Path | None,
-        typer.Option(help="Replace the source's annotations: THUMOS14 txt folder or ActivityNet-style JSON."),
+        str | None,
+        typer.Option(
+            help=(
+                "Replace the source's annotations: thumos14, anet13, anet12, a THUMOS14 txt folder or an "
+                "ActivityNet-style JSON."
+            )
+        ),
     ] = None,
     classes: Annotated[
         Path | None, typer.Option("--classes", help="Class list (JSON list or one name per line).")
@@ -135,7 +160,9 @@ def extract_cmd(
     features_file: Annotated[
         Path | None, typer.Option(help="wtalc: the joint features .npy, if not the default name.")
     ] = None,
-    streams: Annotated[str, typer.Option(help="basnet: both (rgb ++ flow), rgb or flow.")] = "both",
+    streams: Annotated[Streams, typer.Option(help="basnet: both (rgb ++ flow), rgb or flow.")] = Streams(
+        "both"
+    ),
     fps: Annotated[float, typer.Option(help="Feature time grid: frames per second.")] = 25.0,
     stride: Annotated[int, typer.Option(help="Feature time grid: frames between snippets.")] = 16,
     clip_len: Annotated[int, typer.Option(help="Feature time grid: frames per snippet.")] = 16,
@@ -158,7 +185,7 @@ def extract_cmd(
         Path | None, typer.Option("--labels", help="videos: CSV video_id,label of video-level labels.")
     ] = None,
     size: Annotated[int | None, typer.Option(help="videos: crop side override (quick runs).")] = None,
-    decoder: Annotated[str, typer.Option(help="videos: pyav or torchcodec.")] = "pyav",
+    decoder: Annotated[Decoder, typer.Option(help="videos: the decoding library.")] = Decoder("pyav"),
     workers: Annotated[int, typer.Option(help="videos: decoder threads.")] = 1,
     seed: Seed = 0,
     workdir: Workdir = DEFAULT_WORKDIR,
@@ -171,7 +198,7 @@ def extract_cmd(
     if source is Source.synthetic:
         if path is not None:
             raise typer.BadParameter("--from synthetic takes no input path")
-        art = stage.extract_synthetic(store, preset=preset, seed=seed, dtype=dtype, force=force)
+        art = stage.extract_synthetic(store, preset=preset.value, seed=seed, dtype=dtype.value, force=force)
     elif source is Source.videos:
         if path is None:
             raise typer.BadParameter("--from videos needs a folder of videos or a list file")
@@ -187,9 +214,9 @@ def extract_cmd(
             labels_csv=labels,
             annotations=annotations,
             size=size,
-            decoder=decoder,
+            decoder=decoder.value,
             workers=workers,
-            dtype=dtype,
+            dtype=dtype.value,
             seed=seed,
             force=force,
         )
@@ -208,12 +235,12 @@ def extract_cmd(
             source.value,
             path,
             grid,
-            dtype,
+            dtype.value,
             gt_json=gt,
             annotations=annotations,
             classes_file=classes,
             features_file=features_file,
-            streams=streams,
+            streams=streams.value,
             allow_missing=allow_missing,
             keep_unlabeled=keep_unlabeled,
             force=force,
@@ -436,11 +463,23 @@ def evaluate_cmd(
         typer.Argument(help="Results JSON file, - for stdin, or a proposals artifact (default: newest)."),
     ] = None,
     gt: Annotated[
-        Path | None, typer.Option("--gt", help="Ground truth: ActivityNet-style JSON or THUMOS14 txt folder.")
+        str | None,
+        typer.Option(
+            "--gt",
+            help=(
+                "Ground truth: thumos14, anet13 or anet12 (packaged public annotations), an ActivityNet-style "
+                "JSON (.json, .json.gz, .json.xz) or a THUMOS14 txt folder."
+            ),
+        ),
     ] = None,
     subset: Annotated[
         str | None,
-        typer.Option(help="Subset to evaluate (default: test; for --gt JSON files, as the file names it)."),
+        typer.Option(
+            help=(
+                "Subset to evaluate (default: test; for thumos14/anet13/anet12 'test' is THUMOS14 test / "
+                "ActivityNet validation)."
+            )
+        ),
     ] = None,
     tiou: Annotated[
         str,

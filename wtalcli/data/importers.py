@@ -1,4 +1,4 @@
-"""Importers for feature sets in the layouts the field ships (method.md section 5).
+"""Importers for feature sets in the layouts the field ships (docs/formats.md).
 
 Each ``import_*`` function inspects a source folder (reading only ``.npy`` headers where it can)
 and returns an :class:`ImportPlan`: the videos table, the annotations, the class list, warnings,
@@ -29,6 +29,10 @@ Policies (the same for every layout):
   ``features_not_in_split``      feature files a split file does not list: left out, warning;
   ``gt_not_in_split``            ground-truth videos a split file does not list: left out, warning.
 
+- Ground truth (``gt.json``, ``--gt``, ``--annotations``) is read by :mod:`wtalcli.data.annotations`,
+  the readers ``wtal evaluate`` uses too, under one strict rule set; a packaged name (``thumos14``,
+  ``anet13``, ``anet12``: :mod:`wtalcli.data.named_gt`) stands wherever a ground-truth path does.
+  W-TALC's numpy arrays are read here, with the same number and segment rules.
 - Bad input (NaN/Inf rows, empty videos, duplicate or unsafe ids, pickled per-video arrays,
   unknown classes, reversed segments) raises :class:`~wtalcli.core.errors.InputError` naming the file.
 """
@@ -36,10 +40,7 @@ Policies (the same for every layout):
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import math
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -49,6 +50,16 @@ import numpy as np
 import pandas as pd
 
 from wtalcli.core.errors import InputError
+from wtalcli.core.files import file_sha256
+from wtalcli.data import named_gt
+from wtalcli.data.annotations import (
+    AMBIGUOUS,
+    AnnotationSet,
+    check_segment,
+    parse_number,
+    read_class_list,
+    read_segment_lines,
+)
 from wtalcli.data.schema import (
     ANNOTATION_COLUMNS,
     SUBSETS,
@@ -62,7 +73,17 @@ from wtalcli.data.timegrid import TimeGrid
 from wtalcli.data.unpickle import read_npy_header, safe_load_object_npy
 
 STREAMS = ("both", "rgb", "flow")
-AMBIGUOUS = "Ambiguous"
+__all__ = [  # read_class_list and AMBIGUOUS are re-exported from wtalcli.data.annotations
+    "AMBIGUOUS",
+    "ImportPlan",
+    "import_basnet",
+    "import_folder",
+    "import_wtalc",
+    "override_annotations",
+    "read_annotations",
+    "read_class_list",
+    "subset_map_for",
+]
 _EXAMPLES = 3  # how many ids a one-line message names
 
 # ---------------------------------------------------------------------------------- the plan
@@ -136,87 +157,31 @@ def _examples(ids: list[str]) -> str:
     return shown + (f" and {len(ids) - _EXAMPLES} more" if len(ids) > _EXAMPLES else "")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(functools.partial(f.read, 1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _file_record(path: Path) -> dict[str, Any]:
-    return {"path": str(path), "bytes": path.stat().st_size, "sha256": _sha256(path)}
+    return {"path": str(path), "bytes": path.stat().st_size, "sha256": file_sha256(path)}
 
 
-def _to_float(value: Any) -> float:
-    """Parse a number that a source may write as a string ("18.6"); NaN on failure."""
-    if isinstance(value, bool):
-        return math.nan
-    try:
-        return float(value)
-    except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float range
-        return math.nan
-
-
-def _short(exc: BaseException, limit: int = 160) -> str:
-    """An exception's message cut to one short line (a RecursionError's can be long)."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _read_json(path: Path) -> Any:
-    """Read JSON refusing duplicate keys (``json`` would silently keep the last one)."""
-
-    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in pairs:
-            if key in out:
-                raise InputError(
-                    f"duplicate key {key!r} (a video or field listed twice)",
-                    "keep one entry per video",
-                    path=path,
-                )
-            out[key] = value
-        return out
-
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise InputError("missing ground-truth file", "check the path", path=path) from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"unreadable ground-truth file ({exc})", "re-create the file", path=path) from exc
-    try:
-        return json.loads(text, object_pairs_hook=no_duplicates)
-    except (ValueError, RecursionError) as exc:  # also integers of > 4300 digits and absurd nesting
-        raise InputError(f"malformed JSON ({_short(exc)})", "fix the file", path=path) from exc
-
-
-def read_class_list(path: Path) -> list[str]:
-    """A class list from a JSON list, or a text file with one class a line (leading integer ids,
-    as in ``detclasslist.txt``/``classes.txt``, and ``#`` comment lines are skipped)."""
-    path = Path(path)
-    if path.suffix == ".json":
-        data = _read_json(path)
-        if not isinstance(data, list) or not all(isinstance(c, str) and c for c in data):
-            raise InputError("a JSON class list must be a list of names", "fix the file", path=path)
-        classes = list(data)
+def _annotation_record(aset: AnnotationSet) -> dict[str, Any]:
+    """Provenance of an annotation source: the file's record, or the files of a txt folder
+    (relative names -> sha256); a packaged ground truth is named instead of its install path."""
+    named = named_gt.is_name(aset.name)
+    if aset.source.is_dir():
+        rec: dict[str, Any] = {
+            "path": aset.name if named else str(aset.source),
+            "files": {str(p.relative_to(aset.source)): file_sha256(p) for p in aset.files},
+        }
     else:
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError as exc:
-            raise InputError("missing class list", "check the path", path=path) from exc
-        classes = []
-        for line in lines:
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            classes.append(re.sub(r"^(?:\d+\s+)+", "", line))
-    if not classes:
-        raise InputError("empty class list", "list one class a line", path=path)
-    if len(set(classes)) != len(classes):
-        dup = next(c for c in classes if classes.count(c) > 1)
-        raise InputError(f"class {dup!r} is listed twice", "list each class once", path=path)
-    return classes
+        rec = _file_record(aset.source)
+        if named:
+            rec["path"] = aset.source.name
+    if named:
+        rec["name"] = aset.name
+    return rec
+
+
+def _number(value: Any, what: str, path: Path) -> float:
+    """:func:`~wtalcli.data.annotations.parse_number` of a value that may be a numpy scalar."""
+    return parse_number(value.item() if isinstance(value, np.generic) else value, what, path)
 
 
 def subset_map_for(names: set[str], override: dict[str, str] | None = None) -> dict[str, str | None]:
@@ -224,142 +189,51 @@ def subset_map_for(names: set[str], override: dict[str, str] | None = None) -> d
 
     THUMOS14 (``validation``/``test``): validation -> train, test -> test.  ActivityNet
     (``training``/``validation``/``testing``): training -> train, validation -> test, testing ->
-    None.  ``train``/``test``: as they are.  Anything else needs ``override``.
+    None.  ``train``/``test``: as they are.  Names are compared ignoring case (ActionFormer writes
+    ``Validation``/``Test``).  Anything else needs ``override``.
     """
     if override:
         bad = {v for v in override.values() if v is not None and v not in SUBSETS}
         if bad:
             raise InputError(f"subset map targets {sorted(bad)} are not in {SUBSETS}", "map to train or test")
         return {name: override.get(name) for name in names}
+    lower = {n.lower() for n in names}
     known: dict[str, str | None] | None = None
-    if names <= set(SUBSETS):
+    if lower <= set(SUBSETS):
         known = {n: n for n in SUBSETS}
-    elif "training" in names and names <= {"training", "validation", "testing"}:
+    elif "training" in lower and lower <= {"training", "validation", "testing"}:
         known = {"training": "train", "validation": "test", "testing": None}
-    elif names <= {"validation", "test", "testing"}:
+    elif lower <= {"validation", "test", "testing"}:
         known = {"validation": "train", "test": "test", "testing": "test"}
     if known is not None:
-        return {n: known[n] for n in sorted(names)}
+        return {n: known[n.lower()] for n in sorted(names)}
     raise InputError(
         f"cannot tell which of the subsets {sorted(names)} are for training and which for testing",
         "pass a subset map, e.g. validation=train,test=test",
     )
 
 
-def _parse_anet_database(data: Any, path: Path) -> dict[str, _Gt]:
-    """``{"database": {vid: {subset, annotations: [{segment: [s, e], label}], duration?, fps?}}}``."""
-    db = data.get("database") if isinstance(data, dict) else None
-    if not isinstance(db, dict):
-        raise InputError("no 'database' object", "use an ActivityNet-style ground-truth JSON", path=path)
-    out: dict[str, _Gt] = {}
-    for vid, entry in db.items():
-        if not isinstance(entry, dict) or not isinstance(entry.get("subset"), str):
-            raise InputError(f"entry {vid!r} has no 'subset' string", "give every video a subset", path=path)
-        anns = entry.get("annotations", [])
-        if not isinstance(anns, list):
-            raise InputError(f"'annotations' of {vid!r} is not a list", "fix the entry", path=path)
-        parsed: list[tuple[str, float, float]] = []
-        for ann in anns:
-            seg = ann.get("segment") if isinstance(ann, dict) else None
-            label = ann.get("label") if isinstance(ann, dict) else None
-            if not isinstance(label, str) or not label or not isinstance(seg, list | tuple) or len(seg) != 2:
-                raise InputError(
-                    f"annotation of {vid!r} lacks a label or a [start, end] segment",
-                    "each annotation needs {'segment': [start, end], 'label': name}",
-                    path=path,
-                )
-            s, e = _to_float(seg[0]), _to_float(seg[1])
-            if not (math.isfinite(s) and math.isfinite(e)):
-                raise InputError(
-                    f"segment {seg!r} of {vid!r} is not numeric", "write seconds as numbers", path=path
-                )
-            parsed.append((label, s, e))
-        duration = _to_float(entry["duration"]) if "duration" in entry else math.nan
-        fps = _to_float(entry["fps"]) if "fps" in entry else math.nan
-        out[str(vid)] = _Gt(
-            source_subset=entry["subset"],
-            annotations=parsed,
-            duration=duration if math.isfinite(duration) and duration > 0 else None,
-            fps=fps if math.isfinite(fps) and fps > 0 else None,
-        )
-    return out
+def _gt_entries(aset: AnnotationSet) -> dict[str, _Gt]:
+    """Each video of an annotation source with its class instances (source order)."""
+    gt = {vid: _Gt(info.subset, [], info.duration, info.fps) for vid, info in aset.videos.items()}
+    inst = aset.instances()
+    for vid, label, s, e in zip(
+        inst["video_id"], inst["label"], inst["start_s"].tolist(), inst["end_s"].tolist(), strict=True
+    ):
+        gt[vid].annotations.append((label, s, e))
+    return gt
 
 
-def read_anet_json(path: Path) -> pd.DataFrame:
-    """An ActivityNet-style ground truth as rows ``video_id, label, start_s, end_s, source_subset``."""
-    gt = _parse_anet_database(_read_json(Path(path)), Path(path))
-    rows = [(vid, lab, s, e, g.source_subset) for vid, g in gt.items() for lab, s, e in g.annotations]
-    return pd.DataFrame(rows, columns=[*ANNOTATION_COLUMNS, "source_subset"])
+def _ambiguous_rows(aset: AnnotationSet, videos: set[str]) -> pd.DataFrame:
+    amb = aset.ambiguous()
+    amb = amb[amb["video_id"].isin(videos)]
+    return amb[list(ANNOTATION_COLUMNS)].reset_index(drop=True) if len(amb) else _empty_annotations()
 
 
-_TXT_NAME = re.compile(r"^(?P<label>.+)_(?P<subset>val|test)\.txt$")
-
-
-def _read_segment_lines(path: Path, label: str, subset: str) -> list[tuple]:
-    rows = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        parts = line.split()
-        if not parts:
-            continue
-        if len(parts) != 3:
-            raise InputError(
-                f"line {lineno} has {len(parts)} fields",
-                "each line must read 'video start end'",
-                path=path,
-            )
-        s, e = _to_float(parts[1]), _to_float(parts[2])
-        if not (math.isfinite(s) and math.isfinite(e)):
-            raise InputError(
-                f"line {lineno}: start/end are not numbers", "write seconds as numbers", path=path
-            )
-        rows.append((parts[0], label, s, e, subset, label == AMBIGUOUS))
-    return rows
-
-
-def read_thumos_txt(folder: Path) -> pd.DataFrame:
-    """THUMOS14's original per-class annotation files under ``folder`` (searched recursively):
-    ``<Class>_val.txt``/``<Class>_test.txt`` with lines ``video start end``.
-
-    Returns ``video_id, label, start_s, end_s, source_subset ('validation'|'test'), ambiguous``;
-    the ``Ambiguous_*.txt`` rows have label ``Ambiguous`` and ``ambiguous=True`` (kept apart:
-    :func:`split_ambiguous`).
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(
-            "not a folder of THUMOS14 annotation files", "pass the annotations folder", path=folder
-        )
-    rows: list[tuple] = []
-    files = sorted(p for p in folder.rglob("*.txt") if _TXT_NAME.match(p.name))
-    for path in files:
-        m = _TXT_NAME.match(path.name)
-        assert m is not None
-        subset = "validation" if m["subset"] == "val" else "test"
-        rows.extend(_read_segment_lines(path, m["label"], subset))
-    if not rows:
-        raise InputError(
-            "no '<Class>_val.txt' / '<Class>_test.txt' annotation files found",
-            "pass the folder holding THUMOS14's per-class txt files",
-            path=folder,
-        )
-    df = pd.DataFrame(rows, columns=[*ANNOTATION_COLUMNS, "source_subset", "ambiguous"])
-    return df.sort_values(["video_id", "start_s", "label"], kind="stable").reset_index(drop=True)
-
-
-def split_ambiguous(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(class instances, Ambiguous segments) of a :func:`read_thumos_txt` table."""
-    amb = df["ambiguous"].to_numpy(bool) if "ambiguous" in df else np.zeros(len(df), bool)
-    return df[~amb].reset_index(drop=True), df[amb].reset_index(drop=True)
-
-
-def read_annotations(path: Path) -> pd.DataFrame:
-    """Ground truth for ``--annotations``: a folder of THUMOS14 txt files or an ActivityNet JSON."""
-    path = Path(path)
-    if path.is_dir():
-        return read_thumos_txt(path)
-    df = read_anet_json(path)
-    df["ambiguous"] = False
-    return df
+def read_annotations(source: str | Path) -> AnnotationSet:
+    """Ground truth for ``--gt``/``--annotations``: a packaged name (``thumos14``, ``anet13``,
+    ``anet12``), a folder of THUMOS14 txt files or an ActivityNet-style JSON."""
+    return named_gt.read(source)
 
 
 # ---------------------------------------------------------------------------------- features on disk
@@ -662,7 +536,7 @@ def import_basnet(
     root: Path,
     grid: TimeGrid = TimeGrid(),
     *,
-    gt_json: Path | None = None,
+    gt_json: str | Path | None = None,
     classes: list[str] | None = None,
     streams: str = "both",
     use_splits: bool = True,
@@ -672,21 +546,24 @@ def import_basnet(
     """BaS-Net layout: ``root/features/{train,test}/{rgb,flow}/<vid>.npy`` (each ``T x 1024``,
     joined rgb ++ flow), ``root/gt.json`` and optionally ``root/split_{train,test}.txt``.
 
-    The feature folder decides ``train``/``test`` (as in BaS-Net's loader); the ground truth's
-    subset must agree.  Split files, when present and ``use_splits``, select the videos.  An RGB
-    and flow file of different lengths are cut to the shorter, with a warning naming the video.
+    ``gt_json`` replaces ``root/gt.json``: an ActivityNet-style JSON, a THUMOS14 txt folder or a
+    packaged name (``thumos14``).  The feature folder decides ``train``/``test`` (as in BaS-Net's
+    loader); the ground truth's subset must agree.  Split files, when present and ``use_splits``,
+    select the videos.  An RGB and flow file of different lengths are cut to the shorter, with a
+    warning naming the video.
     """
     root = Path(root)
     if streams not in STREAMS:
         raise InputError(f"unknown stream choice {streams!r}", f"use one of {STREAMS}")
-    gt_path = Path(gt_json) if gt_json is not None else root / "gt.json"
-    if not gt_path.exists():
+    if gt_json is None and not (root / "gt.json").exists():
         raise InputError(
             "missing BaS-Net ground truth",
-            "pass the BaS-Net dataset folder (with gt.json and features/) or give the ground-truth file",
-            path=gt_path,
+            "pass the BaS-Net dataset folder (with gt.json and features/) or give the ground truth "
+            "(a file, or a packaged name such as thumos14)",
+            path=root / "gt.json",
         )
-    gt = _parse_anet_database(_read_json(gt_path), gt_path)
+    aset = read_annotations(gt_json if gt_json is not None else root / "gt.json")
+    gt = _gt_entries(aset)
     smap = subset_map_for({g.source_subset for g in gt.values()})
     names = ("rgb", "flow") if streams == "both" else (streams,)
     warnings: list[str] = []
@@ -728,7 +605,7 @@ def import_basnet(
         for s in SUBSETS:
             if s not in selection:
                 selection[s] = sorted(v for v, f in feats.items() if f.folder_subset == s)
-    files = {"gt": _file_record(gt_path)}
+    files = {"gt": _annotation_record(aset)}
     files.update({f"split_{s}": _file_record(p) for s, p in present.items()})
     source_info = {
         "files": files,
@@ -741,12 +618,12 @@ def import_basnet(
         },
         "feature_files": sum(len(_stems(root / "features" / s / n)) for s in SUBSETS for n in names),
     }
-    return _assemble(
+    plan = _assemble(
         "basnet",
         root,
         feats,
         gt,
-        gt_path,
+        aset.source,
         grid,
         classes,
         smap,
@@ -756,6 +633,8 @@ def import_basnet(
         warnings,
         source_info,
     )
+    plan.ambiguous = _ambiguous_rows(aset, set(plan.videos["video_id"]))
+    return plan
 
 
 # ---------------------------------------------------------------------------------- W-TALC / CO2-Net
@@ -772,6 +651,22 @@ def _find_one(root: Path, pattern: str, what: str, option: str) -> Path:
         raise InputError(f"no {what} ({pattern}) found", f"pass {option}", path=root)
     names = ", ".join(p.name for p in hits)
     raise InputError(f"several {what} found ({names})", f"pick one with {option}", path=root)
+
+
+def _wtalc_positive(
+    arrays: dict[str, np.ndarray], name: str, i: int, vid: str, ann_dir: Path
+) -> float | None:
+    """Entry ``i`` of an optional per-video number array (``duration``, ``original_fps``): positive."""
+    if name not in arrays:
+        return None
+    path = ann_dir / f"{name}.npy"
+    value = np.ravel(arrays[name][i])
+    if value.size != 1:
+        raise InputError(f"entry {i} ({vid!r}) holds {value.size} values, not one", "fix the file", path=path)
+    v = _number(value[0], f"{name} of {vid!r}", path)
+    if v <= 0:
+        raise InputError(f"{name} of {vid!r} is {v}, not positive", "fix the file", path=path)
+    return v
 
 
 def _text(values: np.ndarray) -> list[str]:
@@ -861,22 +756,19 @@ def import_wtalc(
                 path=ann_dir / "segments.npy",
             )
         anns = []
-        for seg, lab in zip(segs, labs, strict=True):
-            s, e = (_to_float(seg[0]), _to_float(seg[1])) if len(seg) == 2 else (math.nan, math.nan)
-            if not (math.isfinite(s) and math.isfinite(e)):
-                raise InputError(
-                    f"segment {seg!r} of {vid!r} is not [start, end]",
-                    "fix the file",
-                    path=ann_dir / "segments.npy",
-                )
+        seg_path = ann_dir / "segments.npy"
+        for k, (seg, lab) in enumerate(zip(segs, labs, strict=True)):
+            where = f"video {vid!r} segment {k}"
+            if not isinstance(seg, list | tuple | np.ndarray) or len(seg) != 2:
+                raise InputError(f"{where}: {seg!r} is not [start, end]", "fix the file", path=seg_path)
+            s, e = _number(seg[0], f"{where}: start", seg_path), _number(seg[1], f"{where}: end", seg_path)
+            check_segment(s, e, where, seg_path)
             anns.append((lab, s, e))
-        dur = _to_float(np.ravel(arrays["duration"][i])[0]) if "duration" in arrays else math.nan
-        fps = _to_float(arrays["original_fps"][i]) if "original_fps" in arrays else math.nan
         gt[vid] = _Gt(
             source_subsets[i],
             anns,
-            dur if math.isfinite(dur) and dur > 0 else None,
-            fps if math.isfinite(fps) and fps > 0 else None,
+            _wtalc_positive(arrays, "duration", i, vid, ann_dir),
+            _wtalc_positive(arrays, "original_fps", i, vid, ann_dir),
         )
         if "labels_all" in arrays and set(labs) != {str(x) for x in arrays["labels_all"][i]}:
             differ.append(vid)
@@ -948,7 +840,7 @@ def import_wtalc(
     amb_path = ann_dir / "Ambiguous_test.txt"
     if amb_path.exists():
         known = set(plan.videos["video_id"])
-        rows = [r[:4] for r in _read_segment_lines(amb_path, AMBIGUOUS, "test") if r[0] in known]
+        rows = [r[:4] for r in read_segment_lines(amb_path, AMBIGUOUS, "test") if r[0] in known]
         plan.ambiguous = (
             pd.DataFrame(rows, columns=list(ANNOTATION_COLUMNS)) if rows else _empty_annotations()
         )
@@ -977,7 +869,7 @@ def _find_gt_json(root: Path) -> Path:
 
 def import_folder(
     root: Path,
-    gt_json: Path | None = None,
+    gt_json: str | Path | None = None,
     grid: TimeGrid = TimeGrid(),
     *,
     classes: list[str] | None = None,
@@ -987,7 +879,8 @@ def import_folder(
 ) -> ImportPlan:
     """ACM-Net / ASM-Loc layout: ``root/{train,test}/<vid>.npy`` (``T x D``; sub-folders named
     after the source's subsets, e.g. ``validation/``, and flat ``root/<vid>.npy`` also work) plus
-    an ActivityNet-style JSON (``gt_json``, else ``root/gt.json``, else the only ``*.json``).
+    the ground truth: ``gt_json`` (an ActivityNet-style JSON, a THUMOS14 txt folder or a packaged
+    name such as ``anet13``), else ``root/gt.json``, else the only ``*.json`` in ``root``.
 
     The ground truth decides each video's subset; a feature folder naming a different one is an
     error.  ``duration``/``fps`` of the JSON are recorded (``fps`` as ``source_fps``).
@@ -995,8 +888,8 @@ def import_folder(
     root = Path(root)
     if not root.is_dir():
         raise InputError("not a folder", "pass the folder holding the per-video .npy files", path=root)
-    gt_path = Path(gt_json) if gt_json is not None else _find_gt_json(root)
-    gt = _parse_anet_database(_read_json(gt_path), gt_path)
+    aset = read_annotations(gt_json if gt_json is not None else _find_gt_json(root))
+    gt = _gt_entries(aset)
     smap = subset_map_for({g.source_subset for g in gt.values()}, subset_map)
     warnings: list[str] = []
     feats: dict[str, _Feat] = {}
@@ -1027,7 +920,7 @@ def import_folder(
             "no feature files found", "expected train/<video>.npy and test/<video>.npy", path=root
         )
     source_info = {
-        "files": {"gt": _file_record(gt_path)},
+        "files": {"gt": _annotation_record(aset)},
         "options": {
             "allow_missing": allow_missing,
             "keep_unlabeled": keep_unlabeled,
@@ -1036,12 +929,12 @@ def import_folder(
         },
         "feature_files": len(feats),
     }
-    return _assemble(
+    plan = _assemble(
         "folder",
         root,
         feats,
         gt,
-        gt_path,
+        aset.source,
         grid,
         classes,
         smap,
@@ -1051,35 +944,37 @@ def import_folder(
         warnings,
         source_info,
     )
+    plan.ambiguous = _ambiguous_rows(aset, set(plan.videos["video_id"]))
+    return plan
 
 
 # ---------------------------------------------------------------------------------- overrides
 
 
-def override_annotations(plan: ImportPlan, ann: pd.DataFrame, source: Path) -> ImportPlan:
-    """Replace a plan's ground truth with ``ann`` (e.g. :func:`read_annotations` of ``--annotations``).
+def override_annotations(plan: ImportPlan, aset: AnnotationSet) -> ImportPlan:
+    """Replace a plan's ground truth with ``aset`` (:func:`read_annotations` of ``--annotations``).
 
-    Video labels become the set of the new labels; ``Ambiguous`` rows go to ``plan.ambiguous``.
-    An imported video absent from ``ann`` keeps no labels (listed, warning); ``ann`` videos that
+    Video labels become the set of the new labels; ambiguous segments go to ``plan.ambiguous``.
+    An imported video absent from ``aset`` keeps no labels (listed, warning); ``aset`` videos that
     were not imported are listed with a warning (a full THUMOS14 txt set covers videos BaS-Net
-    leaves out).  A label outside the plan's classes, or a video whose ``source_subset`` in ``ann``
-    maps to a different subset than the plan's, is an error.
+    leaves out).  A label outside the plan's classes, or a video whose subset in ``aset`` maps to a
+    different subset than the plan's, is an error.
     """
-    source = Path(source)
-    classes_ann, amb = split_ambiguous(ann)
+    source = aset.source
+    classes_ann = aset.instances()
     imported = plan.videos["video_id"].tolist()
     known = set(imported)
     validate_annotations(classes_ann[list(ANNOTATION_COLUMNS)], plan.classes, source)
-    if "source_subset" in ann:
-        smap = subset_map_for(set(ann["source_subset"].astype(str)))
-        plan_subset = dict(zip(plan.videos["video_id"], plan.videos["subset"], strict=True))
-        for vid, sub in zip(ann["video_id"], ann["source_subset"].astype(str), strict=True):
-            if vid in plan_subset and smap.get(sub) is not None and smap[sub] != plan_subset[vid]:
-                raise InputError(
-                    f"video {vid!r} is in {sub!r} ({smap[sub]}) here but {plan_subset[vid]} in the import",
-                    "use annotations of the same split",
-                    path=source,
-                )
+    smap = subset_map_for(set(aset.subsets()))
+    plan_subset = dict(zip(plan.videos["video_id"], plan.videos["subset"], strict=True))
+    for vid, info in aset.videos.items():
+        target = smap.get(info.subset)
+        if vid in plan_subset and target is not None and target != plan_subset[vid]:
+            raise InputError(
+                f"video {vid!r} is in {info.subset!r} ({target}) here but {plan_subset[vid]} in the import",
+                "use annotations of the same split",
+                path=source,
+            )
     mine = classes_ann[classes_ann["video_id"].isin(known)]
     labels = mine.groupby("video_id")["label"].agg(lambda x: sorted(set(x))).to_dict()
     videos = plan.videos.copy()
@@ -1090,23 +985,12 @@ def override_annotations(plan: ImportPlan, ann: pd.DataFrame, source: Path) -> I
     unmatched = dict(plan.unmatched)
     if without:
         unmatched["videos_without_override_gt"] = without
-        warnings.append(
-            f"{len(without)} imported videos have no entry in {source.name}: {_examples(without)}"
-        )
+        warnings.append(f"{len(without)} imported videos have no entry in {aset.name}: {_examples(without)}")
     if extra:
         unmatched["override_gt_without_features"] = extra
-        warnings.append(f"{len(extra)} videos in {source.name} were not imported: {_examples(extra)}")
-    files = (
-        [source]
-        if source.is_file()
-        else sorted(p for p in source.rglob("*") if p.suffix in (".txt", ".json"))
-    )
+        warnings.append(f"{len(extra)} videos in {aset.name} were not imported: {_examples(extra)}")
     info = dict(plan.source_info)
-    info["annotation_override"] = {
-        "path": str(source),
-        "files": {str(p.relative_to(source) if source.is_dir() else p.name): _sha256(p) for p in files},
-        "instances": len(mine),
-    }
+    info["annotation_override"] = {**_annotation_record(aset), "instances": len(mine)}
     cols = list(ANNOTATION_COLUMNS)
     return replace(
         plan,
@@ -1114,7 +998,7 @@ def override_annotations(plan: ImportPlan, ann: pd.DataFrame, source: Path) -> I
         annotations=mine[cols]
         .sort_values(["video_id", "start_s", "label"], kind="stable")
         .reset_index(drop=True),
-        ambiguous=amb[amb["video_id"].isin(known)][cols].reset_index(drop=True),
+        ambiguous=_ambiguous_rows(aset, known),
         warnings=warnings,
         unmatched=unmatched,
         source_info=info,

@@ -13,8 +13,8 @@ Feature set (an artifact directory of kind ``features``):
 
 T-CAS (kind ``tcas``), written by ``baseline`` and ``train-dcc``, read by ``localize`` and
 ``pseudolabel``: ``videos.parquet`` (same columns, offsets into ``cas.npy``), ``cas.npy``
-``(sum n_snippets, C+1)`` float32 raw suppression-branch class activations (the last
-convolution's output, no softmax; last channel background) at each video's own snippets, ``scores.npy`` ``(n_videos, C+1)`` video-level
+``(sum n_snippets, C+1)`` float32 suppression-branch class activations (softmax over C+1, last
+channel background) at each video's own snippets, ``scores.npy`` ``(n_videos, C+1)`` video-level
 class scores, ``classes.json``.
 """
 
@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from wtalcli.core.errors import InputError
+from wtalcli.data.annotations import read_class_list
 from wtalcli.data.timegrid import TimeGrid
 
 SUBSETS = ("train", "val", "test")  # val: training videos held out for model selection
@@ -114,21 +115,8 @@ def read_parquet(path: Path, what: str) -> pd.DataFrame:
 
 
 def read_classes(path: Path) -> list[str]:
-    try:
-        classes = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise InputError(
-            "missing class list", "rebuild the artifact (rerun its stage with --force)", path=path
-        ) from exc
-    except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, absurd numbers or nesting
-        raise InputError(
-            f"malformed class list ({exc})", "it must be a JSON list of class names", path=path
-        ) from exc
-    if not isinstance(classes, list) or not all(isinstance(c, str) and c for c in classes):
-        raise InputError("malformed class list", "it must be a JSON list of non-empty class names", path=path)
-    if len(set(classes)) != len(classes):
-        raise InputError("duplicate class names", "each class may appear once", path=path)
-    return classes
+    """An artifact's ``classes.json`` (:func:`wtalcli.data.annotations.read_class_list`)."""
+    return read_class_list(path, fix="rebuild the artifact (rerun its stage with --force)", allow_empty=True)
 
 
 def load_npy(path: Path, what: str, mmap: bool = True) -> np.ndarray:
@@ -385,23 +373,30 @@ class FeatureSet(SnippetTable):
         return self.features[self.span(video)]
 
     def label_matrix(self, rows: np.ndarray | None = None) -> np.ndarray:
-        """Multi-hot video-level labels ``(len(rows), C)`` float32."""
-        rows = np.arange(len(self.videos)) if rows is None else rows
-        return video_labels(self.videos.iloc[rows], self.classes).astype(np.float32)
+        """Multi-hot video-level labels ``(len(rows), C)`` float32 (:func:`label_matrix`)."""
+        labels = self.videos["labels"].to_numpy()
+        return label_matrix(labels if rows is None else labels[rows], self.classes, source=self.path)
 
 
-def video_labels(videos: pd.DataFrame, classes: list[str]) -> np.ndarray:
-    """``(V, C)`` bool multi-hot video-level labels of a videos table's ``labels`` column."""
+def label_matrix(
+    labels: Iterable[Iterable[str]], classes: list[str], dtype=np.float32, source: str | Path | None = None
+) -> np.ndarray:
+    """Multi-hot video-level labels ``(n_videos, C)``: row ``k`` has a 1 in the column of each
+    class named in ``labels[k]`` (columns in ``classes`` order).  A name outside ``classes`` is an
+    :class:`InputError` (artifacts are validated when written, so it means a damaged one)."""
+    labels = list(labels)
     index = {c: i for i, c in enumerate(classes)}
-    y = np.zeros((len(videos), len(classes)), dtype=bool)
-    for r, names in enumerate(videos["labels"]):
-        unknown = [c for c in names if c not in index]
-        if unknown:
-            raise InputError(
-                f"video {videos['video_id'].iloc[r]!r} has unknown class {unknown[0]!r}",
-                "add the class to classes.json or fix the label",
-            )
-        y[r, [index[c] for c in names]] = True
+    y = np.zeros((len(labels), len(classes)), dtype)
+    for k, names in enumerate(labels):
+        for name in names:
+            j = index.get(name)
+            if j is None:
+                raise InputError(
+                    f"video label {name!r} is not one of the {len(classes)} classes",
+                    "rebuild the artifact (rerun its stage with --force)",
+                    path=source,
+                )
+            y[k, j] = 1
     return y
 
 

@@ -1,4 +1,4 @@
-"""The confidence map S of DCC's pseudo-label denoising (method.md 3.2), from per-cluster counts.
+"""The confidence map S of DCC's pseudo-label denoising (docs/method.md §5), from per-cluster counts.
 
 For snippet t in cluster k(t) and channel c:
 

@@ -1,5 +1,5 @@
 """Denoised Cross-Video Contrast: projection head, denoised region features, the region memory
-bank, contrast pairs, the InfoNCE loss and the contrast weight schedule (``docs/method.md``).
+bank, contrast pairs, the InfoNCE loss and the contrast weight schedule (``docs/method.md`` §6).
 
 Shapes: B videos in a batch, T sampled snippets, H embedding width, P projection width (512),
 C action classes (pseudo-label/confidence channels are C+1, the last one background, which the

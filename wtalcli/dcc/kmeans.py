@@ -13,7 +13,7 @@ chunk of ``x`` is read from memory once and reused from cache):
   distance ``|x|^2 - 2 x.c + |c|^2``, whose ``|x|^2`` term does not depend on k);
 - update, one of three rules (``update=``):
   ``"onehot"``: ``sums += one_hot(assign).T @ chunk``, one GEMM, stateless; the choice on CUDA,
-  where scatter updates dominate (performance.md section 1);
+  where scatter updates dominate (BENCHMARKS.md, k-means);
   ``"index_add"``: ``sums.index_add_(0, assign, chunk)``, ``N*d`` additions instead of the one-hot
   GEMM's ``2*N*d*K`` flops (on a CPU the one-hot GEMM doubles the arithmetic of an iteration);
   ``"incremental"``: the cluster sums are kept (in float64) from one iteration to the next and

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from wtalcli.core import distributed
 from wtalcli.core.errors import InputError
-from wtalcli.data.schema import FeatureSet, video_labels
+from wtalcli.data.schema import FeatureSet, label_matrix
 from wtalcli.dcc.confidence import confidence_voters, denoise_confidence
 from wtalcli.dcc.contrast import (
     ProjectionHead,
@@ -89,7 +89,7 @@ def oracle_targets(fs: FeatureSet, rows: np.ndarray) -> Targets:
         )
     table = SnippetTable(rebase(fs.videos.iloc[rows]))
     truth = snippet_truth(table, fs.annotations, fs.classes)  # (N, C)
-    y = video_labels(table.videos, fs.classes)  # (V, C)
+    y = label_matrix(table.videos["labels"], fs.classes, bool)  # (V, C)
     off, n = training_offsets(fs, rows)
     truth &= np.repeat(y, n, axis=0)  # a video's ground truth of a class it is not labelled with is unused
     labels = np.concatenate([truth, ~truth.any(1, keepdims=True)], axis=1).astype(np.uint8)
@@ -121,7 +121,7 @@ def round_targets(
     T-CAS and the embeddings; then pseudo-labels (``pl``) and, unless ``dn`` is None, confidence."""
     res = infer(model, fs, rows, num_segments, device, batch=batch, amp=amp, with_h=True)
     off, n = training_offsets(fs, rows)
-    y = video_labels(fs.videos.iloc[rows], fs.classes)
+    y = label_matrix(fs.videos["labels"].iloc[rows], fs.classes, bool)
     labels = mean_threshold_labels(res.cas, off, n, y, rule=pl.rule, source="refresh round")
     conf = None
     if dn is not None:

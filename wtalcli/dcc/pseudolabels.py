@@ -1,10 +1,10 @@
-"""Snippet-wise pseudo-labels from a T-CAS (method.md 3.1), vectorised over all videos.
+"""Snippet-wise pseudo-labels from a T-CAS (docs/method.md §4), vectorised over all videos.
 
 The input is the raw suppression-branch CAS (the last convolution's output, as stored in a T-CAS
 artifact). Per video and per channel c (C action classes + background, last), it is min-max
 normalised over the video's time as BaS-Net's ``minmax_norm`` does it (``min`` and ``max`` passed
 through ReLU, a non-positive range replaced by 1), then clipped to [0, 1] so that negative
-stretches count as 0 (method.md: "negative stretches clip to 0"); a *rule* then turns it into 0/1
+stretches count as 0 (docs/method.md §3: negative stretches clip to 0); a *rule* then turns it into 0/1
 labels. BaS-Net itself never reads a normalised value below 0 (every activation threshold zeroes
 it), so the clip only matters for the rule: the mean of a channel with negative activations is
 the mean of ``relu(x) / relu(max)``, not of ``x / relu(max)``, and a channel whose activations are

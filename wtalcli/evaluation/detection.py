@@ -39,7 +39,9 @@ Semantics (each checked against the official code; the defaults reproduce it exa
   videos) have their predictions dropped, as the reference does for blocked videos.
 - AP: all-point interpolated (``interpolated_prec_rec``: precision made monotone from the right,
   summed over the recall steps); a class with no predictions has AP 0.  mAP per tIoU is the mean
-  over classes, the average mAP the mean over thresholds.
+  over classes, the average mAP the mean over thresholds.  :func:`precision_recall` returns each
+  class's precision-recall points at one threshold from the same ranking and matching (the report
+  draws them), with the very AP :func:`evaluate_detection` gives.
 - THUMOS14 ``Ambiguous`` segments: ``ambiguous="ignore"`` (default; the ActivityNet protocol every
   WTAL codebase uses) treats them like background.  ``ambiguous="exclude"`` follows the THUMOS14
   toolkit (``TH14evalDet.m``: "overlapping detections will be removed from the FP list"): at each
@@ -70,6 +72,7 @@ from typing import Literal
 import numpy as np
 
 from wtalcli.core.errors import InputError
+from wtalcli.data.annotations import short_repr
 from wtalcli.evaluation.groundtruth import GroundTruth
 
 Ties = Literal["reference", "stable"]
@@ -354,14 +357,6 @@ def _as_float(x) -> float | None:
         return None
 
 
-def _clip(x, limit: int = 60) -> str:
-    """``repr(x)`` cut short: a bad value may be a 4000-digit integer."""
-    text = (
-        repr(x) if not isinstance(x, int) or abs(x) < 10**limit else f"<integer of {len(str(abs(x)))} digits>"
-    )
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _locate_bad_item(results: dict, name: str) -> None:
     """Raise an InputError naming the first malformed prediction."""
     for vid, items in results.items():
@@ -375,7 +370,7 @@ def _locate_bad_item(results: dict, name: str) -> None:
             sc = x["score"]
             if isinstance(sc, bool) or not isinstance(sc, (int, float)) or _as_float(sc) is None:
                 raise InputError(
-                    f"{where}: score {_clip(sc)} is not a number", "write a numeric score", path=name
+                    f"{where}: score {short_repr(sc)} is not a number", "write a numeric score", path=name
                 )
             seg = x["segment"]
             if not isinstance(seg, (list, tuple)) or len(seg) != 2:
@@ -386,7 +381,7 @@ def _locate_bad_item(results: dict, name: str) -> None:
                 ok = not isinstance(b, bool) and isinstance(b, (int, float, str)) and _as_float(b) is not None
                 if not ok:
                     raise InputError(
-                        f"{where}: segment bound {_clip(b)} is not a number",
+                        f"{where}: segment bound {short_repr(b)} is not a number",
                         "write seconds as numbers",
                         path=name,
                     )
@@ -437,6 +432,54 @@ class EvalResult:
 # ---------------------------------------------------------------------------------- evaluation
 
 
+@dataclass(frozen=True)
+class ClassPR:
+    """One class's ranking at one tIoU threshold: the predictions kept in the ranking (those the
+    ``ambiguous="exclude"`` rule removes are left out), best score first."""
+
+    scores: np.ndarray  # (k,) float64, descending (ties in the evaluator's order)
+    tp: np.ndarray  # (k,) bool: true positive at this threshold
+    recall: np.ndarray  # (k,) recall after each prediction
+    precision: np.ndarray  # (k,) precision after each prediction
+    ap: float  # the all-point interpolated AP: exactly EvalResult.ap of this class and threshold
+
+
+@dataclass(frozen=True)
+class _Ranked:
+    """What the matching produced, before AP: per-class rankings and their true positives."""
+
+    thr: np.ndarray
+    classes: list[str]
+    tp: np.ndarray  # (n_thr, n) bool, class-major rank order
+    exclude: np.ndarray | None  # (n_thr, n) bool: removed from the ranking (Ambiguous rule)
+    bounds: np.ndarray  # (C+1,) class c ranks at bounds[c]:bounds[c+1]
+    scores: np.ndarray  # (n,) scores in rank order
+    n_gt: np.ndarray
+    n_pred: np.ndarray
+    counts: dict
+    options: dict
+    ground_truth: str
+
+    def result(self) -> EvalResult:
+        ap = _interpolated_ap(self.tp, self.exclude, self.bounds, self.n_gt)
+        return EvalResult(
+            self.thr, self.classes, ap, self.n_gt, self.n_pred, self.counts, self.options, self.ground_truth
+        )
+
+    def curves(self, t: int, ap: np.ndarray) -> dict[str, ClassPR]:
+        out: dict[str, ClassPR] = {}
+        for c, name in enumerate(self.classes):
+            sl = slice(self.bounds[c], self.bounds[c + 1])
+            keep = ~self.exclude[t, sl] if self.exclude is not None else np.ones(sl.stop - sl.start, bool)
+            tp = self.tp[t, sl][keep]
+            hits = np.cumsum(tp, dtype=np.float64)
+            seen = np.arange(1, len(tp) + 1, dtype=np.float64)
+            out[name] = ClassPR(
+                self.scores[sl][keep], tp, hits / float(self.n_gt[c]), hits / seen, float(ap[c, t])
+            )
+        return out
+
+
 def evaluate_detection(
     gt: GroundTruth,
     preds: Predictions,
@@ -449,6 +492,48 @@ def evaluate_detection(
     ambiguous: Literal["ignore", "exclude"] = "ignore",
 ) -> EvalResult:
     """Average precision per class and tIoU threshold (see the module docstring for the rules)."""
+    return _rank_and_match(
+        gt, preds, tiou_thresholds, ties, degenerate, unknown_labels, outside_subset, ambiguous
+    ).result()
+
+
+def precision_recall(
+    gt: GroundTruth,
+    preds: Predictions,
+    tiou_thresholds: np.ndarray | Sequence[float] | str = "anet",
+    at: float = 0.5,
+    **options,
+) -> tuple[EvalResult, int, dict[str, ClassPR]]:
+    """:func:`evaluate_detection` plus each class's precision-recall points at the threshold
+    nearest ``at``: ``(result, index of that threshold, {class: ClassPR})``.  The curves come from
+    the very ranking and matching the result's AP is computed from, so ``ClassPR.ap`` equals
+    ``result.ap[class, index]`` exactly, and their mean ``result.map_per_tiou[index]``."""
+    ranked = _rank_and_match(gt, preds, tiou_thresholds, **_options(options))
+    result = ranked.result()
+    t = int(np.argmin(np.abs(ranked.thr - at)))
+    return result, t, ranked.curves(t, result.ap)
+
+
+def _options(options: dict) -> dict:
+    known = ("ties", "degenerate", "unknown_labels", "outside_subset", "ambiguous")
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise TypeError(f"unknown evaluation options {unknown}")
+    defaults = {"ties": "reference", "degenerate": "reference", "unknown_labels": "error"}
+    return {**defaults, "outside_subset": "fp", "ambiguous": "ignore", **options}
+
+
+def _rank_and_match(
+    gt: GroundTruth,
+    preds: Predictions,
+    tiou_thresholds,
+    ties: Ties,
+    degenerate: Degenerate,
+    unknown_labels: str,
+    outside_subset: str,
+    ambiguous: str,
+) -> _Ranked:
+    """Rank every class's predictions and match them at every threshold (the module's rules)."""
     thr = parse_tiou_thresholds(tiou_thresholds)
     for name, value, allowed in (
         ("ties", ties, ("reference", "stable")),
@@ -542,7 +627,6 @@ def evaluate_detection(
             exclude = ~tp & amb_hit[None, :]
             counts["ambiguous_excluded_per_tiou"] = [int(x) for x in exclude.sum(axis=1)]
 
-    ap = _interpolated_ap(tp, exclude, bounds, n_gt)
     options = {
         "ties": ties,
         "degenerate": degenerate,
@@ -550,7 +634,9 @@ def evaluate_detection(
         "outside_subset": outside_subset,
         "ambiguous": ambiguous,
     }
-    return EvalResult(thr, classes, ap, n_gt, n_pred, counts, options, gt.summary())
+    return _Ranked(
+        thr, classes, tp, exclude, bounds, scores[order], n_gt, n_pred, counts, options, gt.summary()
+    )
 
 
 def segment_tiou(ps, pe, gs, ge) -> np.ndarray:
@@ -784,12 +870,14 @@ def average_map_text(result: EvalResult) -> str:
 
 __all__ = [
     "TIOU_PRESETS",
+    "ClassPR",
     "EvalResult",
     "Predictions",
     "average_map_text",
     "evaluate_detection",
     "load_predictions",
     "parse_tiou_thresholds",
+    "precision_recall",
     "results_dict",
     "segment_tiou",
 ]

@@ -1,7 +1,7 @@
 """BaS-Net inference: T-CAS -> scored segments, vectorised; the official computation, three
 deliberate deviations switchable back (``docs/inference.md`` lists them with their effect).
 
-Per video (method.md section 2, "Inference"), from the suppression-branch CAS ``(T, C+1)`` (raw:
+Per video (docs/method.md §3), from the suppression-branch CAS ``(T, C+1)`` (raw:
 the last convolution's output, last channel background) and the video-level scores ``(C+1,)``:
 
 1. classes ``c < C`` with ``scores[c] >= class_threshold`` are kept (class 0 included: the

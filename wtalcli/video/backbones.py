@@ -27,7 +27,6 @@ with ``torch.load(..., weights_only=True)``. Nothing is ever downloaded.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -39,6 +38,7 @@ from torch import nn
 from torchvision import models
 
 from wtalcli.core.errors import InputError, WtalError
+from wtalcli.core.files import file_sha256
 from wtalcli.data.timegrid import TimeGrid
 
 BACKBONES = ("r2plus1d_18", "r3d_18", "s3d", "mvit_v2_s", "swin3d_t")
@@ -142,14 +142,6 @@ def resolve_weights(name: str, weights: str | Path) -> Path | None:
             f"{default_weights_path(name)} or pass --weights /path/to/{spec.weights_file}; nothing is downloaded",
         )
     return path
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import ctypes
 import functools
 import json
-import os
 import queue
 import threading
 import time
@@ -43,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from wtalcli.core.errors import InputError, MismatchError
+from wtalcli.core.files import atomic_write, atomic_write_bytes
 
 if TYPE_CHECKING:
     from wtalcli.video.backbones import Backbone
@@ -245,22 +245,9 @@ class AssembleReport:
 # ------------------------------------------------------------------------------- cache files
 
 
-def _atomic_write_bytes(path: Path, write: Callable[[object], None]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _write_json(path: Path, obj: dict) -> None:
     data = (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode()
-    _atomic_write_bytes(path, lambda f: f.write(data))  # type: ignore[attr-defined]
+    atomic_write_bytes(path, data)
 
 
 def _read_json(path: Path) -> dict | None:
@@ -543,7 +530,7 @@ def _save_video(cache_dir: Path, vid: str, x: np.ndarray, info: dict, key: dict,
     n = int(x.shape[0])
     if n != grid.n_snippets(int(info["n_frames"])):  # the decoder's contract; cheap to keep honest
         raise RuntimeError(f"{vid}: {n} clips for {info['n_frames']} frames")
-    _atomic_write_bytes(cache_dir / f"{vid}.npy", lambda f: np.save(f, np.ascontiguousarray(x, np.float32)))
+    atomic_write(cache_dir / f"{vid}.npy", lambda f: np.save(f, np.ascontiguousarray(x, np.float32)))
     rec = {
         "video_id": vid,
         "key": key,
