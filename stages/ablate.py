@@ -7,8 +7,9 @@ are only ever used for the final tables.
 
 1. **Baselines**, one per seed.
 2. **Selection** (``select``): coordinate ascent over ``grid``, a list of options with their values,
-   in order (DCC's readings: pooling, head, branch, background regions, confidence scope, start;
-   then tau and beta_end). For each option, DCC is trained with every value while the others keep
+   in order (by default the contrast weight beta_end and tau first, since they decide how much the
+   contrast weighs at all, then DCC's readings: pooling, head, branch, background regions,
+   confidence scope, start). For each option, DCC is trained with every value while the others keep
    their best values so far (over all ``seeds``), and the value with the best mean held-out mAP
    wins. Identical runs are trained once (the artifact cache).
 3. **Tables** on the test videos, with the selected configuration:
@@ -71,14 +72,14 @@ GRID_KEYS = {
     "head-dim": ("dcc", "proj_dim"),
 }
 DEFAULT_GRID = (
+    "beta-end=1,100,10000",
+    "tau=0.1,0.2",
     "pooling=mean,weighted",
     "head=linear,mlp,none",
     "branch=base,suppression,both",
     "background=class,video",
     "confidence-scope=all,labelled",
     "init=baseline,scratch",
-    "tau=0.1,0.2",
-    "beta-end=1,100,10000",
 )
 
 
