@@ -238,6 +238,7 @@ class Section:
     intro: str = ""
     figures: list[ReportFigure] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    tables: list[str] = field(default_factory=list)  # HTML tables, escaped when built
     seconds: float = 0.0
 
 
@@ -702,12 +703,137 @@ def section_losses(ctx: Context) -> Section:
     return sec
 
 
+def html_table(header: list[str], rows: list[list]) -> str:
+    """A small HTML table; numbers shown with 3 decimals, NaN and None as a dash."""
+    esc = html.escape
+
+    def cell(v) -> str:
+        if v is None or (isinstance(v, float) and not np.isfinite(v)):
+            return "-"
+        return f"{v:.3f}" if isinstance(v, float) else esc(str(v))
+
+    out = ["<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>"]
+    out += ["<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in rows]
+    return "".join(out) + "</table>"
+
+
+def _oracle_runs(ctx: Context) -> list[Artifact]:
+    """Train-dcc models on oracle targets started from the report's baseline."""
+    base = ctx.sel.models.get("baseline")
+    if base is None:
+        return []
+    return [
+        m
+        for m in ctx.store.artifacts("model")
+        if m.stage == "train-dcc"
+        and not m.tag
+        and m.params.get("dcc", {}).get("targets") == "oracle"
+        and _input_id(m, "base_model") == base.id
+    ]
+
+
+def _avg_map_of(ctx: Context, model: Artifact) -> float | None:
+    """The newest test evaluation of a model's T-CAS (average mAP), if any was run."""
+    tcas = [t for t in ctx.store.artifacts("tcas") if t.lineage.get("model") == model.id and not t.tag]
+    if not tcas:
+        return None
+    for ev in reversed(ctx.store.artifacts("evaluation")):
+        prop = _by_id(ctx.store, _input_id(ev, "proposals"))
+        if prop is not None and _input_id(prop, "tcas") == tcas[-1].id and ev.params.get("subset") == "test":
+            return float(ev.manifest.get("summary", {}).get("average_map", float("nan")))
+    return None
+
+
+def section_diagnostics(ctx: Context) -> Section:
+    from wtalcli.report.plots import loss_figure
+
+    sec = Section(
+        *SECTION_TITLES["section_diagnostics"],
+        "Where DCC's chain can break, measured (all against the ground truth, never used in training): "
+        "how good the pseudo-labels are and whether the confidence S ranks the correct ones above the "
+        "wrong ones (the paper's claim about denoising); how much of the gradient on the shared CAS "
+        "layers the contrast contributes and in which direction; whether the embedding separates "
+        "action from background and classes from each other on test videos; and what the contrast "
+        "does with perfect targets (oracle runs: <code>wtal train-dcc --targets oracle</code>).",
+    )
+    if ctx.sel.rounds:
+        rows = []
+        for r in ctx.sel.rounds:
+            q = r.pseudolabels.manifest.get("summary", {}).get("quality") or {}
+            cq = (r.confidence.manifest.get("summary", {}).get("quality") or {}) if r.confidence else {}
+            rows.append(
+                [
+                    r.number,
+                    q.get("precision"),
+                    q.get("recall"),
+                    q.get("iou"),
+                    cq.get("s_auc"),
+                    cq.get("mean_s_correct"),
+                    cq.get("mean_s_wrong"),
+                ]
+            )
+        sec.tables.append(
+            "<p>Pseudo-labels of the labelled classes against the ground-truth snippets, per refresh "
+            "round (0: what DCC started from); S AUC 0.5 means S says nothing about correctness.</p>"
+            + html_table(
+                ["round", "precision", "recall", "IoU", "S AUC", "mean S correct", "mean S wrong"], rows
+            )
+        )
+    else:
+        sec.notes.append(
+            "No pseudo-label rounds of a DCC run: run `wtal pseudolabel`, `wtal denoise`, `wtal train-dcc`."
+        )
+    geo_rows = []
+    for role in ROLES:
+        art = ctx.sel.tcas.get(role)
+        geo = (art.manifest.get("summary", {}).get("embedding_test") or {}) if art is not None else {}
+        if geo:
+            geo_rows.append([ROLES[role], geo.get("action_background_auc"), geo.get("intra_inter_ratio")])
+    if geo_rows:
+        sec.tables.append(
+            "<p>The base-branch embedding on the test videos: action-vs-background AUC of a centroid "
+            "direction fitted on half the videos (higher: a direction separates them) and the mean "
+            "distance to the own class centroid over the mean distance between class centroids (lower: "
+            "tighter, better separated classes).</p>"
+            + html_table(["model", "action/background AUC", "intra/inter class ratio"], geo_rows)
+        )
+    dcc = ctx.sel.models.get("dcc")
+    if dcc is not None:
+        df = read_parquet(dcc.path / "train_log.parquet", "training log")
+        if "grad_ratio" in df.columns and df["grad_ratio"].notna().any():
+            d = df.dropna(subset=["grad_ratio"])
+            steps = d["step"].to_numpy(np.float64)
+            run = ("DCC", {k: d[k].to_numpy() for k in ("grad_ratio", "grad_cos")}, steps)
+            sec.figures.append(
+                ReportFigure(
+                    loss_figure([run], ["grad_ratio", "grad_cos"], []),
+                    "On the CAS layers both losses train: <code>grad_ratio</code> = beta &times; |grad "
+                    "L_dcc| / |grad L_base| (how much the contrast pushes, relative to BaS-Net's loss) and "
+                    "<code>grad_cos</code> their cosine (0: orthogonal, negative: the contrast works "
+                    "against the classification loss).",
+                    "gradient share of the contrast",
+                )
+            )
+        else:
+            sec.notes.append("The DCC run did not log gradient shares (train it with --grad-every N).")
+    oracles = _oracle_runs(ctx)
+    if oracles:
+        rows = [[ROLES[r], _avg_map_of(ctx, ctx.sel.models[r])] for r in ROLES if r in ctx.sel.models]
+        rows += [[f"oracle {m.id}", _avg_map_of(ctx, m)] for m in oracles]
+        sec.tables.append(
+            "<p>Test average mAP (tIoU as evaluated) of the baseline, DCC and DCC on oracle targets from "
+            "the same baseline (a dash: not evaluated yet).</p>" + html_table(["model", "avg mAP"], rows)
+        )
+    return sec
+
+
 SECTIONS: tuple[Callable[[Context], Section], ...] = (
     section_tcas,
     section_rounds,
     section_embeddings,
     section_evaluation,
     section_losses,
+    section_diagnostics,
 )
 SECTION_TITLES = {
     "section_tcas": ("tcas", "1. T-CAS, ground truth and proposals on test videos"),
@@ -715,6 +841,7 @@ SECTION_TITLES = {
     "section_embeddings": ("embeddings", "3. Embeddings: action vs background snippets"),
     "section_evaluation": ("evaluation", "4. Precision-recall and mAP against tIoU"),
     "section_losses": ("losses", "5. Training losses"),
+    "section_diagnostics": ("diagnostics", "6. DCC diagnostics"),
 }
 
 
@@ -794,6 +921,7 @@ def render_html(
             parts.append(f"<p>{sec.intro}</p>")
         for note in sec.notes:
             parts.append(f'<p class="note">{esc(note)}</p>')
+        parts.extend(sec.tables)
         for i, fig in enumerate(sec.figures):
             parts.append(
                 f'<figure id="{sec.anchor}-{i + 1}"><img src="{_data_uri(fig.png)}" alt="{esc(fig.alt)}">'

@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -43,9 +44,10 @@ def workdir(tmp_path_factory) -> Store:
     model, tcas = baseline(store, fs.id, BaselineParams(device="cpu", iterations=30), **QUIET)
     pl = pseudolabel(store, tcas.id, **QUIET)
     conf = denoise(store, pl.id, params=DenoiseParams(clusters=4, device="cpu"), **QUIET)
-    params = DCCParams(iterations=10, refresh_every=5, proj_dim=16, device="cpu")
+    params = DCCParams(iterations=10, refresh_every=5, proj_dim=16, device="cpu", grad_every=2)
+    _, oracle_tcas = train_dcc(store, model.id, None, None, replace(params, targets="oracle"), **QUIET)
     _, dcc_tcas = train_dcc(store, model.id, pl.id, conf.id, params, **QUIET)
-    for t in (tcas, dcc_tcas):
+    for t in (tcas, oracle_tcas, dcc_tcas):
         evaluate(store, localize(store, t.id, **QUIET).id, **QUIET)
     return store
 
@@ -70,8 +72,8 @@ def test_full_report_embeds_every_figure_and_names_its_artifacts(workdir, page):
     out, text = page
     assert out.exists() and not list(out.parent.glob(".*.part"))  # atomic write left nothing behind
     images = pngs(text)
-    # 4 test videos + 3 training videos x rounds + embeddings + PR + mAP-vs-tIoU + losses
-    assert len(images) == 4 + 3 + 1 + 2 + 1
+    # 4 test videos + 3 training videos x rounds + embeddings + PR + mAP-vs-tIoU + losses + gradient share
+    assert len(images) == 4 + 3 + 1 + 2 + 1 + 1
     for png in images:
         assert png.startswith(b"\x89PNG\r\n\x1a\n")
         im = Image.open(io.BytesIO(png))
@@ -93,6 +95,22 @@ def test_full_report_embeds_every_figure_and_names_its_artifacts(workdir, page):
     assert len(shown) == 4 and set(shown) <= test_ids and set(shown) <= set(fs.annotations["video_id"])
 
 
+def test_diagnostics_section_shows_rounds_embeddings_and_the_oracle(workdir, page):
+    _, text = page
+    diag = text[text.index('id="diagnostics"') :]
+    sel = select_artifacts(workdir)
+    # one row per round, with the pseudo-label quality its artifact recorded
+    q1 = sel.rounds[1].pseudolabels.manifest["summary"]["quality"]
+    assert f"<td>1</td><td>{q1['precision']:.3f}</td><td>{q1['recall']:.3f}</td>" in diag
+    auc0 = sel.rounds[0].confidence.manifest["summary"]["quality"]["s_auc"]
+    assert f"<td>{auc0:.3f}</td>" in diag and 0.0 <= auc0 <= 1.0
+    geo = sel.tcas["dcc"].manifest["summary"]["embedding_test"]
+    assert f"<td>DCC</td><td>{geo['action_background_auc']:.3f}</td>" in diag
+    oracle = [m for m in workdir.artifacts("model") if m.params.get("dcc", {}).get("targets") == "oracle"]
+    assert len(oracle) == 1 and f"oracle {oracle[0].id}" in diag
+    assert 'alt="gradient share of the contrast"' in diag
+
+
 def test_video_choice_is_seeded_and_prefers_annotated():
     ids = [f"v{i}" for i in range(20)]
     preferred = {"v3", "v7", "v11"}
@@ -110,7 +128,9 @@ def test_report_map_equals_the_evaluation_exactly(workdir, page):
     and the mAP the page prints are result.json's, bit for bit."""
     _, text = page
     positive = 0
-    for ev in workdir.artifacts("evaluation"):
+    shown = select_artifacts(workdir).evaluations.values()  # (the oracle run's is not drawn there)
+    assert len(shown) == 2
+    for ev in shown:
         saved = json.loads((ev.path / "result.json").read_text())
         result, k, curves = evaluation_curves(workdir, ev)
         assert (
@@ -158,8 +178,9 @@ def test_damaged_and_partial_workdir_still_renders(workdir, tmp_path):
     assert any("No confidence map for round(s) [1]" in n for n in found)
     assert any("No evaluation for: baseline" in n for n in found)
     assert any(n.startswith("baseline proposals computed here") and "proposals.parquet" in n for n in found)
-    # the rest is drawn: the baseline T-CAS of 1 video, 3 round heatmaps, embeddings, PR + mAP of DCC, losses
-    assert len(pngs(text)) == 1 + 3 + 1 + 2 + 1
+    # the rest is drawn: the baseline T-CAS of 1 video, 3 round heatmaps, embeddings, PR + mAP of DCC,
+    # losses, the gradient share
+    assert len(pngs(text)) == 1 + 3 + 1 + 2 + 1 + 1
     assert len(re.findall(r'alt="T-CAS of ', text)) == 1
     shutil.rmtree(sel.features.path)  # without the feature set: no ground truth, no embedding split
     text = report(store, tmp_path / "r2.html", n_videos=1, **QUIET).read_text()
@@ -167,7 +188,7 @@ def test_damaged_and_partial_workdir_still_renders(workdir, tmp_path):
     assert any(f"feature set {sel.features.id}" in n and "is gone" in n for n in found)
     assert any("cannot be split into action and background" in n for n in found)
     assert any(n.startswith("No PR curve for DCC") and "its feature set is gone" in n for n in found)
-    assert len(pngs(text)) == 1 + 3 + 1 + 1  # T-CAS, round heatmaps, mAP against tIoU, losses
+    assert len(pngs(text)) == 1 + 3 + 1 + 1 + 1  # T-CAS, round heatmaps, mAP against tIoU, losses, gradients
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
