@@ -20,24 +20,30 @@ from wtalcli.evaluation.diagnostics import pseudolabel_quality, truth_with_backg
 
 
 def long_view(table: SnippetTable, classes: list[str], columns: dict[str, np.ndarray]) -> pd.DataFrame:
-    """One row per (video, snippet, channel) for each video's labelled classes and the background.
+    """One row per (video, snippet, channel) for each video's labelled classes and the background,
+    in video, snippet, channel order (vectorised: one ``nonzero`` over the snippets' channel masks).
 
     ``columns`` maps a column name to an ``(N, C+1)`` array aligned with ``table``."""
-    c = len(classes)
-    names = np.array(list(classes) + [BACKGROUND])
-    index = {k: i for i, k in enumerate(classes)}
-    parts = []
-    for r, (vid, labels) in enumerate(zip(table.videos["video_id"], table.videos["labels"], strict=True)):
-        span = table.span(r)
-        chans = np.array(sorted(index[x] for x in labels) + [c], np.int64)
-        n = span.stop - span.start
-        t = np.repeat(np.arange(n), len(chans))
-        ch = np.tile(chans, n)
-        frame = {"video_id": vid, "t": t.astype(np.int32), "class": names[ch]}
-        for name, arr in columns.items():
-            frame[name] = np.asarray(arr[span])[t, ch]
-        parts.append(pd.DataFrame(frame))
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    videos = table.videos
+    if len(videos) == 0:
+        return pd.DataFrame()
+    names = np.array(list(classes) + [BACKGROUND], dtype=object)
+    chans = np.ones((len(videos), len(classes) + 1), dtype=bool)  # (V, C+1): labelled classes + bg
+    chans[:, :-1] = label_matrix(videos["labels"], classes, bool)
+    n = videos["n_snippets"].to_numpy(np.int64)
+    off = videos["offset"].to_numpy(np.int64)
+    video_of = np.repeat(np.arange(len(videos)), n)  # (N,) in table order
+    rows = np.concatenate([np.arange(o, o + k) for o, k in zip(off, n, strict=True)])
+    snip, ch = np.nonzero(chans[video_of])  # (L,) pairs, snippets in order, channels ascending
+    v = video_of[snip]
+    frame = {
+        "video_id": videos["video_id"].to_numpy(dtype=object)[v],
+        "t": (snip - np.repeat(np.cumsum(n) - n, n)[snip]).astype(np.int32),
+        "class": names[ch],
+    }
+    for name, arr in columns.items():
+        frame[name] = np.asarray(arr)[rows[snip], ch]
+    return pd.DataFrame(frame)
 
 
 def ground_truth_of(store: Store, art: Artifact, table: SnippetTable) -> np.ndarray | None:

@@ -35,6 +35,13 @@ def module_file(name: str, root: Path = ROOT) -> Path | None:
 
 def _imported(path: Path, name: str, root: Path) -> set[str]:
     """Project modules named by the import statements of ``path`` (module ``name``)."""
+    st = path.stat()
+    return _imported_cached(path, name, root, st.st_mtime_ns, st.st_size)
+
+
+@functools.cache
+def _imported_cached(path: Path, name: str, root: Path, mtime_ns: int, size: int) -> set[str]:
+    """:func:`_imported` for one version of the file (the parse is done once per process)."""
     tree = ast.parse(path.read_bytes(), filename=str(path))
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
