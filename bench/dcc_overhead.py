@@ -1,5 +1,6 @@
-"""Benchmark: the cost of a DCC iteration against a baseline iteration (issue target: at most 1.3x,
-refresh rounds amortised), through the real stage functions on a synthetic preset.
+"""Benchmark: the cost of a DCC iteration against a baseline iteration (target: at most 1.3x,
+refresh rounds amortised), through the real stage functions on a synthetic preset, and the FLOP
+count of both at any shape (``--flops``: the THUMOS shape's figure where no GPU is at hand).
 
 Both trainings run the same number of iterations on the same feature set, in one process, one
 after the other; each is timed end to end by the stage (training loop, checkpoints and the final
@@ -9,7 +10,8 @@ k-means, confidence map). Reported per iteration, in wall and in process CPU sec
 figure on a shared machine), and the ratio DCC / baseline. A torch-profiler breakdown of a few DCC
 steps shows where the extra time goes.
 
-Usage: ``.venv/bin/python bench/dcc_overhead.py [--preset small] [--iterations 120] [--threads 1]``
+Usage: ``.venv/bin/python bench/dcc_overhead.py [--preset small] [--iterations 120] [--threads 1]
+[--head linear] [--branch base] [--pooling mean]``; ``--flops`` prints the FLOP counts only.
 (with ``--iterations`` below the preset's, the refresh period is the one the full run would use,
 so the rounds are amortised the same way).
 """
@@ -31,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-import stages.baseline as baseline_stage  # noqa: E402
+import wtalcli.model.runner as runner  # noqa: E402
 from stages.baseline import baseline  # noqa: E402
 from stages.denoise import denoise  # noqa: E402
 from stages.extract import extract_synthetic  # noqa: E402
@@ -61,14 +63,14 @@ class StepClock:
 
     def __init__(self):
         self.marks: list[tuple[float, float]] = []
-        original = baseline_stage.StepLog.__call__
+        original = runner.StepLog.__call__
         clock = self
 
         def call(self_, step, terms):
             clock.marks.append((time.perf_counter(), time.process_time()))
             return original(self_, step, terms)
 
-        baseline_stage.StepLog.__call__ = call
+        runner.StepLog.__call__ = call
 
     def take(self) -> dict:
         m = np.asarray(self.marks)
@@ -100,12 +102,27 @@ def main() -> None:
         "B16 T750 D2048 H2048), baseline vs DCC, alternating",
     )
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--head", default="linear", choices=("linear", "mlp", "none"))
+    ap.add_argument("--branch", default="base", choices=("base", "suppression", "both"))
+    ap.add_argument("--pooling", default="mean", choices=("mean", "weighted"))
+    ap.add_argument(
+        "--flops", action="store_true", help="print the FLOP counts at the small and THUMOS shapes"
+    )
     ap.add_argument("--json", type=Path, default=Path(__file__).parent / "out" / "dcc_overhead.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.flops:
+        for name, shape in SHAPES.items():
+            f = dcc_flops(*shape, head=args.head, branch=args.branch)
+            print(
+                f"# {name} shape (B, T, D, H, filter, C = {shape}), head {args.head}, branch {args.branch}: "
+                f"BaS-Net step {f['basnet'] / 1e9:.2f} GFLOP, DCC adds {f['dcc'] / 1e9:.3f} GFLOP "
+                f"(head {f['head'] / 1e9:.3f}, pooling {f['pooling'] / 1e9:.3f}, loss {f['loss'] / 1e9:.3f}) "
+                f"-> {f['ratio']:.3f}x"
+            )
+        return
     if args.steps_only:
-        shape = {"small": (16, 128, 256, 256, 128, 20), "thumos": (16, 750, 2048, 2048, 512, 20)}
-        r = step_costs(*shape[args.steps_only], reps=args.reps, train_videos=200)
+        r = step_costs(*SHAPES[args.steps_only], reps=args.reps, train_videos=200, head_kind=args.head)
         print(
             f"# {args.steps_only} shape, {args.threads} thread(s), median of {r['reps']} alternating steps, "
             f"load {os.getloadavg()[0]:.2f}: baseline {r['baseline_ms']:.0f} ms CPU, DCC "
@@ -130,7 +147,14 @@ def main() -> None:
             lambda: baseline(store, fs.id, BaselineParams(iterations=args.iterations, seed=2), log=quiet)
         )
         b_steps = clock.take()
-        dp = DCCParams(iterations=args.iterations, seed=2, refresh_every=refresh)
+        dp = DCCParams(
+            iterations=args.iterations,
+            seed=2,
+            refresh_every=refresh,
+            head=args.head,
+            branch=args.branch,
+            pooling=args.pooling,
+        )
         (dm, dw, dc) = timed(lambda: train_dcc(store, base_full.id, pl.id, conf.id, dp, log=quiet))
         d_steps = clock.take()
         rounds = store.get(dm[0].path).manifest["summary"].get("rounds")
@@ -143,6 +167,7 @@ def main() -> None:
         "iterations": n,
         "refresh_every": refresh,
         "refresh_rounds": rounds,
+        "dcc": {"head": args.head, "branch": args.branch, "pooling": args.pooling},
         "threads": args.threads,
         "baseline_ms_per_it": {"wall": 1000 * bw / n, "cpu": 1000 * bc / n},
         "dcc_ms_per_it": {"wall": 1000 * dw / n, "cpu": 1000 * dc / n},
@@ -176,7 +201,60 @@ def main() -> None:
     args.json.write_text(json.dumps(res, indent=1))
 
 
-def step_costs(b: int, t: int, d: int, hidden: int, attn: int, c: int, reps: int, train_videos: int) -> dict:
+SHAPES = {"small": (16, 128, 256, 256, 128, 20), "thumos": (16, 750, 2048, 2048, 512, 20)}
+
+
+def dcc_flops(
+    b: int,
+    t: int,
+    d: int,
+    hidden: int,
+    attn: int,
+    c: int,
+    head: str = "linear",
+    branch: str = "base",
+    proj: int = 512,
+    regions: int = 5,
+    train_videos: int = 200,
+    labels_per_video: float = 1.1,
+) -> dict:
+    """Multiply-add FLOPs (2 per MAC) of one BaS-Net step and of what DCC adds to it: the
+    projection head (forward, weight and input gradients), region pooling (forward and the gradient
+    to the projected snippets) and the InfoNCE logits against the batch and a full memory bank
+    (forward and backward); elementwise work ignored, as in ``count_train_flops``."""
+    from wtalcli.model.basnet import count_train_flops
+
+    base = count_train_flops(b, t, d, c, hidden, attn)["total"]
+    p = hidden if head == "none" else proj
+    n = b * t
+    head_f = {"linear": 6 * n * hidden * proj, "mlp": 6 * n * (hidden * proj + proj * proj), "none": 0}[head]
+    pairs = b * labels_per_video  # labelled (video, class) pairs in a batch
+    pooling = 2 * 2 * pairs * 2 * regions * t * p  # forward + gradient to x
+    anchors = pairs * regions
+    candidates = train_videos * labels_per_video * 2 * regions
+    loss = 2 * 2 * anchors * candidates * p  # logits forward + backward
+    extra = (head_f + pooling + loss) * (2 if branch == "both" else 1)
+    return {
+        "basnet": base,
+        "head": head_f,
+        "pooling": pooling,
+        "loss": loss,
+        "dcc": extra,
+        "ratio": (base + extra) / base,
+    }
+
+
+def step_costs(
+    b: int,
+    t: int,
+    d: int,
+    hidden: int,
+    attn: int,
+    c: int,
+    reps: int,
+    train_videos: int,
+    head_kind: str = "linear",
+) -> dict:
     """One BaS-Net training step (forward, loss, backward, Adam) with and without the DCC terms
     (projection head, region pooling, InfoNCE against a full memory bank, bank update) at the given
     shape, on random inputs, alternating the two so that load drift hits both; median CPU ms."""
@@ -189,11 +267,11 @@ def step_costs(b: int, t: int, d: int, hidden: int, attn: int, c: int, reps: int
     labels = np.zeros((train_videos, c), np.float32)
     labels[np.arange(train_videos), rng.integers(0, c, train_videos)] = 1
     labels[rng.random(train_videos) < 0.2, 0] = 1  # some multi-label videos
-    bank = RegionBank(labels, 5, 512)
-    bank.feat = torch.nn.functional.normalize(torch.randn(len(bank), 512, generator=g), dim=-1)
+    head = ProjectionHead(hidden, 512, head_kind)
+    bank = RegionBank(labels, 5, head.out_dim)
+    bank.feat = torch.nn.functional.normalize(torch.randn(len(bank), head.out_dim, generator=g), dim=-1)
     bank.valid[:] = True
     model = BaSNet(d, c, hidden=hidden, attn_hidden=attn)
-    head = ProjectionHead(hidden, 512)
     opt = torch.optim.Adam([*model.parameters(), *head.parameters()], lr=1e-4)
     x = torch.randn(b, t, d, generator=g)
     pos = rng.choice(train_videos, b, replace=False)
