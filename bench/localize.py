@@ -1,7 +1,8 @@
 """Benchmark ``wtalcli.evaluation.localization.localize_all`` at THUMOS14 test scale (performance.md section 5).
 
-Synthetic T-CAS: 212 videos x (20 classes + background) x T = 750 snippets, softmax over
-channels of smooth random logits with 2-8 planted action segments of 1-3 classes per video.
+Synthetic T-CAS: 212 videos x (20 classes + background) x T = 750 snippets of raw activations
+(smooth random logits, as the model's last convolution gives them) with 2-8 planted action
+segments of 1-3 classes per video.
 Two settings:
 
 - ``all classes kept``: every class score >= 0.25, so 212 x 20 series x 10 activation thresholds
@@ -10,7 +11,7 @@ Two settings:
 
 Compared with a straightforward implementation in the same run: dense x24 upsampling, one
 boolean mask and ``np.split`` per threshold, a Python loop over proposals for the outer-inner
-score, and the usual one-at-a-time greedy NMS loop (BaS-Net's structure without its quirks) on
+score (on the curve zeroed below the threshold), and the usual one-at-a-time greedy NMS loop (BaS-Net's structure without its quirks) on
 ``--reference-videos`` videos, extrapolated to all videos (labelled as such).  The two must give
 the same detections.
 
@@ -35,7 +36,7 @@ from wtalcli.evaluation.localization import LocalizeParams, localize_all, minmax
 
 
 def synthetic_cas(n_videos: int, n_classes: int, T: int, seed: int):
-    """Softmax CAS (T, C+1) per video and scores for the two settings."""
+    """Raw CAS (T, C+1) per video and scores for the two settings."""
     rng = np.random.default_rng(seed)
     kernel = np.exp(-0.5 * (np.arange(-12, 13) / 4.0) ** 2)
     kernel /= kernel.sum()
@@ -53,8 +54,7 @@ def synthetic_cas(n_videos: int, n_classes: int, T: int, seed: int):
                 e = min(T, s + rng.integers(5, 60))
                 logits[s:e, c] += 4.0
                 logits[s:e, -1] -= 2.0
-        z = np.exp(logits - logits.max(axis=1, keepdims=True))
-        cas.append((z / z.sum(axis=1, keepdims=True)).astype(np.float32))
+        cas.append(logits.astype(np.float32))
         planted.append(classes)
     all_kept = [np.concatenate([rng.uniform(0.3, 1.0, n_classes), [0.1]]) for _ in range(n_videos)]
     realistic = []
@@ -78,7 +78,8 @@ def reference_localize(cas, scores, grid: TimeGrid, p: LocalizeParams) -> list[t
         for col, c in enumerate(keep):
             props = []
             for j, th in enumerate(p.act_thresholds):
-                idx = np.flatnonzero((up[:, col] >= th) & (up[:, col] > 0))
+                z = np.where(up[:, col] >= th, up[:, col], 0.0)  # zeroed below the threshold
+                idx = np.flatnonzero(z > 0)
                 if len(idx) == 0:
                     continue
                 for run in np.split(idx, np.flatnonzero(np.diff(idx) != 1) + 1):
@@ -87,8 +88,8 @@ def reference_localize(cas, scores, grid: TimeGrid, p: LocalizeParams) -> list[t
                     o_s = max(0, int(np.floor(a - p.oic_lambda * length)))
                     o_e = min(n - 1, int(np.floor(b - 1 + p.oic_lambda * length)))
                     outer = list(range(o_s, a)) + list(range(b, o_e + 1))
-                    outer_mean = up[outer, col].mean() if outer else 0.0
-                    score = up[a:b, col].mean() - outer_mean + p.oic_gamma * sc[c]
+                    outer_mean = z[outer].mean() if outer else 0.0
+                    score = z[a:b].mean() - outer_mean + p.oic_gamma * sc[c]
                     props.append((score, j, a, b))
             props.sort(key=lambda q: (-q[0], q[1], q[2]))
             kept: list[tuple] = []

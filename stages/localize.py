@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from wtalcli.core.console import log as _log
@@ -14,6 +15,15 @@ from wtalcli.core.store import Artifact, Store, build_or_skip
 from wtalcli.data.schema import SUBSETS, TCAS
 
 RESULTS = "proposals.json"
+
+
+def holds_probabilities(cas: np.ndarray) -> bool:
+    """True when every row of ``cas`` is a probability vector: a T-CAS written before the T-CAS
+    held the raw activations (a raw CAS essentially never has rows in [0, 1] summing to 1)."""
+    x = np.asarray(cas, dtype=np.float64)
+    return bool(
+        x.size and x.min() >= 0 and x.max() <= 1 and np.allclose(x.sum(axis=1), 1.0, rtol=0, atol=1e-4)
+    )
 
 
 def localize(
@@ -39,6 +49,13 @@ def localize(
         if len(rows) == 0:
             raise InputError(f"the T-CAS has no {subset!r} videos", "pick another --subset")
         cas = [t.cas[t.span(int(r))] for r in rows]
+        if holds_probabilities(np.concatenate(cas)):
+            raise InputError(
+                f"the T-CAS {tcas_art.id} holds softmax probabilities, not raw class activations "
+                "(written by an older wtal)",
+                "rebuild it (wtal baseline --force, or wtal train-dcc --force)",
+                path=tcas_art.path,
+            )
         det = localize_all(cas, t.scores[rows], [t.grid(int(r)) for r in rows], p)
         ids = t.videos["video_id"].to_numpy()[rows].tolist()
         external = {

@@ -312,16 +312,18 @@ def _code(art: Artifact) -> str:
 
 
 def section_tcas(ctx: Context) -> Section:
-    from wtalcli.evaluation.localization import LocalizeParams, localize_all
+    from wtalcli.evaluation.localization import LocalizeParams, localize_all, minmax_norm
     from wtalcli.report.plots import Segment, TcasPanel, tcas_figure
 
     sec = Section(
         *SECTION_TITLES["section_tcas"],
-        "The suppression-branch class activation sequence (T-CAS: softmax over the classes and the "
-        "background) of each model on a few test videos, on a seconds axis where each snippet's value is "
-        "drawn over its own time cell. Solid lines: the video's labelled classes (legend: their "
-        "video-level scores); dashed: the background; shaded spans: ground-truth segments. Under each "
-        "T-CAS: a ground-truth lane, then one lane per proposal, best score first.",
+        "The suppression-branch class activation sequence (T-CAS) of each model on a few test videos, "
+        "each channel min-max normalised over the video as localization sees it (BaS-Net's min-max with "
+        "relu'd minimum and maximum; negative activations drawn at 0, below every activation threshold), "
+        "on a seconds axis where each snippet's value is drawn over its own time cell. Solid lines: the "
+        "video's labelled classes (legend: their video-level scores); dashed: the background; shaded "
+        "spans: ground-truth segments. Under each T-CAS: a ground-truth lane, then one lane per "
+        "proposal, best score first.",
     )
     roles = [r for r in ROLES if r in ctx.sel.tcas]
     if not roles:
@@ -396,7 +398,7 @@ def section_tcas(ctx: Context) -> Section:
                 TcasPanel(
                     title=f"{ROLES[role]} ({ctx.sel.tcas[role].id})",
                     edges=edges,
-                    cas=cas[:, chans],
+                    cas=np.clip(minmax_norm(cas[:, chans]), 0.0, 1.0),
                     channels=labelled + [-1],
                     channel_scores=[float(t.scores[r, c]) for c in chans],
                     proposals=segs,

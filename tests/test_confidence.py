@@ -298,12 +298,24 @@ def test_pseudo_labels_minmax_uses_relu_and_clip() -> None:
     np.testing.assert_array_equal(out, [[0, 0], [0, 0], [1, 0]])
 
 
+def test_pseudo_labels_of_a_raw_channel_that_is_negative_throughout() -> None:
+    # raw CAS: class 0 never fires (all < 0): relu'd max 0, range 1, clip -> all 0 -> no label
+    # (x > mean(x) on the unclipped values would label the two highest snippets); the background
+    # mixes signs: x / relu(max) clipped = 0, 0, .5, 1 -> mean .375 -> 0 0 1 1
+    cas = np.array([[-3.0, -1.0], [-2.0, -0.5], [-0.5, 1.0], [-0.4, 2.0]], dtype=np.float32)
+    out = mean_threshold_labels(cas, np.array([0]), np.array([4]), np.array([[1]]))
+    np.testing.assert_array_equal(out, [[0, 0], [0, 0], [0, 1], [0, 1]])
+
+
 def test_pseudo_labels_match_a_per_video_reference() -> None:
     rng = np.random.default_rng(7)
     lengths = rng.integers(1, 40, size=25)
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     n_classes = 6
-    cas = rng.random((int(lengths.sum()), n_classes + 1)).astype(np.float32)
+    # raw activations of both signs, channels shifted so some are mostly negative
+    cas = (
+        rng.normal(0.0, 1.0, (int(lengths.sum()), n_classes + 1)) + rng.normal(0, 1.5, n_classes + 1)
+    ).astype(np.float32)
     vl = (rng.random((25, n_classes)) < 0.3).astype(np.uint8)
     out = mean_threshold_labels(cas, offsets, lengths, vl)
     for v, (o, ln) in enumerate(zip(offsets, lengths, strict=True)):

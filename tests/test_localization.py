@@ -1,4 +1,5 @@
-"""Tests of BaS-Net inference (``wtalcli.evaluation.localization``)."""
+"""Tests of BaS-Net inference (``wtalcli.evaluation.localization``); the comparison with a port of
+the official code is in ``test_official_inference.py``."""
 
 from __future__ import annotations
 
@@ -65,9 +66,11 @@ def test_planted_segments_come_back_exactly_in_seconds():
     np.testing.assert_allclose([g[1:] for g in got], [w[1:] for w in want], rtol=0, atol=1e-12)
     # 16 x / 25 seconds for the THUMOS I3D grid
     assert got[0][1:] == pytest.approx((10 * 16 / 25, 30 * 16 / 25))
-    # the score is the outer-inner contrast of the upsampled series, computed here densely
+    # the score is the outer-inner contrast of the upsampled series zeroed below the threshold,
+    # computed here densely
     for c, a, b, sc in zip(det.label, det.t_start, det.t_end, det.score, strict=True):
         up = upsample_dense(minmax_norm(cas[:, [c]]), 24, "center")[:, 0]
+        up[up < 0.5] = 0.0
         s, e = (int(round(x)) for x in GRID.seconds_to_index(np.array([a, b])) * 24)
         band = int(0.25 * (e - s))
         outer = np.concatenate([up[max(0, s - band) : s], up[e : e + band]])
@@ -111,23 +114,37 @@ def test_default_thresholds_recover_planted_segments():
 
 
 def test_outer_inner_contrast_on_a_hand_case():
-    # no upsampling (x1, centre alignment: sample j = snippet j); threshold 0.75
-    x = np.array([0, 0.5, 1, 1, 1, 1, 0.5, 0, 0, 0], dtype=np.float32)
+    # no upsampling (x1, centre alignment: sample j = snippet j); threshold 0.4
+    x = np.array([0, 0.3, 1, 1, 1, 1, 0.5, 0, 0, 0], dtype=np.float32)
     cas = np.stack([x, 1 - x], axis=1)
-    params = LocalizeParams(act_thresholds=(0.75,), upsample=1)
+    params = LocalizeParams(act_thresholds=(0.4,), upsample=1)
     det = localize_video(cas, np.array([0.5, 0.1]), GRID, params)
-    # run [2, 6): L = 4, band 1 each side: samples 1 and 6 (0.5 each) -> 1 - 0.5 + 0.2 * 0.5
-    assert det.score.tolist() == pytest.approx([0.6])
+    # run [2, 7) = 1, 1, 1, 1, 0.5 (mean 0.9): L = 5, band int(1.25) = 1 each side: samples 1
+    # (0.3, below the threshold: zeroed) and 7 (0) -> 0.9 - 0 + 0.2 * 0.5
+    assert det.score.tolist() == pytest.approx([0.9 + 0.1])
     assert det.t_start.tolist() == pytest.approx([2 * 16 / 25])
-    assert det.t_end.tolist() == pytest.approx([6 * 16 / 25])
-    # a band clipped by the video start: run [0, 4) of [1, 1, 1, 1, 0.5, 0, ...]: only sample 4
-    y = np.array([1, 1, 1, 1, 0.5, 0, 0, 0], dtype=np.float32)
-    det = localize_video(np.stack([y, 1 - y], axis=1), np.array([0.5, 0.1]), GRID, params)
-    assert det.score.tolist() == pytest.approx([1 - 0.5 + 0.2 * 0.5])
-    # bands shorter than one sample are empty (BaS-Net's int()): run [0, 2) of [1, 1, 0.5, ...]
-    y = np.array([1, 1, 0.5, 0, 0, 0, 0, 0], dtype=np.float32)
-    det = localize_video(np.stack([y, 1 - y], axis=1), np.array([0.5, 0.1]), GRID, params)
-    assert det.score.tolist() == pytest.approx([1 + 0.2 * 0.5])
+    assert det.t_end.tolist() == pytest.approx([7 * 16 / 25])
+    # the outer band counts the other runs of the same threshold: runs [0, 8) and [9, 10) of
+    # [1 x 8, 0.3, 0.8, 0, ...] at 0.4; the first run's band (2 samples) is 0.3 (zeroed) and 0.8
+    y = np.array([1] * 8 + [0.3, 0.8, 0, 0], dtype=np.float32)
+    cas_y = np.stack([y, 1 - y], axis=1)
+    det = localize_video(cas_y, np.array([0.5, 0.1]), GRID, params)
+    starts = np.round(GRID.seconds_to_index(det.t_start)).astype(int).tolist()
+    by_start = dict(zip(starts, det.score.tolist(), strict=True))
+    assert by_start[0] == pytest.approx(1 - 0.4 + 0.2 * 0.5)
+    # the second run (L = 1) has an empty band (BaS-Net's int(0.25))
+    assert by_start[9] == pytest.approx(0.8 + 0.2 * 0.5)
+    # at threshold 0.2 the same curve gives one run [0, 10) with a 2-sample band of zeros
+    det = localize_video(cas_y, np.array([0.5, 0.1]), GRID, LocalizeParams(act_thresholds=(0.2,), upsample=1))
+    assert det.score.tolist() == pytest.approx([np.mean(y[:10]) + 0.1])
+
+
+def test_outer_band_is_zeroed_below_the_threshold_not_the_raw_curve():
+    # the band of run [4, 8) at threshold 0.5 holds 0.45 and 0.45 (raw): zeroed, the outer mean is 0
+    x = np.array([0, 0, 0, 0.45, 1, 1, 1, 1, 0.45, 0, 0, 0], dtype=np.float32)
+    cas = np.stack([x, 1 - x], axis=1)
+    det = localize_video(cas, np.array([0.5, 0.1]), GRID, LocalizeParams(act_thresholds=(0.5,), upsample=1))
+    assert det.score.tolist() == pytest.approx([1.0 + 0.1])  # the raw curve would give 1 - 0.45 + 0.1
 
 
 def test_seconds_round_trip_to_sample_indices():
@@ -200,12 +217,14 @@ def test_results_json_round_trip_and_perfect_score(tmp_path):
 
 
 def dense_proposals(values: np.ndarray, upsample: int, alignment: str, thetas, lam: float):
-    """The straightforward way on one normalised series: (threshold index, start, end, inner - outer)."""
+    """The straightforward way on one normalised series: (threshold index, start, end, inner - outer),
+    both means on the upsampled curve zeroed below the threshold."""
     up = upsample_dense(values[:, None], upsample, alignment)[:, 0]
     n = len(up)
     out = []
     for j, th in enumerate(thetas):
-        idx = np.flatnonzero((up >= th) & (up > 0))
+        z = np.where(up >= th, up, 0.0)
+        idx = np.flatnonzero(z > 0)
         if len(idx) == 0:
             continue
         for run in np.split(idx, np.flatnonzero(np.diff(idx) != 1) + 1):
@@ -214,7 +233,7 @@ def dense_proposals(values: np.ndarray, upsample: int, alignment: str, thetas, l
             o_s = max(0, int(np.floor(s - lam * length)))
             o_e = min(n - 1, int(np.floor(e - 1 + lam * length)))
             outer = list(range(o_s, s)) + list(range(e, o_e + 1))
-            out.append((j, s, e, up[s:e].mean() - (up[outer].mean() if outer else 0.0)))
+            out.append((j, s, e, z[s:e].mean() - (z[outer].mean() if outer else 0.0)))
     return sorted(out)
 
 
@@ -229,7 +248,8 @@ def dense_proposals(values: np.ndarray, upsample: int, alignment: str, thetas, l
 )
 def test_fast_proposals_equal_dense_upsampling(T, upsample, alignment, K, plateaus, seed):
     rng = np.random.default_rng(seed)
-    raw = rng.integers(0, 5, (T, K)) / 4.0 if plateaus else rng.random((T, K))  # exact threshold hits too
+    # exact threshold hits too; negative values (raw CAS) stay negative after the min-max
+    raw = rng.integers(-2, 5, (T, K)) / 4.0 if plateaus else rng.normal(0.3, 1.0, (T, K))
     values = minmax_norm(raw).T
     thetas = np.array(BASNET_ACT_THRESHOLDS + (0.5, 1.0))
     k, j, s, e, score = _series_proposals(values, _geometry(T, upsample, alignment), thetas, 0.25)
@@ -269,14 +289,14 @@ def test_minmax_norm_is_basnets():
 # ----------------------------------------------------------------------------- NMS
 
 
-def greedy_nms(start, end, score, tiou):
+def greedy_nms(start, end, score, tiou, pad=0.0):
     order = sorted(range(len(start)), key=lambda i: (-score[i], i))
     keep = []
     for i in order:
         ok = True
         for k in keep:
-            inter = max(0.0, min(end[i], end[k]) - max(start[i], start[k]))
-            union = (end[i] - start[i]) + (end[k] - start[k]) - inter
+            inter = max(0.0, min(end[i], end[k]) - max(start[i], start[k]) + pad)
+            union = (end[i] - start[i] + pad) + (end[k] - start[k] + pad) - inter
             if inter / union >= tiou:
                 ok = False
                 break
@@ -285,13 +305,13 @@ def greedy_nms(start, end, score, tiou):
     return sorted(keep)
 
 
-def _assert_nms_property(start, end, score, tiou):
+def _assert_nms_property(start, end, score, tiou, pad=0.0):
     kept = np.arange(len(start))
     for a in kept:
         for b in kept:
             if a < b:
-                inter = max(0.0, min(end[a], end[b]) - max(start[a], start[b]))
-                union = (end[a] - start[a]) + (end[b] - start[b]) - inter
+                inter = max(0.0, min(end[a], end[b]) - max(start[a], start[b]) + pad)
+                union = (end[a] - start[a] + pad) + (end[b] - start[b] + pad) - inter
                 assert inter / union < tiou
 
 
@@ -303,21 +323,25 @@ def _assert_nms_property(start, end, score, tiou):
         max_size=60,
     ),
     st.sampled_from([0.3, 0.5, 0.7, 1.0]),
+    st.sampled_from([0.0, 1.0, 2.5]),
+    st.sampled_from([1.0, 0.4]),
 )
-def test_nms_equals_greedy_loop(items, tiou):
+def test_nms_equals_greedy_loop(items, tiou, pad, unit):
+    """``pad``: BaS-Net's ``+ 1`` on lengths (in seconds: ``unit`` < 1 puts intervals closer
+    than ``pad`` apart, which then overlap)."""
     group = np.array([i[0] for i in items], dtype=np.int64)
-    start = np.array([i[1] for i in items], dtype=np.int64)
-    end = start + np.array([i[2] for i in items], dtype=np.int64)
+    start = np.array([i[1] for i in items], dtype=np.int64) * unit
+    end = start + np.array([i[2] for i in items], dtype=np.int64) * unit
     score = np.array([i[3] for i in items], dtype=np.float64)
     rank = np.empty(len(items), dtype=np.int64)
     rank[np.lexsort((np.arange(len(items)), -score))] = np.arange(len(items))
-    keep = nms_groups(group, start, end, rank, tiou)
+    keep = nms_groups(group, start, end, rank, tiou, pad=pad)
     for g in np.unique(group):
         idx = np.flatnonzero(group == g)
-        want = greedy_nms(start[idx], end[idx], score[idx], tiou)
+        want = greedy_nms(start[idx], end[idx], score[idx], tiou, pad)
         assert np.flatnonzero(keep[idx]).tolist() == want
         kept = idx[keep[idx]]
-        _assert_nms_property(start[kept], end[kept], score[kept], tiou)
+        _assert_nms_property(start[kept], end[kept], score[kept], tiou, pad)
         assert keep[idx[np.argmax(score[idx])]]  # the best of every group survives
 
 
@@ -348,7 +372,23 @@ def test_bad_inputs_raise_input_errors():
         localize_video(bad, np.full(3, 0.9), GRID)
     with pytest.raises(InputError, match="one per video"):
         localize_all([good, good], [np.zeros(3)], GRID)
-    for kwargs in ({"upsample": 0}, {"alignment": "left"}, {"nms_tiou": 0.0}, {"max_proposals": 0}):
+    for kwargs in (
+        {"upsample": 0},
+        {"alignment": "left"},
+        {"nms_tiou": 0.0},
+        {"max_proposals": 0},
+        {"oic_class_score": "binarised"},
+        {"nms_plus_one": "yes"},
+        {"oic_lambda": float("nan")},
+        {"oic_gamma": float("inf")},
+        {"class_threshold": 1.5},
+    ):
         with pytest.raises(InputError):
             LocalizeParams(**kwargs)
+    with pytest.raises(InputError, match="span"):
+        localize_all([good], [np.full(3, 0.9)], GRID, spans=[0])
+    with pytest.raises(InputError, match="spans"):
+        localize_all([good], [np.full(3, 0.9)], GRID, spans=[10, 10])
+    with pytest.raises(InputError, match="pad"):
+        nms_groups(np.zeros(1, np.int64), np.zeros(1), np.ones(1), np.zeros(1, np.int64), 0.5, pad=-1.0)
     assert len(localize_video(good, np.zeros(3), GRID)) == 0  # nothing kept: empty, no error

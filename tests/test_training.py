@@ -17,7 +17,7 @@ from wtalcli.core.errors import InputError, MismatchError, WtalError
 from wtalcli.data.schema import FeatureSet, write_feature_set
 from wtalcli.model import sampling
 from wtalcli.model.config import PRESETS, TrainConfig, preset_config
-from wtalcli.model.inference import infer
+from wtalcli.model.inference import cas_probabilities, infer
 from wtalcli.model.trainer import BatchPlan, Trainer, model_from_checkpoint, read_checkpoint
 
 D, C = 16, 3
@@ -434,11 +434,11 @@ def test_inference_maps_back_to_every_snippet_and_streams_into_memmaps(fs, tmp_p
     lengths = fs.videos["n_snippets"].to_numpy()[rows]
     assert res.cas.shape == (lengths.sum(), C + 1) and res.cas.dtype == np.float32
     assert res.scores.shape == (len(rows), C + 1) and res.h.shape == (lengths.sum(), 16)
-    np.testing.assert_allclose(res.cas.sum(axis=1), 1.0, rtol=1e-5)
+    assert res.samples is None
     assert np.array_equal(res.offsets, np.concatenate([[0], np.cumsum(lengths)[:-1]]))
     assert model.training  # mode restored
 
-    # one video by hand: sample, run, softmax, map back
+    # one video by hand: sample, run, map the raw CAS back (no softmax)
     k = 2
     feats = np.asarray(fs.features_of(int(rows[k])))
     idx = sampling.eval_indices(len(feats), t)
@@ -446,9 +446,15 @@ def test_inference_maps_back_to_every_snippet_and_streams_into_memmaps(fs, tmp_p
     with torch.no_grad():
         out = model(torch.from_numpy(feats[idx])[None])
     model.train()
-    prob = torch.softmax(out.cas_supp[0], dim=-1).numpy()
+    raw = out.cas_supp[0].numpy()
     span = slice(res.offsets[k], res.offsets[k] + lengths[k])
-    np.testing.assert_allclose(res.cas[span], sampling.map_back(prob, len(feats)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(res.cas[span], sampling.map_back(raw, len(feats)), rtol=1e-5, atol=1e-6)
+    # the probability view is the softmax of the raw CAS
+    prob = cas_probabilities(res.cas[span])
+    np.testing.assert_allclose(prob.sum(axis=1), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(
+        prob, torch.softmax(torch.from_numpy(res.cas[span]).double(), dim=-1).numpy(), rtol=1e-10
+    )
     np.testing.assert_allclose(res.scores[k], out.p_supp[0].numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(
         res.h[span], sampling.map_back(out.h_base[0].numpy(), len(feats)), rtol=1e-5, atol=1e-5
@@ -457,8 +463,11 @@ def test_inference_maps_back_to_every_snippet_and_streams_into_memmaps(fs, tmp_p
     # streaming into memory maps (float16 embeddings) gives the same numbers
     cas_mm = np.lib.format.open_memmap(tmp_path / "cas.npy", mode="w+", dtype=np.float32, shape=res.cas.shape)
     h_mm = np.lib.format.open_memmap(tmp_path / "h.npy", mode="w+", dtype=np.float16, shape=res.h.shape)
-    res2 = infer(model, fs, rows, t, "cpu", batch=3, cas_out=cas_mm, h_out=h_mm)
+    res2 = infer(model, fs, rows, t, "cpu", batch=3, cas_out=cas_mm, h_out=h_mm, with_samples=True)
     assert res2.cas is cas_mm and res2.h is h_mm
+    # the raw CAS at the T test samples, as the model gave it
+    assert res2.samples.shape == (len(rows), t, C + 1)
+    np.testing.assert_allclose(res2.samples[k], raw, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(cas_mm, res.cas, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(h_mm.astype(np.float32), res.h, rtol=2e-3, atol=2e-3)
     with pytest.raises(ValueError):

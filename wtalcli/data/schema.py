@@ -13,8 +13,8 @@ Feature set (an artifact directory of kind ``features``):
 
 T-CAS (kind ``tcas``), written by ``baseline`` and ``train-dcc``, read by ``localize`` and
 ``pseudolabel``: ``videos.parquet`` (same columns, offsets into ``cas.npy``), ``cas.npy``
-``(sum n_snippets, C+1)`` float32 suppression-branch class activations (softmax over C+1, last
-channel background) at each video's own snippets, ``scores.npy`` ``(n_videos, C+1)`` video-level
+``(sum n_snippets, C+1)`` float32 raw suppression-branch class activations (the last
+convolution's output, no softmax; last channel background) at each video's own snippets, ``scores.npy`` ``(n_videos, C+1)`` video-level
 class scores, ``classes.json``.
 """
 

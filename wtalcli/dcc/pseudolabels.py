@@ -1,12 +1,17 @@
 """Snippet-wise pseudo-labels from a T-CAS (method.md 3.1), vectorised over all videos.
 
-Per video and per channel c (C action classes + background, last), the CAS is min-max
-normalised over the video's time as BaS-Net does it (``min``/``max`` passed through ReLU, a
-non-positive range replaced by 1, the result clipped to [0, 1]), then a *rule* turns it into
-0/1 labels. The rule of the paper is ``"mean"``: ``A[c, t] = 1 if cas[c, t] > mean_t cas[c, :]``
-(strictly greater, so a constant channel is all 0). For a video whose labels apply (training
-videos), action channels of classes not in its video-level label are 0; the background channel
-is never masked.
+The input is the raw suppression-branch CAS (the last convolution's output, as stored in a T-CAS
+artifact). Per video and per channel c (C action classes + background, last), it is min-max
+normalised over the video's time as BaS-Net's ``minmax_norm`` does it (``min`` and ``max`` passed
+through ReLU, a non-positive range replaced by 1), then clipped to [0, 1] so that negative
+stretches count as 0 (method.md: "negative stretches clip to 0"); a *rule* then turns it into 0/1
+labels. BaS-Net itself never reads a normalised value below 0 (every activation threshold zeroes
+it), so the clip only matters for the rule: the mean of a channel with negative activations is
+the mean of ``relu(x) / relu(max)``, not of ``x / relu(max)``, and a channel whose activations are
+all <= 0 gets no label at all (without the clip its above-average half would be labelled).
+The rule of the paper is ``"mean"``: ``A[c, t] = 1 if cas[c, t] > mean_t cas[c, :]`` (strictly
+greater, so a constant channel is all 0). For a video whose labels apply (training videos), action
+channels of classes not in its video-level label are 0; the background channel is never masked.
 
 All per-video reductions are segment reductions (``np.minimum/maximum/add.reduceat``) over the
 videos' row ranges; there is no loop over videos or snippets.
@@ -36,9 +41,11 @@ RULES: MappingProxyType[str, Rule] = MappingProxyType({"mean": _mean_rule})
 
 
 def minmax_normalise(cas: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """BaS-Net's per-video min-max normalisation of rows tiled by videos starting at ``starts``.
+    """BaS-Net's per-video min-max normalisation of rows tiled by videos starting at ``starts``,
+    clipped to [0, 1] (negative activations -> 0).
 
-    ``cas``: (L, C+1), every video non-empty and the videos contiguous in order. Returns float64.
+    ``cas``: (L, C+1) raw activations, every video non-empty and the videos contiguous in order.
+    Returns float64.
     """
     x = np.asarray(cas, dtype=np.float64)
     lengths = np.diff(np.append(starts, x.shape[0]))
@@ -61,7 +68,7 @@ def mean_threshold_labels(
 ) -> np.ndarray:
     """Pseudo-labels ``A`` (N x (C+1), uint8) for every snippet of every video.
 
-    ``cas``: (N, C+1) class activations, background last. ``offsets``/``n_snippets``: (V,) first
+    ``cas``: (N, C+1) raw class activations, background last. ``offsets``/``n_snippets``: (V,) first
     row and row count of each video in ``cas`` (non-overlapping; rows of no video get 0).
     ``video_labels``: (V, C) multi-hot. ``apply_labels``: (V,) bool, where False the video's labels
     do not mask its action channels (e.g. test videos); default True for all videos.

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from wtalcli.data.schema import SnippetTable
+from wtalcli.evaluation.localization import minmax_norm
 
 
 def snippet_truth(table: SnippetTable, annotations: pd.DataFrame, classes: list[str]) -> np.ndarray:
@@ -36,6 +37,11 @@ def inside_outside(
     """For each (video, labelled class) of ``subset`` with both action and background snippets:
     is the class's mean activation higher inside its instances than outside them?
 
+    ``cas`` is a raw T-CAS; each (video, class) curve is min-max normalised over the video as
+    localization does it (BaS-Net's ``minmax_norm``, relu'd min and max), so the means are on the
+    scale the activation thresholds act on (0 = the video's minimum or below, 1 = its maximum).
+    The comparison itself does not depend on the normalisation (an increasing affine map).
+
     Returns the fraction of such pairs where it is (1.0 = the model fires on the actions; well
     below 0.5 = it localizes the background), plus the mean inside/outside activations."""
     truth = snippet_truth(table, annotations, classes)
@@ -48,7 +54,7 @@ def inside_outside(
             t = truth[span, c]
             if t.all() or not t.any():
                 continue
-            a = np.asarray(cas[span, c], dtype=np.float64)
+            a = minmax_norm(np.asarray(cas[span, c], dtype=np.float64)[:, None])[:, 0]
             i_mean, o_mean = a[t].mean(), a[~t].mean()
             ins.append(i_mean)
             outs.append(o_mean)

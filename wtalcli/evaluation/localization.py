@@ -1,25 +1,32 @@
-"""BaS-Net inference: T-CAS -> scored segments, vectorised, without the official code's quirks.
+"""BaS-Net inference: T-CAS -> scored segments, vectorised; the official computation, three
+deliberate deviations switchable back (``docs/inference.md`` lists them with their effect).
 
-Per video (method.md section 2, "Inference"), from the suppression-branch CAS ``(T, C+1)`` (last
-channel background) and the video-level scores ``(C+1,)``:
+Per video (method.md section 2, "Inference"), from the suppression-branch CAS ``(T, C+1)`` (raw:
+the last convolution's output, last channel background) and the video-level scores ``(C+1,)``:
 
 1. classes ``c < C`` with ``scores[c] >= class_threshold`` are kept (class 0 included: the
    official ``if pred.any()`` dropped videos whose only class was 0);
 2. each kept class is min-max normalised over time as BaS-Net's ``minmax_norm``:
    ``(x - relu(min)) / (relu(max) - relu(min))``, a non-positive denominator replaced by 1
-   (computed in float64);
+   (computed in float64), so stretches with negative activations stay negative and fall below
+   every threshold;
 3. the series is upsampled ``upsample`` times by linear interpolation (below);
 4. for every activation threshold, the maximal runs of upsampled samples with
    ``value >= threshold`` and ``value > 0`` are proposals (BaS-Net zeroes values below the
    threshold and keeps the positive ones, so threshold 0 means "positive");
-5. score = outer-inner contrast: ``mean(inside) - mean(outer) + oic_gamma * scores[c]`` where
-   the outer band is ``[floor(s - lam*L), s) U [e, floor(e - 1 + lam*L)] `` (samples, ``L`` the
-   run length, ``e`` exclusive) clipped to the video, its mean 0 when empty; the class score is
-   used as is (the official code used the binarised score, i.e. a constant 0.2);
+5. score = outer-inner contrast: ``mean(inside) - mean(outer) + oic_gamma * score_c``, both
+   means taken on the upsampled curve *zeroed below the current threshold* (BaS-Net's
+   ``get_proposal_oic`` receives that curve: outer samples count only where they are at or above
+   the threshold, i.e. where they belong to other runs of the same threshold).  The outer band
+   is ``[floor(s - lam*L), s) U [e, floor(e - 1 + lam*L)]`` (samples, ``L`` the run length,
+   ``e`` exclusive) clipped to the video, its mean 0 when empty.  ``score_c`` is the video-level
+   score (``oic_class_score="real"``); the official code binarised it (``"binary"``: 1 for every
+   kept class, so the term is the constant ``oic_gamma``);
 6. per-class greedy NMS at tIoU ``nms_tiou`` over the union of all thresholds' proposals,
-   suppressing tIoU >= ``nms_tiou``, with plain lengths (the official ``+ 1`` on lengths, meant
-   for frame indices, is not applied; tIoU is computed exactly on sample indices).  Order: score
-   descending, ties by lower activation threshold, then earlier start;
+   suppressing tIoU >= ``nms_tiou``.  Default: exact tIoU on the sample intervals; the official
+   ``+ 1`` on every length and intersection in seconds (meant for frame indices) with
+   ``nms_plus_one=True``.  Order: score descending, ties by lower activation threshold, then
+   earlier start;
 7. optionally only the ``max_proposals`` best (score) segments of the video are kept.
 
 Upsampled grid and seconds.  Sample ``j`` (``0 <= j < T*upsample``) owns the snippet-axis cell
@@ -41,7 +48,9 @@ Speed: the upsampled series is never materialised.  Between two knots it is line
 monotone on each group of samples between knots; run boundaries are found from the levels
 (number of thresholds passed) at each group's first and last sample and, inside a group, by a
 vectorised binary search that evaluates exactly the same expression as the dense upsampling.
-Inside/outside sums come from closed-form prefix sums of the linear pieces.
+Inside sums come from closed-form prefix sums of the linear pieces; the outer sums on the zeroed
+curve are sums of whole and partial run masses of the same (series, threshold), found by one
+binary search per band end.
 """
 
 from __future__ import annotations
@@ -60,6 +69,7 @@ from wtalcli.evaluation.detection import results_dict
 BASNET_ACT_THRESHOLDS: tuple[float, ...] = tuple(float(x) for x in np.arange(0.0, 0.25, 0.025))
 
 Alignment = Literal["center", "basnet"]
+ClassScore = Literal["real", "binary"]
 MAX_THRESHOLDS = 10_000  # a range giving more is a typo (e.g. a step of 1e-13), not a request
 
 
@@ -106,7 +116,14 @@ def parse_act_thresholds(spec: str | float | Sequence[float]) -> tuple[float, ..
 
 @dataclass(frozen=True)
 class LocalizeParams:
-    """Inference settings (defaults: BaS-Net's, minus its quirks)."""
+    """Inference settings (defaults: BaS-Net's, minus its quirks; ``docs/inference.md``).
+
+    The three deliberate deviations from the official code each have a switch back:
+    ``alignment="basnet"`` (values at ``u = j/upsample``, segments half a snippet early),
+    ``oic_class_score="binary"`` (the class score in the OIC score is 1 for every kept class,
+    i.e. a constant ``oic_gamma``) and ``nms_plus_one=True`` (NMS adds 1 to every length and
+    intersection, measured in seconds).
+    """
 
     class_threshold: float = 0.25
     act_thresholds: tuple[float, ...] = BASNET_ACT_THRESHOLDS
@@ -116,19 +133,39 @@ class LocalizeParams:
     nms_tiou: float = 0.7
     max_proposals: int | None = None
     alignment: Alignment = "center"
+    oic_class_score: ClassScore = "real"
+    nms_plus_one: bool = False
 
     def __post_init__(self) -> None:
         if not (isinstance(self.upsample, (int, np.integer)) and self.upsample >= 1):
             raise InputError(f"upsample={self.upsample!r}", "use a whole number >= 1")
         if self.alignment not in ("center", "basnet"):
             raise InputError(f"alignment={self.alignment!r}", "use 'center' or 'basnet'")
+        if self.oic_class_score not in ("real", "binary"):
+            raise InputError(
+                f"oic_class_score={self.oic_class_score!r}",
+                "use 'real' (the video-level score) or 'binary' (BaS-Net's: 1 for every kept class)",
+            )
+        if not isinstance(self.nms_plus_one, (bool, np.bool_)):
+            raise InputError(f"nms_plus_one={self.nms_plus_one!r}", "use True or False")
         if not 0 < self.nms_tiou <= 1:
             raise InputError(f"nms_tiou={self.nms_tiou!r}", "use a tIoU in (0, 1]")
         if self.max_proposals is not None and self.max_proposals < 1:
             raise InputError(f"max_proposals={self.max_proposals!r}", "use a positive number or None")
-        if self.oic_lambda < 0:
+        if not (self.oic_lambda >= 0 and np.isfinite(self.oic_lambda)):
             raise InputError(f"oic_lambda={self.oic_lambda!r}", "use a non-negative band ratio")
+        if not np.isfinite(self.oic_gamma):
+            raise InputError(f"oic_gamma={self.oic_gamma!r}", "use a finite weight")
+        if not 0 <= self.class_threshold <= 1:
+            raise InputError(f"class_threshold={self.class_threshold!r}", "use a score in [0, 1]")
+        object.__setattr__(self, "nms_plus_one", bool(self.nms_plus_one))
         object.__setattr__(self, "act_thresholds", parse_act_thresholds(list(self.act_thresholds)))
+
+    @classmethod
+    def official(cls, **overrides) -> LocalizeParams:
+        """The official code's settings: every deviation switched back (its ``if pred.any()``
+        class-0 quirk excepted, see ``docs/inference.md``)."""
+        return cls(**{"alignment": "basnet", "oic_class_score": "binary", "nms_plus_one": True, **overrides})
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -251,7 +288,8 @@ def _series_proposals(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Runs of every series (rows of ``values``, ``(K, T)`` normalised) at every threshold.
 
-    Returns (series, threshold index, start sample, end sample (exclusive), inner - outer).
+    Returns (series, threshold index, start sample, end sample (exclusive), inner - outer), sorted
+    by series, threshold, start; the outer mean is taken on the curve zeroed below the threshold.
     """
     K, T = values.shape
     v = values if T >= 2 else np.concatenate([values, values], axis=1)
@@ -313,14 +351,33 @@ def _series_proposals(
         fi = base + gi
         return before[fi] + (i - gs[gi]) * a[fi] + d[fi] * (geo.cw[i] - geo.cw[gs[gi]])
 
+    # Outer-inner contrast on the curve zeroed below the run's threshold (BaS-Net passes that
+    # curve to get_proposal_oic): it equals the series on the runs of the same (series,
+    # threshold) and 0 elsewhere, so its sums are sums of run masses.  Z(i) = zeroed mass of
+    # samples [0, i) = mass of the earlier runs of the same (series, threshold) + the part of the
+    # run holding sample i - 1.
     length = end - start
+    p_s, p_e = prefix(start), prefix(end)
+    mass = p_e - p_s
+    csum = np.cumsum(mass) - mass  # exclusive prefix over all runs (sorted by series, threshold, start)
+    grp = sk * n_thr + sj
+    first = np.searchsorted(grp, grp, side="left")  # first run of each run's (series, threshold)
+    key = grp * (geo.n + 1) + start  # sorted
+
+    def zeroed_prefix(i: np.ndarray) -> np.ndarray:
+        r = np.searchsorted(key, grp * (geo.n + 1) + i, side="left") - 1  # last run starting before i
+        valid = r >= first
+        r = np.where(valid, r, first)
+        part = prefix(np.minimum(i, end[r])) - p_s[r]
+        return np.where(valid, csum[r] - csum[first] + part, 0.0)
+
     band = lam * length
     o_s = np.maximum(np.floor(start - band).astype(np.int64), 0)
     o_e = np.maximum(np.minimum(np.floor(end - 1 + band).astype(np.int64), geo.n - 1) + 1, end)  # exclusive
-    p_s, p_e = prefix(start), prefix(end)
-    inner = (p_e - p_s) / length
+    inner = mass / length
     n_out = (start - o_s) + (o_e - end)
-    out_sum = (p_s - prefix(o_s)) + (prefix(o_e) - p_e)
+    at_start = csum - csum[first]  # Z(start): the earlier runs, whole
+    out_sum = (at_start - zeroed_prefix(o_s)) + (zeroed_prefix(o_e) - at_start - mass)
     outer = np.where(n_out > 0, out_sum / np.maximum(n_out, 1), 0.0)
     return sk, sj, start, end, inner - outer
 
@@ -329,16 +386,23 @@ def _series_proposals(
 
 
 def nms_groups(
-    group: np.ndarray, start: np.ndarray, end: np.ndarray, rank: np.ndarray, tiou: float
+    group: np.ndarray,
+    start: np.ndarray,
+    end: np.ndarray,
+    rank: np.ndarray,
+    tiou: float,
+    pad: float = 0.0,
 ) -> np.ndarray:
     """Greedy NMS within each group; returns a keep mask (the same as the one-at-a-time loop).
 
     ``rank``: an item's position in its group's processing order (unique within the group).
     An item is suppressed by an earlier-ranked kept item of its group whose tIoU with it is
-    >= ``tiou`` (tIoU = intersection / union of the ``[start, end)`` intervals, no ``+1``).
+    >= ``tiou``: tIoU = intersection / union of the ``[start, end)`` intervals when ``pad`` is 0;
+    ``pad`` is added to every length and to every intersection before clipping it at 0 (BaS-Net's
+    ``nms`` uses ``pad = 1``, so intervals less than ``pad`` apart overlap).
 
     Only candidate pairs are examined: if ``start_i <= start_j`` and tIoU >= tiou then
-    ``start_j - start_i <= (1 - tiou) * (end_i - start_i)``, so after sorting by start each item
+    ``start_j - start_i <= (1 - tiou) * (end_i - start_i + pad)``, so after sorting by start each item
     meets a short window of followers.  The greedy order is then resolved in rounds: an
     undecided item without a kept or undecided suppressor is kept, an item with a kept
     suppressor is dropped; every round settles at least the first undecided item of each group.
@@ -349,6 +413,8 @@ def nms_groups(
         return keep
     if not 0 < tiou <= 1:
         raise InputError(f"NMS tIoU {tiou!r}", "use a value in (0, 1]")
+    if not (pad >= 0 and np.isfinite(pad)):
+        raise InputError(f"NMS length pad {pad!r}", "use 0 or a positive value")
     s = np.asarray(start, dtype=np.float64)
     e = np.asarray(end, dtype=np.float64)
     length = e - s
@@ -358,17 +424,17 @@ def nms_groups(
     g_o, s_o = group[order], s[order]
     # window end: first item (in this order) beyond start + (1 - tiou) * length of the same group
     gcode = np.unique(g_o, return_inverse=True)[1].astype(np.float64)
-    span = float(np.max(s_o) - np.min(s_o) + np.max(length) + 2.0)
+    span = float(np.max(s_o) - np.min(s_o) + np.max(length) + pad + 2.0)
     key = gcode * span + (s_o - np.min(s_o))
-    limit = key + (1.0 - tiou) * length[order] * (1 + 1e-9) + 1e-9
+    limit = key + (1.0 - tiou) * (length[order] + pad) * (1 + 1e-9) + 1e-9
     hi = np.searchsorted(key, limit, side="right")
     count = hi - np.arange(n) - 1
     first = np.repeat(np.arange(n), count)
     second = _ranges(np.arange(n) + 1, count)
     a, b = order[first], order[second]
-    inter = np.minimum(e[a], e[b]) - np.maximum(s[a], s[b])
+    inter = np.minimum(e[a], e[b]) - np.maximum(s[a], s[b]) + pad
     np.maximum(inter, 0.0, out=inter)
-    union = length[a] + length[b] - inter
+    union = length[a] + length[b] + 2 * pad - inter
     close = inter / union >= tiou
     a, b = a[close], b[close]
     swap = rank[a] > rank[b]
@@ -405,8 +471,16 @@ def localize_all(
     scores: np.ndarray | Sequence[np.ndarray],
     grids: TimeGrid | Sequence[TimeGrid],
     params: LocalizeParams | None = None,
+    spans: Sequence[float] | None = None,
 ) -> Detections:
-    """Detections of many videos: ``cas[v]`` ``(T_v, C+1)``, ``scores[v]`` ``(C+1,)``."""
+    """Detections of many videos: ``cas[v]`` ``(T_v, C+1)`` raw class activations (the last
+    convolution's output; min-max normalised here), ``scores[v]`` ``(C+1,)``.
+
+    ``spans[v]``: how many snippet cells the ``T_v`` rows of ``cas[v]`` stand for (default
+    ``T_v``: one row per snippet, as in a T-CAS artifact).  BaS-Net localizes its ``T`` test
+    samples of a video of ``L`` snippets directly (``spans = L``): sample ``i`` then covers
+    snippet cells ``[i L/T, (i+1) L/T)``.
+    """
     p = params or LocalizeParams()
     n_vid = len(cas)
     grid_list = [grids] * n_vid if isinstance(grids, TimeGrid) else list(grids)
@@ -415,8 +489,11 @@ def localize_all(
             f"{n_vid} CAS arrays but {len(scores)} score rows and {len(grid_list)} grids",
             "give one per video",
         )
+    if spans is not None and len(spans) != n_vid:
+        raise InputError(f"{n_vid} CAS arrays but {len(spans)} spans", "give one span per video")
     thetas = np.asarray(p.act_thresholds, dtype=np.float64)
     s = int(p.upsample)
+    scale = np.ones(n_vid)  # snippet cells per CAS row
     # kept (video, class) series, grouped by length T
     by_T: dict[int, list[tuple[int, int, np.ndarray, float]]] = {}
     for vi in range(n_vid):
@@ -429,12 +506,17 @@ def localize_all(
             )
         if not (np.isfinite(sc).all() and np.isfinite(x).all()):
             raise InputError(f"video {vi}: CAS or scores hold NaN or Inf", "recompute the T-CAS")
+        if spans is not None:
+            if not (np.isfinite(spans[vi]) and spans[vi] > 0):
+                raise InputError(f"video {vi}: span {spans[vi]!r}", "spans are positive snippet counts")
+            scale[vi] = float(spans[vi]) / x.shape[0]
         keep = np.flatnonzero(sc[:-1] >= p.class_threshold)
         if len(keep) == 0:
             continue
         norm = minmax_norm(x[:, keep])  # (T, k)
         for col, c in enumerate(keep):
-            by_T.setdefault(x.shape[0], []).append((vi, int(c), norm[:, col], float(sc[c])))
+            cscore = float(sc[c]) if p.oic_class_score == "real" else 1.0
+            by_T.setdefault(x.shape[0], []).append((vi, int(c), norm[:, col], cscore))
 
     out_v, out_c, out_j, out_s, out_e, out_score = [], [], [], [], [], []
     for T, series in by_T.items():
@@ -457,35 +539,39 @@ def localize_all(
     c, j = np.concatenate(out_c), np.concatenate(out_j)
     st, en, score = np.concatenate(out_s), np.concatenate(out_e), np.concatenate(out_score)
 
+    # samples -> snippet cells -> seconds, per time grid
+    t_start = np.empty(len(v))
+    t_end = np.empty(len(v))
+    grid_of: dict[TimeGrid, list[int]] = {}
+    for vi in np.unique(v):
+        grid_of.setdefault(grid_list[vi], []).append(vi)
+    for grid, vids in grid_of.items():
+        sel = np.isin(v, vids)
+        t_start[sel] = grid.index_to_seconds(st[sel] / s * scale[v[sel]])
+        t_end[sel] = grid.index_to_seconds(en[sel] / s * scale[v[sel]])
+
     # NMS per (video, class): order by score desc, then threshold, then start (a global order
-    # serves as the within-group order)
+    # serves as the within-group order).  Sample indices give the exact tIoU (seconds are an
+    # affine map of them within a video); BaS-Net's "+ 1" acts on lengths in seconds.
     group = v * (int(c.max()) + 1) + c
     rank = np.empty(len(v), dtype=np.int64)
     rank[np.lexsort((st, j, -score))] = np.arange(len(v))
-    keep = nms_groups(group, st, en, rank, p.nms_tiou)
-    v, c, j, st, en, score = v[keep], c[keep], j[keep], st[keep], en[keep], score[keep]
+    if p.nms_plus_one:
+        keep = nms_groups(group, t_start, t_end, rank, p.nms_tiou, pad=1.0)
+    else:
+        keep = nms_groups(group, st, en, rank, p.nms_tiou)
+    v, c, st, score, t_start, t_end = v[keep], c[keep], st[keep], score[keep], t_start[keep], t_end[keep]
 
     # per-video order: score desc (then class, then start); optional cap
     order = np.lexsort((st, c, -score, v))
-    v, c, st, en, score = v[order], c[order], st[order], en[order], score[order]
+    v, c, score, t_start, t_end = v[order], c[order], score[order], t_start[order], t_end[order]
     if p.max_proposals is not None and len(v):
         newv = np.ones(len(v), dtype=bool)
         newv[1:] = v[1:] != v[:-1]
         vstart = np.flatnonzero(newv)
         within = np.arange(len(v)) - np.repeat(vstart, np.diff(np.append(vstart, len(v))))
         sel = within < p.max_proposals
-        v, c, st, en, score = v[sel], c[sel], st[sel], en[sel], score[sel]
-
-    # samples -> snippet cells -> seconds, per time grid
-    t_start = np.empty(len(v))
-    t_end = np.empty(len(v))
-    grid_of = {}
-    for vi in np.unique(v):
-        grid_of.setdefault(grid_list[vi], []).append(vi)
-    for grid, vids in grid_of.items():
-        sel = np.isin(v, vids)
-        t_start[sel] = grid.index_to_seconds(st[sel] / s)
-        t_end[sel] = grid.index_to_seconds(en[sel] / s)
+        v, c, score, t_start, t_end = v[sel], c[sel], score[sel], t_start[sel], t_end[sel]
     return Detections(v, c, score, t_start, t_end, p.as_dict())
 
 
