@@ -33,6 +33,7 @@ from wtalcli.data.synthetic import (
     resolve_config,
     stream,
 )
+from wtalcli.model.config import PRESETS as MODEL_PRESETS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -539,6 +540,8 @@ def test_realistic_differs_from_small_only_in_the_documented_knobs():
     assert differ == {"near_duplicate_pairs", "evidence_core", "evidence_rest"}
     names, partner = class_names(PRESETS["realistic"])
     assert len(names) == 20 and len(partner) == 6  # three near-duplicate pairs
+    # it trains at small's model size and cost (the model preset of the same name)
+    assert dict(MODEL_PRESETS["realistic"]) == dict(MODEL_PRESETS["small"])
 
 
 # The realistic preset at reduced counts (its knobs, its time grid and durations; 100 training and
@@ -569,3 +572,49 @@ def test_realistic_is_deterministic_and_follows_the_schema(realistic):
     check_time_grid_conventions(realistic)
     other = generate(resolve_config("realistic", REALISTIC_SCALE), 1)
     assert not other.videos["n_snippets"].equals(realistic.videos["n_snippets"])
+
+
+# Failure-mode probes on the realistic preset at REALISTIC_SCALE.  Measured over data seeds 0-7
+# (each failure mode off: seeds 0-3), see docs/synthetic.md for the full-size figures:
+# (a) background-only video top-1 0.55-0.73 (chance 0.057); with context_bg = 0: 0.02-0.10.
+# (b) weak-CAS half-peak coverage 0.39-0.45 of an instance (core share 0.37), AUC core vs rest
+#     0.94-0.995; with evidence_rest = 1 (uniform evidence): coverage 0.93-0.99, AUC 0.53-0.59.
+# (c) snippets of paired classes going to the partner 0.13-0.24, 7.5-22x the rate to any one
+#     other class; with distinct pairs: 0.008-0.043, 0.4-2.2x.
+# (d) style share 0.13-0.23, same-video top-1 chance + 0.12-0.26; without style shift: share
+#     -0.00-0.06, top-1 chance + (-0.03)-0.05.
+def test_realistic_shows_each_failure_mode(realistic):
+    b = probes.background_probe(realistic)
+    assert b["top1"] >= b["top1_chance"] + 0.35  # (a) the background gives the class away
+    i = probes.incompleteness_probe(realistic)
+    assert i["half_peak_coverage"] < 0.6 and i["auc_core_vs_rest"] > 0.85  # (b) fires on the core
+    assert i["fires"] > 0.9
+    s = probes.snippet_probe(realistic, max_train_snippets=8000)
+    assert s["pair_confusion"] > 0.08 and s["pair_confusion_lift"] > 4  # (c) pairs confused
+    y = probes.style_probe(realistic)
+    assert y["style_share"] > 0.1 and y["same_video_top1"] > y["top1_chance"] + 0.08  # (d) style
+
+
+@pytest.mark.parametrize(
+    "mode,overrides",
+    [
+        ("background", {"context_bg": 0.0}),
+        ("incompleteness", {"evidence_rest": 1.0}),
+        ("pairs", {"pair_similarity": 0.0, "pair_shares_context": False}),
+        ("style", {"style_shift": 0.0}),
+    ],
+)
+def test_each_failure_mode_probe_reads_absent_without_its_knob(mode, overrides):
+    data = realistic_with(**overrides)
+    if mode == "background":
+        b = probes.background_probe(data)
+        assert b["top1"] <= b["top1_chance"] + 0.15
+    elif mode == "incompleteness":
+        i = probes.incompleteness_probe(data)
+        assert i["half_peak_coverage"] > 0.8 and i["auc_core_vs_rest"] < 0.7
+    elif mode == "pairs":
+        s = probes.snippet_probe(data, max_train_snippets=8000)
+        assert s["pair_confusion"] < 0.07 and s["pair_confusion_lift"] < 3.5
+    else:
+        y = probes.style_probe(data)
+        assert y["style_share"] < 0.09 and y["same_video_top1"] < y["top1_chance"] + 0.08

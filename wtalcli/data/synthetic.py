@@ -235,8 +235,8 @@ PRESETS: dict[str, SyntheticConfig] = {
         duration_min_s=8.0,
         duration_max_s=850.0,
         near_duplicate_pairs=3,
-        evidence_core=10.0,
-        evidence_rest=0.12,
+        evidence_core=14.0,
+        evidence_rest=0.085,
     ),
 }
 
