@@ -7,6 +7,12 @@
 - :func:`weak_cas_check`: the video probe applied to each snippet (a linear T-CAS learned from
   video labels only); does its score of a video's class rise on that class's actions or on the
   background?  The check that class context does not make a weak learner localize the scene.
+- The failure modes weakly-supervised localization papers describe, one probe each:
+  :func:`background_probe` (background carries class context: the video probe on background
+  snippets alone), :func:`incompleteness_probe` (the weak T-CAS fires on part of each instance),
+  the ``pair_*`` figures of :func:`snippet_probe` (near-duplicate classes are confused with each
+  other more than with any other class) and :func:`style_probe` (per-video appearance shift: a
+  video is nearer to itself than to other videos of its class).
 - :func:`oracle_projections` (synthetic data only): feature energy along the hidden directions
   inside actions, in their cores and in the background.
 - :func:`dataset_stats`: the layout statistics STATS.md reports for THUMOS14.
@@ -77,9 +83,17 @@ def _span(data: FeatureData, row: int) -> slice:
     return slice(off, off + int(data.videos["n_snippets"].iat[row]))
 
 
-def video_means(data: FeatureData, rows: np.ndarray) -> np.ndarray:
-    """Mean feature of each video in ``rows``: ``(len(rows), D)`` float64."""
-    return np.stack([np.asarray(data.features[_span(data, int(r))], np.float64).mean(axis=0) for r in rows])
+def video_means(data: FeatureData, rows: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
+    """Mean feature of each video in ``rows``: ``(len(rows), D)`` float64.
+
+    ``keep`` (one bool per snippet of the whole set) restricts each mean to the kept snippets;
+    every video in ``rows`` must have one."""
+    out = []
+    for r in rows:
+        sl = _span(data, int(r))
+        x = np.asarray(data.features[sl], np.float64)
+        out.append((x if keep is None else x[keep[sl]]).mean(axis=0))
+    return np.stack(out)
 
 
 def label_matrix(data: FeatureData, rows: np.ndarray) -> np.ndarray:
@@ -173,10 +187,17 @@ def _holdout(n_videos: int, seed: int, frac: float = 0.2) -> tuple[np.ndarray, n
 # ------------------------------------------------------------------------------------ probes
 
 
-def _video_probe_fit(data: FeatureData, seed: int, lambdas: tuple[float, ...]) -> dict:
+def _video_probe_fit(
+    data: FeatureData, seed: int, lambdas: tuple[float, ...], background_only: bool = False
+) -> dict:
     torch.manual_seed(seed)
     tr, te = _rows(data, "train"), _rows(data, "test")
-    xtr, xte = video_means(data, tr), video_means(data, te)
+    keep = None
+    if background_only:  # each video's mean over its background snippets (videos without any dropped)
+        keep = snippet_labels(data) < 0
+        has = np.array([keep[_span(data, int(r))].any() for r in range(len(data.videos))], bool)
+        tr, te = tr[has[tr]], te[has[te]]
+    xtr, xte = video_means(data, tr, keep), video_means(data, te, keep)
     xtr, xte = _standardise(xtr, xte)
     ytr = label_matrix(data, tr)
     ptr = ytr / ytr.sum(axis=1, keepdims=True).clip(min=1)
@@ -192,7 +213,22 @@ def _video_probe_fit(data: FeatureData, seed: int, lambdas: tuple[float, ...]) -
 @_single_threaded
 def video_probe(data: FeatureData, seed: int = 0, lambdas: tuple[float, ...] = LAMBDAS) -> dict[str, float]:
     """Linear probe on video-mean features: test top-1 accuracy and class mAP (with chance levels)."""
-    fitted = _video_probe_fit(data, seed, lambdas)
+    return _video_probe_scores(data, _video_probe_fit(data, seed, lambdas))
+
+
+@_single_threaded
+def background_probe(
+    data: FeatureData, seed: int = 0, lambdas: tuple[float, ...] = LAMBDAS
+) -> dict[str, float]:
+    """The video probe on each video's background snippets alone (no action snippet is seen in
+    training or test): how much of a video's class its background gives away.
+
+    Top-1 far above chance means background carries class context, the condition under which a
+    video-label learner is rewarded for firing on the background (context confusion)."""
+    return _video_probe_scores(data, _video_probe_fit(data, seed, lambdas, background_only=True))
+
+
+def _video_probe_scores(data: FeatureData, fitted: dict) -> dict[str, float]:
     _, te = fitted["rows"]
     logits = _logits(fitted["x"][1], fitted["W"], fitted["b"])
     yte = label_matrix(data, te)
@@ -212,7 +248,11 @@ def video_probe(data: FeatureData, seed: int = 0, lambdas: tuple[float, ...] = L
 
 @_single_threaded
 def snippet_probe(
-    data: FeatureData, seed: int = 0, max_train_snippets: int = 20000, lambdas: tuple[float, ...] = LAMBDAS
+    data: FeatureData,
+    seed: int = 0,
+    max_train_snippets: int = 20000,
+    lambdas: tuple[float, ...] = LAMBDAS,
+    partner: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Fully supervised snippet probe (C classes + background), scored on test snippets.
 
@@ -220,6 +260,13 @@ def snippet_probe(
     ``fg_bacc``: accuracy / balanced accuracy of the decision ``p(background) < 0.5``; ``class_acc``: on action snippets, the argmax over the C action
     classes is the true class; ``class_acc_core`` / ``class_acc_rest`` split it by the hidden
     core mask when the data has one (synthetic data).
+
+    Near-duplicate classes: ``partner[c]`` is the class suspected to be c's near-duplicate (-1
+    for none; by default the hidden pairs of synthetic data).  On the action snippets of paired
+    classes, ``pair_confusion`` is the share whose argmax is the partner and ``other_confusion``
+    the share that goes to one given other class (the rest of the errors spread over C - 2
+    classes); ``pair_confusion_lift`` is their ratio (1 = the partner is no more confusable than
+    any class).  ``pair_acc`` is the class accuracy on those snippets.
     """
     torch.manual_seed(seed)
     C = len(data.classes)
@@ -275,6 +322,20 @@ def snippet_probe(
         c = np.asarray(core)[i_te]
         out["class_acc_core"] = float(cls_ok[is_fg & c].mean())
         out["class_acc_rest"] = float(cls_ok[is_fg & ~c].mean()) if (is_fg & ~c).any() else float("nan")
+    if partner is None and getattr(data, "world", None) is not None:
+        partner = data.world.partner
+    if partner is not None and C > 2:
+        partner = np.asarray(partner, np.int64)
+        paired = is_fg & (partner[np.where(is_fg, t, 0)] >= 0)
+        if paired.any():
+            pred = logits[paired, :C].argmax(axis=1)
+            tp, pp = t[paired], partner[t[paired]]
+            to_partner = float((pred == pp).mean())
+            to_other = float(((pred != tp) & (pred != pp)).mean()) / (C - 2)
+            out["pair_acc"] = float((pred == tp).mean())
+            out["pair_confusion"] = to_partner
+            out["other_confusion"] = to_other
+            out["pair_confusion_lift"] = to_partner / to_other if to_other > 0 else float("inf")
     return out
 
 
@@ -306,20 +367,9 @@ def weak_cas_check(
     the class's action snippets above the video's background snippets.  Above 0.5 means a weak
     (video-label) learner points at the actions; below 0.5 means it points at the background.
     """
-    fitted = _video_probe_fit(data, seed, lambdas)
-    tr, te = fitted["rows"]
-    mean_tr = video_means(data, tr)
-    mu, sd = mean_tr.mean(axis=0), mean_tr.std(axis=0) + 1e-6
-    truth = snippet_labels(data)
-    index = {c: i for i, c in enumerate(data.classes)}
     aucs = []
-    for r in te:
-        sl = _span(data, int(r))
-        x = (np.asarray(data.features[sl], np.float64) - mu) / sd
-        scores = _logits(x, fitted["W"], fitted["b"])
-        t = truth[sl]
-        for lab in data.videos["labels"].iat[int(r)]:
-            c = index[lab]
+    for _, _, scores, t, labels in _weak_cas(data, seed, lambdas):
+        for c in labels:
             pos, neg = scores[t == c, c], scores[t < 0, c]
             if len(pos) and len(neg):
                 aucs.append(_auc(pos, neg))
@@ -329,6 +379,145 @@ def weak_cas_check(
         "auc_median": float(np.median(a)),
         "share_above_half": float((a > 0.5).mean()),
         "n_pairs": int(len(a)),
+    }
+
+
+def _weak_cas(
+    data: FeatureData, seed: int, lambdas: tuple[float, ...]
+) -> Iterator[tuple[int, slice, np.ndarray, np.ndarray, list[int]]]:
+    """The video probe applied to every snippet of each test video: ``(row, span, scores (T, C),
+    snippet truth (T,), class indices of the video's labels)``."""
+    fitted = _video_probe_fit(data, seed, lambdas)
+    tr, te = fitted["rows"]
+    mean_tr = video_means(data, tr)
+    mu, sd = mean_tr.mean(axis=0), mean_tr.std(axis=0) + 1e-6
+    truth = snippet_labels(data)
+    index = {c: i for i, c in enumerate(data.classes)}
+    for r in te:
+        sl = _span(data, int(r))
+        x = (np.asarray(data.features[sl], np.float64) - mu) / sd
+        labels = [index[lab] for lab in data.videos["labels"].iat[int(r)]]
+        yield int(r), sl, _logits(x, fitted["W"], fitted["b"]), truth[sl], labels
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """``[start, end)`` of each maximal run of True in a 1-d bool array."""
+    d = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(d == 1).tolist(), np.flatnonzero(d == -1).tolist(), strict=True))
+
+
+@_single_threaded
+def incompleteness_probe(
+    data: FeatureData, seed: int = 0, lambdas: tuple[float, ...] = LAMBDAS, min_length: int = 4
+) -> dict[str, float]:
+    """Does a video-label learner fire on only part of each action instance?
+
+    The weak T-CAS of :func:`weak_cas_check` (the video probe applied to each snippet), on every
+    test instance (a maximal run of one class's snippets) of at least ``min_length`` snippets:
+    ``half_peak_coverage`` is the mean share of the instance whose class score is at least half
+    way from the video's median background score to the instance's peak (about 1 when the
+    evidence is uniform over the instance; about the core share when only a core carries it);
+    ``fires`` is the share of instances whose peak exceeds the video's background median.
+
+    With the hidden core mask of synthetic data also: ``core_share`` (the mean share of the same
+    instances that is core, the reference for the coverage), ``auc_core_vs_rest`` (the class
+    score ranks core snippets above the rest of their instance: the classifier fires on the core)
+    and ``auc_rest_vs_bg`` (the rest of the instance against the video's background: near 0.5
+    means the instance's extent is ambiguous to the learner), both averaged over instances.
+    """
+    core = getattr(data, "snippet_core", None)
+    cov, fires, share, a_core, a_rest = [], [], [], [], []
+    for _, sl, scores, t, labels in _weak_cas(data, seed, lambdas):
+        bg = t < 0
+        if not bg.any():
+            continue
+        k = None if core is None else np.asarray(core)[sl]
+        for c in labels:
+            base = float(np.median(scores[bg, c]))
+            for s, e in _runs(t == c):
+                if e - s < min_length:
+                    continue
+                seg = scores[s:e, c]
+                peak = float(seg.max())
+                fires.append(peak > base)
+                cov.append(float((seg >= base + 0.5 * (peak - base)).mean()) if peak > base else 0.0)
+                if k is not None:
+                    kc = k[s:e]
+                    share.append(float(kc.mean()))
+                    if kc.any() and (~kc).any():
+                        a_core.append(_auc(seg[kc], seg[~kc]))
+                        a_rest.append(_auc(seg[~kc], scores[bg, c]))
+    out = {
+        "half_peak_coverage": float(np.mean(cov)) if cov else float("nan"),
+        "fires": float(np.mean(fires)) if fires else float("nan"),
+        "n_instances": int(len(cov)),
+    }
+    if core is not None:
+        out["core_share"] = float(np.mean(share)) if share else float("nan")
+        out["auc_core_vs_rest"] = float(np.mean(a_core)) if a_core else float("nan")
+        out["auc_rest_vs_bg"] = float(np.mean(a_rest)) if a_rest else float("nan")
+    return out
+
+
+def style_probe(data: FeatureData, min_part: int = 4, margin: int = 2) -> dict[str, float]:
+    """Per-video appearance shift: is a video more like itself than like other videos of its class?
+
+    Background snippets here are those at least ``margin`` snippets away from every action
+    snippet (so nothing of an action blurs into them).  Each single-label test video with at
+    least ``3 * min_part`` of them is cut into thirds of those snippets (features standardised
+    with the training snippets' statistics); A_v and B_v are the means of the first and the last
+    third (the middle third keeps temporally smooth noise from correlating them).
+
+    ``same_video_top1``: among the B parts of the videos of v's class, the nearest to A_v is v's
+    own (chance: ``top1_chance``, one over the class's video count).  Squared distances between
+    part means: ``d_self`` (A_v to B_v: noise only), ``d_class`` (A_v to B_w, w another video of
+    the same class: noise + the two videos' appearance) and ``d_other`` (w of another class: +
+    class context).  ``style_share`` = (d_class - d_self) / d_class: the share of the distance
+    between two videos of one class that is their appearance (about 0 without a per-video shift).
+    """
+    truth = snippet_labels(data)
+    tr = _rows(data, "train")
+    x_tr = np.concatenate([np.asarray(data.features[_span(data, int(r))], np.float64) for r in tr])
+    mu, sd = x_tr.mean(axis=0), x_tr.std(axis=0) + 1e-6
+    a_part, b_part, cls = [], [], []
+    for r in _rows(data, "test"):
+        labels = data.videos["labels"].iat[int(r)]
+        sl = _span(data, int(r))
+        action = truth[sl] >= 0
+        near = action.copy()
+        for k in range(1, margin + 1):
+            near[k:] |= action[:-k]
+            near[:-k] |= action[k:]
+        bg = np.flatnonzero(~near)
+        if len(labels) != 1 or len(bg) < 3 * min_part:
+            continue
+        x = (np.asarray(data.features[sl], np.float64)[bg] - mu) / sd
+        third = len(bg) // 3
+        a_part.append(x[:third].mean(axis=0))
+        b_part.append(x[-third:].mean(axis=0))
+        cls.append(labels[0])
+    A, B, cls = np.array(a_part), np.array(b_part), np.array(cls)
+    d = ((A[:, None, :] - B[None, :, :]) ** 2).sum(axis=2)  # (V, V): A_v to B_w
+    same = cls[:, None] == cls[None, :]
+    eye = np.eye(len(cls), dtype=bool)
+    hits, chance = [], []
+    for v in range(len(cls)):
+        peers = np.flatnonzero(same[v])
+        if len(peers) < 2:
+            continue
+        hits.append(peers[np.argmin(d[v, peers])] == v)
+        chance.append(1.0 / len(peers))
+    d_self = float(d[eye].mean())
+    d_class = float(d[same & ~eye].mean())
+    d_other = float(d[~same].mean())
+    return {
+        "same_video_top1": float(np.mean(hits)),
+        "top1_chance": float(np.mean(chance)),
+        "d_self": d_self,
+        "d_class": d_class,
+        "d_other": d_other,
+        "style_share": (d_class - d_self) / d_class,
+        "n_videos": int(len(hits)),
     }
 
 

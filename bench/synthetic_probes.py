@@ -4,14 +4,21 @@ For each preset (``tiny``, ``small``; ``thumos`` with ``--thumos``, it is 2048-d
 each seed: generation time and its ratio to a floor measured in the same run (drawing the same
 number of Gaussian samples the generator must draw: the rest is the signal, the AR(1) recursion
 and the expansion to D dimensions), the layout statistics next to THUMOS14's
-(``shared/datasets/STATS.md``), and the probes of :mod:`wtalcli.probes`: the video-level linear
+(``shared/datasets/STATS.md``), and the probes of :mod:`probes` (``bench/probes.py``): the video-level linear
 probe, the fully supervised snippet probe (localization ceiling), the weak-CAS check (does a
 video-label linear learner score actions above background?) and the hidden-direction projections.
 
 ``--sweep`` adds the context self-check on ``small``: the weak-CAS AUC as the scene strength inside
 actions goes from below to above its background strength.
 
-Usage: ``.venv/bin/python bench/synthetic_probes.py [--seeds 3] [--thumos] [--sweep] [--json out.json]``
+The failure-mode table gives, per preset and seed, the probe of each failure mode weakly-supervised
+localization papers describe (background context, incomplete evidence, near-duplicate classes,
+per-video appearance shift); ``--off PRESET`` adds that preset (seed 0) with each failure mode's
+knobs switched off in turn, the reference that shows what each probe reads without its failure
+mode.
+
+Usage: ``.venv/bin/python bench/synthetic_probes.py [--presets tiny,small,realistic] [--seeds 3] [--thumos]
+[--sweep] [--off realistic] [--json out.json]``
 """
 
 from __future__ import annotations
@@ -58,6 +65,14 @@ THUMOS = {
 }
 STAT_KEYS = list(THUMOS["train"])
 
+# each failure mode switched off (``--off``): the knobs that create it set to their neutral value
+FAILURE_MODES_OFF: dict[str, dict[str, object]] = {
+    "no background context": {"context_bg": 0.0},
+    "complete evidence": {"evidence_rest": 1.0},
+    "distinct pairs": {"pair_similarity": 0.0, "pair_shares_context": False},
+    "no style shift": {"style_shift": 0.0},
+}
+
 
 def floor_seconds(n_samples: int) -> float:
     """Time to draw ``n_samples`` float32 Gaussian samples (best of 3): the generator must draw at
@@ -97,6 +112,9 @@ def run_preset(name: str, seed: int, overrides: dict | None = None) -> dict:
         ("video", probes.video_probe),
         ("snippet", probes.snippet_probe),
         ("weak_cas", probes.weak_cas_check),
+        ("background", probes.background_probe),
+        ("incompleteness", probes.incompleteness_probe),
+        ("style", probes.style_probe),
     ):
         t = time.perf_counter()
         out[key] = fn(data)
@@ -172,6 +190,44 @@ def print_probes(results: list[dict]) -> None:
         print("| " + " | ".join(row) + " |")
 
 
+def print_failure_modes(results: list[dict]) -> None:
+    print("\n## Failure modes (one row per preset, seed and override)\n")
+    head = [
+        "preset",
+        "seed",
+        "overrides",
+        "(a) background-only video top-1 (chance)",
+        "(b) half-peak coverage / core share",
+        "(b) AUC core vs rest / rest vs bg",
+        "(c) to partner / to one other (lift)",
+        "(c) pair / all class acc",
+        "(d) same-video top-1 (chance)",
+        "(d) style share",
+    ]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for r in results:
+        b, i, s, y = r["background"], r["incompleteness"], r["snippet"], r["style"]
+        pair = (
+            f"{s['pair_confusion']:.3f} / {s['other_confusion']:.3f} ({s['pair_confusion_lift']:.1f}x)"
+            if "pair_confusion" in s
+            else "-"
+        )
+        row = [
+            r["preset"],
+            str(r["seed"]),
+            ",".join(f"{k}={x}" for k, x in r["overrides"].items()) or "-",
+            f"{b['top1']:.3f} ({b['top1_chance']:.3f})",
+            f"{i['half_peak_coverage']:.2f} / {i['core_share']:.2f}",
+            f"{i['auc_core_vs_rest']:.3f} / {i['auc_rest_vs_bg']:.3f}",
+            pair,
+            f"{s['pair_acc']:.3f} / {s['class_acc']:.3f}" if "pair_acc" in s else "-",
+            f"{y['same_video_top1']:.3f} ({y['top1_chance']:.3f})",
+            fmt(y["style_share"], 3),
+        ]
+        print("| " + " | ".join(row) + " |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per preset")
@@ -180,10 +236,11 @@ def main() -> None:
     )
     ap.add_argument("--sweep", action="store_true", help="context self-check sweep on small")
     ap.add_argument("--presets", default="tiny,small", help="comma-separated presets")
+    ap.add_argument("--off", default="", help="a preset to rerun (seed 0) with each failure mode off")
     ap.add_argument("--json", type=Path, help="write all results here")
     args = ap.parse_args()
     names = [p for p in args.presets.split(",") if p] + (["thumos"] if args.thumos else [])
-    for p in names:
+    for p in names + ([args.off] if args.off else []):
         if p not in PRESETS:
             ap.error(f"unknown preset {p!r}; use {sorted(PRESETS)}")
     print(
@@ -201,8 +258,13 @@ def main() -> None:
         for fg in (0.5 * bg, bg, PRESETS["small"].context_fg):
             results.append(run_preset("small", 0, {"context_fg": fg}))
             print(f"  done sweep context_fg={fg}", file=sys.stderr, flush=True)
+    if args.off:
+        for label, overrides in FAILURE_MODES_OFF.items():
+            results.append(run_preset(args.off, 0, overrides))
+            print(f"  done {args.off} with {label}", file=sys.stderr, flush=True)
     print_stats(results)
     print_probes(results)
+    print_failure_modes(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 

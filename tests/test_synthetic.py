@@ -33,6 +33,7 @@ from wtalcli.data.synthetic import (
     resolve_config,
     stream,
 )
+from wtalcli.model.config import PRESETS as MODEL_PRESETS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -124,9 +125,15 @@ def test_output_is_a_valid_feature_set_and_round_trips(tiny, tmp_path):
 
 
 def test_annotations_sit_on_snippet_cell_boundaries_inside_their_videos(tiny):
-    grid = tiny.grid
-    ann = tiny.annotations.merge(
-        tiny.videos[["video_id", "n_snippets", "duration_s", "labels"]], on="video_id"
+    check_time_grid_conventions(tiny)
+
+
+def check_time_grid_conventions(data) -> None:
+    """Annotations on snippet cell boundaries inside their videos; every label has an instance;
+    the annotations give back the generator's snippet labels."""
+    grid = data.grid
+    ann = data.annotations.merge(
+        data.videos[["video_id", "n_snippets", "duration_s", "labels"]], on="video_id"
     )
     start, end = grid.seconds_to_index(ann["start_s"]), grid.seconds_to_index(ann["end_s"])
     assert np.allclose(start, np.round(start)) and np.allclose(end, np.round(end))
@@ -134,13 +141,13 @@ def test_annotations_sit_on_snippet_cell_boundaries_inside_their_videos(tiny):
     assert (ann["end_s"] <= ann["duration_s"] + 1e-9).all()
     assert all(lab in labels for lab, labels in zip(ann["label"], ann["labels"], strict=True))
     # every video label has at least one instance, and instances do not touch
-    per_video = tiny.annotations.groupby("video_id")["label"].agg(set)
+    per_video = data.annotations.groupby("video_id")["label"].agg(set)
     assert all(
         set(v) == per_video[vid]
-        for vid, v in zip(tiny.videos["video_id"], tiny.videos["labels"], strict=True)
+        for vid, v in zip(data.videos["video_id"], data.videos["labels"], strict=True)
     )
     # the annotations give back the generator's snippet labels exactly
-    assert np.array_equal(probes.snippet_labels(tiny), tiny.snippet_class)
+    assert np.array_equal(probes.snippet_labels(data), data.snippet_class)
 
 
 THUMOS14_CLASSES = (
@@ -168,7 +175,7 @@ def test_class_names_are_invented_with_near_duplicate_pairs():
 # durations (so also the instance count); `thumos` keeps them.  Tolerances are wider than the
 # spread measured over seeds 0-19 (small: duration mean 87-115 s, median 60-88 s, 6.2-9.5
 # instances per video, instance mean 3.8-4.5 s, coverage 0.28-0.35).
-@pytest.mark.parametrize("preset,scale", [("small", 0.5), ("thumos", 1.0)])
+@pytest.mark.parametrize("preset,scale", [("small", 0.5), ("thumos", 1.0), ("realistic", 0.5)])
 def test_layout_statistics_follow_thumos14(preset, scale):
     st = stream(PRESETS[preset], 0)  # layout only: no features are generated
     stats = probes.dataset_stats(st.videos, st.annotations)
@@ -506,3 +513,108 @@ def test_average_precision_and_auc_helpers():
         np.array([0.9, 0.8, 0.1]), np.array([True, False, True])
     ) == pytest.approx((1 + 2 / 3) / 2)
     assert probes._auc(np.array([2.0, 3.0]), np.array([1.0, 2.0])) == pytest.approx(0.875)
+
+
+# ---------------------------------------------------------------------------------- realistic preset
+
+
+def test_small_data_is_unchanged():
+    # digests of small's seed-0 layout and first 20 videos' features, taken before the realistic
+    # preset was added (generator version 1): small's published figures stay valid
+    st = stream(PRESETS["small"], 0)
+    layout = hashlib.sha256()
+    layout.update(st.videos["n_snippets"].to_numpy(np.int64).tobytes())
+    layout.update(st.videos["duration_s"].to_numpy(np.float64).tobytes())
+    layout.update(st.annotations[["start_s", "end_s"]].to_numpy(np.float64).tobytes())
+    layout.update("\n".join(st.annotations["label"]).encode())
+    feats = hashlib.sha256()
+    for row in range(20):
+        feats.update(st.video_features(row).tobytes())
+    assert layout.hexdigest() == "1697b99e62570daf8624728fb2e09ff51a31c95c4608a70133344556c9b81f81"
+    assert feats.hexdigest() == "ac0ca041a1268a387996aed54dc0cde913031706bfb9fdb00ccd93afb21f47b3"
+
+
+def test_realistic_differs_from_small_only_in_the_documented_knobs():
+    small, real = config_dict(PRESETS["small"]), config_dict(PRESETS["realistic"])
+    differ = {k for k in small if small[k] != real[k]}
+    assert differ == {"near_duplicate_pairs", "evidence_core", "evidence_rest"}
+    names, partner = class_names(PRESETS["realistic"])
+    assert len(names) == 20 and len(partner) == 6  # three near-duplicate pairs
+    # it trains at small's model size and cost (the model preset of the same name)
+    assert dict(MODEL_PRESETS["realistic"]) == dict(MODEL_PRESETS["small"])
+
+
+# The realistic preset at reduced counts (its knobs, its time grid and durations; 100 training and
+# 60 test videos instead of 200 / 212) keeps the failure-mode probes fast.
+REALISTIC_SCALE = {"n_train_videos": 100, "n_test_videos": 60}
+
+
+def realistic_with(**overrides):
+    return generate(resolve_config("realistic", {**REALISTIC_SCALE, **overrides}), 0)
+
+
+@pytest.fixture(scope="module")
+def realistic():
+    return realistic_with()
+
+
+def test_realistic_is_deterministic_and_follows_the_schema(realistic):
+    again = realistic_with()
+    assert again.features.tobytes() == realistic.features.tobytes()
+    pd.testing.assert_frame_equal(again.videos, realistic.videos)
+    pd.testing.assert_frame_equal(again.annotations, realistic.annotations)
+    st = stream(resolve_config("realistic", REALISTIC_SCALE), 0)
+    assert np.array_equal(np.concatenate(list(st.iter_features())), realistic.features)
+    assert realistic.features.dtype == np.float32 and realistic.features.flags.c_contiguous
+    assert realistic.features.shape == (int(realistic.videos["n_snippets"].sum()), 256)
+    validate_videos(realistic.videos, realistic.classes, "synthetic")
+    validate_annotations(realistic.annotations, realistic.classes, "synthetic")
+    check_time_grid_conventions(realistic)
+    other = generate(resolve_config("realistic", REALISTIC_SCALE), 1)
+    assert not other.videos["n_snippets"].equals(realistic.videos["n_snippets"])
+
+
+# Failure-mode probes on the realistic preset at REALISTIC_SCALE.  Measured over data seeds 0-7
+# (each failure mode off: seeds 0-3), see docs/synthetic.md for the full-size figures:
+# (a) background-only video top-1 0.55-0.73 (chance 0.057); with context_bg = 0: 0.02-0.10.
+# (b) weak-CAS half-peak coverage 0.39-0.45 of an instance (core share 0.37), AUC core vs rest
+#     0.94-0.995; with evidence_rest = 1 (uniform evidence): coverage 0.93-0.99, AUC 0.53-0.59.
+# (c) snippets of paired classes going to the partner 0.13-0.24, 7.5-22x the rate to any one
+#     other class; with distinct pairs: 0.008-0.043, 0.4-2.2x.
+# (d) style share 0.13-0.23, same-video top-1 chance + 0.12-0.26; without style shift: share
+#     -0.00-0.06, top-1 chance + (-0.03)-0.05.
+def test_realistic_shows_each_failure_mode(realistic):
+    b = probes.background_probe(realistic)
+    assert b["top1"] >= b["top1_chance"] + 0.35  # (a) the background gives the class away
+    i = probes.incompleteness_probe(realistic)
+    assert i["half_peak_coverage"] < 0.6 and i["auc_core_vs_rest"] > 0.85  # (b) fires on the core
+    assert i["fires"] > 0.9
+    s = probes.snippet_probe(realistic, max_train_snippets=8000)
+    assert s["pair_confusion"] > 0.08 and s["pair_confusion_lift"] > 4  # (c) pairs confused
+    y = probes.style_probe(realistic)
+    assert y["style_share"] > 0.1 and y["same_video_top1"] > y["top1_chance"] + 0.08  # (d) style
+
+
+@pytest.mark.parametrize(
+    "mode,overrides",
+    [
+        ("background", {"context_bg": 0.0}),
+        ("incompleteness", {"evidence_rest": 1.0}),
+        ("pairs", {"pair_similarity": 0.0, "pair_shares_context": False}),
+        ("style", {"style_shift": 0.0}),
+    ],
+)
+def test_each_failure_mode_probe_reads_absent_without_its_knob(mode, overrides):
+    data = realistic_with(**overrides)
+    if mode == "background":
+        b = probes.background_probe(data)
+        assert b["top1"] <= b["top1_chance"] + 0.15
+    elif mode == "incompleteness":
+        i = probes.incompleteness_probe(data)
+        assert i["half_peak_coverage"] > 0.8 and i["auc_core_vs_rest"] < 0.7
+    elif mode == "pairs":
+        s = probes.snippet_probe(data, max_train_snippets=8000)
+        assert s["pair_confusion"] < 0.07 and s["pair_confusion_lift"] < 3.5
+    else:
+        y = probes.style_probe(data)
+        assert y["style_share"] < 0.09 and y["same_video_top1"] < y["top1_chance"] + 0.08
