@@ -105,10 +105,10 @@ def _main(
     ] = False,
 ) -> None:
     """Global options (``--debug`` is also accepted after the command)."""
-    from wtalcli.core import distributed
+    from wtalcli.core.launch import launched
 
     command = ctx.invoked_subcommand
-    if command and command not in DISTRIBUTED_COMMANDS and distributed.launched().active:
+    if command and command not in DISTRIBUTED_COMMANDS and launched().active:
         raise InputError(
             f"`wtal {command}` runs as one process, not under torchrun",
             f"launch it without torchrun (only {', '.join(DISTRIBUTED_COMMANDS)} are distributed)",
