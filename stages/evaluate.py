@@ -14,20 +14,52 @@ import pandas as pd
 
 from wtalcli.core.console import log as _log
 from wtalcli.core.errors import InputError
+from wtalcli.core.params import param
 from wtalcli.core.store import Artifact, Store, build_or_skip
 from wtalcli.data import named_gt
 from wtalcli.data.schema import FeatureSet, read_parquet
 
+TIES = ("reference", "stable")
+AMBIGUOUS_RULES = ("ignore", "exclude")
+PROTOCOLS = ("all", "basnet", "opentad")
+UNKNOWN_LABELS = ("error", "drop")
+OUTSIDE_SUBSET = ("fp", "drop")
+
 
 @dataclass
 class EvalParams:
-    subset: str = "test"
-    tiou: str = "thumos14"  # a preset (thumos14, thumos14-basnet, anet), a list or a range a:b:c
-    protocol: str = "all"  # THUMOS14 test videos kept: all (212), basnet (210), opentad (211)
-    ties: str = "reference"
-    ambiguous: str = "ignore"
-    unknown_labels: str = "error"
-    outside_subset: str = "fp"
+    """Everything ``evaluate`` can set, declared once (:mod:`wtalcli.core.params`)."""
+
+    subset: str = param(
+        "test",
+        "Subset to evaluate (for thumos14/anet13/anet12 'test' is THUMOS14 test / ActivityNet validation).",
+    )
+    tiou: str = param(
+        "thumos14",
+        "tIoU thresholds: thumos14 (0.1..0.7), thumos14-basnet (0.1..0.9), anet (0.5..0.95), a comma "
+        "list, or start:stop:step with the stop INCLUDED (0.1:0.7:0.1 = 0.1, 0.2, ..., 0.7).",
+    )
+    protocol: str = param(
+        "all", "THUMOS14 test videos kept: all 212, basnet 210, opentad 211.", choices=PROTOCOLS
+    )
+    ties: str = param(
+        "reference", "Order of equal scores: reference (the official evaluator's) or stable.", choices=TIES
+    )
+    ambiguous: str = param(
+        "ignore",
+        "THUMOS14 Ambiguous segments: ignore, or exclude overlapping false positives.",
+        choices=AMBIGUOUS_RULES,
+    )
+    unknown_labels: str = param(
+        "error",
+        "Predictions of classes absent from the ground truth: error, or drop them.",
+        choices=UNKNOWN_LABELS,
+    )
+    outside_subset: str = param(
+        "fp",
+        "Predictions on videos outside the subset: fp (false positives, the official rule) or drop.",
+        choices=OUTSIDE_SUBSET,
+    )
 
 
 def read_predictions_source(

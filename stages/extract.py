@@ -13,10 +13,60 @@ from wtalcli.core.console import progress as _progress
 from wtalcli.core.console import warn as _warn
 from wtalcli.core.errors import InputError
 from wtalcli.core.store import Artifact, Store, build_or_skip
+from wtalcli.data.params import IMPORT_SOURCES, ExtractParams
 from wtalcli.data.schema import write_feature_set
 from wtalcli.data.timegrid import TimeGrid
 
-IMPORT_SOURCES = ("basnet", "wtalc", "folder")
+
+def extract(
+    store: Store, p: ExtractParams, path: Path | None = None, force: bool = False, log=_log
+) -> Artifact | None:
+    """Build the feature set ``p`` asks for (``path``: the input folder, or the videos' folder or
+    list file; none for synthetic). Returns None for a ``--shard`` video run (nothing merged yet)."""
+    p.validate()
+    if p.source == "synthetic":
+        if path is not None:
+            raise InputError("--from synthetic takes no input path", "drop the path, or pick another --from")
+        return extract_synthetic(store, preset=p.preset, seed=p.seed, dtype=p.dtype, force=force, log=log)
+    if path is None:
+        what = "a folder of videos or a list file" if p.source == "videos" else "the input folder"
+        raise InputError(f"--from {p.source} needs {what}", f"e.g. wtal extract --from {p.source} DIR")
+    if p.source == "videos":
+        return extract_videos(
+            store,
+            path,
+            p.backbone,
+            p.weights,
+            p.grid(),
+            p.batch_size,
+            p.device,
+            p.shard,
+            labels_csv=Path(p.labels) if p.labels else None,
+            annotations=p.annotations,
+            size=p.size,
+            decoder=p.decoder,
+            workers=p.workers,
+            dtype=p.dtype,
+            seed=p.seed,
+            force=force,
+            log=log,
+        )
+    return extract_import(
+        store,
+        p.source,
+        path,
+        p.grid(),
+        p.dtype,
+        gt_json=p.gt,
+        annotations=p.annotations,
+        classes_file=Path(p.classes) if p.classes else None,
+        features_file=Path(p.features_file) if p.features_file else None,
+        streams=p.streams,
+        allow_missing=p.allow_missing,
+        keep_unlabeled=p.keep_unlabeled,
+        force=force,
+        log=log,
+    )
 
 
 def extract_synthetic(

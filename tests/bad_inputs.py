@@ -1047,7 +1047,7 @@ def c_predictions_overflowing_bound(w):
     return _predictions_with(w, lambda d: _first(d).update(segment=[1, 10**400]))
 
 
-@case("evaluate", r"--drop-unknown|unknown")
+@case("evaluate", r"--unknown-labels|unknown")
 def c_predictions_unknown_class(w):
     return _predictions_with(w, lambda d: _first(d).update(label="Juggling"))
 

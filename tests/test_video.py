@@ -676,3 +676,10 @@ def test_cli_extract_videos_then_baseline_reads_it(tmp_path, capsys):
         Store(wd3), None, BaselineParams(device="cpu", iterations=3, preset="tiny"), log=lambda m: None
     )
     assert model.kind == "model" and tcas.kind == "tcas"
+
+
+def test_backbone_names_in_the_help_are_the_backbones():
+    from wtalcli.data.params import BACKBONE_NAMES
+    from wtalcli.video.backbones import BACKBONES
+
+    assert BACKBONE_NAMES == ", ".join(BACKBONES[:-1]) + " or " + BACKBONES[-1]

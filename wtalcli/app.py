@@ -17,19 +17,17 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from stages.evaluate import EvalParams
 from wtalcli import __version__
 from wtalcli.core import params
 from wtalcli.core.console import emit, err, show
 from wtalcli.core.errors import InputError, WtalError
 from wtalcli.core.params import Values
 from wtalcli.core.store import Store, code_version
-from wtalcli.data.importers import STREAMS
-from wtalcli.data.schema import FEATURE_DTYPES
-from wtalcli.data.synthetic import PRESETS as SYNTHETIC
+from wtalcli.data.params import ExtractParams
 from wtalcli.dcc.params import DCCParams, DenoiseParams, PseudolabelParams
 from wtalcli.evaluation.localization import LocalizeParams
 from wtalcli.model.config import BaselineParams
-from wtalcli.video.decode import BACKENDS as DECODERS
 
 app = typer.Typer(
     name="wtal",
@@ -57,24 +55,6 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print JSON on stdout inste
 Seed = Annotated[int, typer.Option("--seed", help="Random seed (fixes the result on CPU).")]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
 DEFAULT_WORKDIR = Path("artifacts")
-
-
-def _choices(name: str, values) -> type[StrEnum]:
-    return StrEnum(name, {v: v for v in values})
-
-
-SyntheticPreset = _choices("SyntheticPreset", SYNTHETIC)
-Dtype = _choices("Dtype", FEATURE_DTYPES)
-Streams = _choices("Streams", STREAMS)
-Decoder = _choices("Decoder", DECODERS)
-
-
-class Source(StrEnum):
-    synthetic = "synthetic"
-    basnet = "basnet"
-    wtalc = "wtalc"
-    folder = "folder"
-    videos = "videos"
 
 
 def _store(workdir: Path) -> Store:
@@ -118,7 +98,26 @@ def _main(
 # ---------------------------------------------------------------- extract
 
 
-@app.command(
+def _extract(
+    path: Annotated[
+        Path | None, typer.Argument(help="Input folder, or videos' folder or list file (not for synthetic).")
+    ] = None,
+    workdir: Workdir = DEFAULT_WORKDIR,
+    force: Force = False,
+    *,
+    values: Values,
+) -> None:
+    from stages.extract import extract
+
+    p = values.build(0)
+    art = extract(_store(workdir), p, path, force=force)
+    if art is None:
+        emit({"shard": p.shard, "done": True})
+        return
+    _emit_artifact(art)
+
+
+app.command(
     "extract",
     help=(
         "Make a feature set: the built-in synthetic dataset, or import features in a known layout.\n\n"
@@ -127,125 +126,7 @@ def _main(
         "  wtal extract --from basnet ~/data/THUMOS14   # features/{train,test}/{rgb,flow}/*.npy + gt.json\n\n"
         "  wtal extract --from videos ~/videos --backbone r3d_18 --weights r3d_18-b3b3357e.pth --device cuda"
     ),
-)
-def extract_cmd(
-    source: Annotated[
-        Source, typer.Option("--from", help="Where the features come from.")
-    ] = Source.synthetic,
-    path: Annotated[Path | None, typer.Argument(help="Input folder (not for synthetic).")] = None,
-    preset: Annotated[SyntheticPreset, typer.Option(help="Synthetic preset.")] = SyntheticPreset("small"),
-    dtype: Annotated[Dtype, typer.Option(help="Stored feature dtype.")] = Dtype("float32"),
-    gt: Annotated[
-        str | None,
-        typer.Option(
-            "--gt",
-            help=(
-                "Ground truth where the layout lacks its own (basnet: instead of gt.json; folder: instead of "
-                "its JSON): a JSON, a THUMOS14 txt folder, or thumos14 / anet13 / anet12 (packaged)."
-            ),
-        ),
-    ] = None,
-    annotations: Annotated[
-        str | None,
-        typer.Option(
-            help=(
-                "Replace the source's annotations: thumos14, anet13, anet12, a THUMOS14 txt folder or an "
-                "ActivityNet-style JSON."
-            )
-        ),
-    ] = None,
-    classes: Annotated[
-        Path | None, typer.Option("--classes", help="Class list (JSON list or one name per line).")
-    ] = None,
-    features_file: Annotated[
-        Path | None, typer.Option(help="wtalc: the joint features .npy, if not the default name.")
-    ] = None,
-    streams: Annotated[Streams, typer.Option(help="basnet: both (rgb ++ flow), rgb or flow.")] = Streams(
-        "both"
-    ),
-    fps: Annotated[float, typer.Option(help="Feature time grid: frames per second.")] = 25.0,
-    stride: Annotated[int, typer.Option(help="Feature time grid: frames between snippets.")] = 16,
-    clip_len: Annotated[int, typer.Option(help="Feature time grid: frames per snippet.")] = 16,
-    allow_missing: Annotated[
-        bool, typer.Option(help="Warn (not fail) on ground-truth videos without features.")
-    ] = False,
-    keep_unlabeled: Annotated[bool, typer.Option(help="Import videos with features but no labels.")] = False,
-    backbone: Annotated[
-        str, typer.Option(help="videos: r2plus1d_18, r3d_18, s3d, mvit_v2_s or swin3d_t.")
-    ] = "r2plus1d_18",
-    weights: Annotated[
-        str, typer.Option(help="videos: a weights file, 'hub' (torch hub cache) or 'random'.")
-    ] = "hub",
-    batch_size: Annotated[int, typer.Option(help="videos: clips per forward pass.")] = 32,
-    device: Annotated[str, typer.Option("--device", help="videos: auto, cpu or cuda.")] = "auto",
-    shard: Annotated[
-        str | None, typer.Option(help="videos: extract only shard i/N (rerun without it to merge).")
-    ] = None,
-    labels: Annotated[
-        Path | None, typer.Option("--labels", help="videos: CSV video_id,label of video-level labels.")
-    ] = None,
-    size: Annotated[int | None, typer.Option(help="videos: crop side override (quick runs).")] = None,
-    decoder: Annotated[Decoder, typer.Option(help="videos: the decoding library.")] = Decoder("pyav"),
-    workers: Annotated[int, typer.Option(help="videos: decoder threads.")] = 1,
-    seed: Seed = 0,
-    workdir: Workdir = DEFAULT_WORKDIR,
-    force: Force = False,
-) -> None:
-    from stages import extract as stage
-    from wtalcli.data.timegrid import TimeGrid
-
-    store = _store(workdir)
-    if source is Source.synthetic:
-        if path is not None:
-            raise typer.BadParameter("--from synthetic takes no input path")
-        art = stage.extract_synthetic(store, preset=preset.value, seed=seed, dtype=dtype.value, force=force)
-    elif source is Source.videos:
-        if path is None:
-            raise typer.BadParameter("--from videos needs a folder of videos or a list file")
-        art = stage.extract_videos(
-            store,
-            path,
-            backbone,
-            weights,
-            TimeGrid(fps, stride, clip_len),
-            batch_size,
-            device,
-            shard,
-            labels_csv=labels,
-            annotations=annotations,
-            size=size,
-            decoder=decoder.value,
-            workers=workers,
-            dtype=dtype.value,
-            seed=seed,
-            force=force,
-        )
-        if art is None:
-            emit({"shard": shard, "done": True})
-            return
-    else:
-        if path is None:
-            raise typer.BadParameter(f"--from {source.value} needs the input folder")
-        try:
-            grid = TimeGrid(fps, stride, clip_len)
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc)) from None
-        art = stage.extract_import(
-            store,
-            source.value,
-            path,
-            grid,
-            dtype.value,
-            gt_json=gt,
-            annotations=annotations,
-            classes_file=classes,
-            features_file=features_file,
-            streams=streams.value,
-            allow_missing=allow_missing,
-            keep_unlabeled=keep_unlabeled,
-            force=force,
-        )
-    _emit_artifact(art)
+)(params.command([params.Group(ExtractParams)], _extract))
 
 
 # ---------------------------------------------------------------- baseline
@@ -432,32 +313,7 @@ app.command(
 )(params.command([params.Group(LocalizeParams)], _localize))
 
 
-class Ties(StrEnum):
-    reference = "reference"
-    stable = "stable"
-
-
-class Ambiguous(StrEnum):
-    ignore = "ignore"
-    exclude = "exclude"
-
-
-class Protocol(StrEnum):
-    all = "all"
-    basnet = "basnet"
-    opentad = "opentad"
-
-
-@app.command(
-    "evaluate",
-    help=(
-        "mAP by the ActivityNet detection protocol: a table on stdout (--json: the full result as JSON), "
-        "per-class AP kept as an evaluation artifact. Ground truth defaults to the feature set's annotations.\n\n"
-        "Examples:\n\n  wtal evaluate proposals.json\n\n  wtal localize | wtal evaluate -\n\n"
-        "  wtal evaluate p.json --gt thumos14 --protocol basnet --tiou thumos14-basnet"
-    ),
-)
-def evaluate_cmd(
+def _evaluate(
     proposals: Annotated[
         str | None,
         typer.Argument(help="Results JSON file, - for stdin, or a proposals artifact (default: newest)."),
@@ -468,66 +324,36 @@ def evaluate_cmd(
             "--gt",
             help=(
                 "Ground truth: thumos14, anet13 or anet12 (packaged public annotations), an ActivityNet-style "
-                "JSON (.json, .json.gz, .json.xz) or a THUMOS14 txt folder."
+                "JSON (.json, .json.gz, .json.xz) or a THUMOS14 txt folder (default: the feature set's)."
             ),
         ),
     ] = None,
-    subset: Annotated[
-        str | None,
-        typer.Option(
-            help=(
-                "Subset to evaluate (default: test; for thumos14/anet13/anet12 'test' is THUMOS14 test / "
-                "ActivityNet validation)."
-            )
-        ),
-    ] = None,
-    tiou: Annotated[
-        str,
-        typer.Option(
-            help=(
-                "tIoU thresholds: thumos14 (0.1..0.7), thumos14-basnet (0.1..0.9), anet (0.5..0.95), a comma "
-                "list, or start:stop:step with the stop INCLUDED (0.1:0.7:0.1 = 0.1, 0.2, ..., 0.7)."
-            )
-        ),
-    ] = "thumos14",
-    protocol: Annotated[
-        Protocol, typer.Option(help="THUMOS14 test videos kept: all 212, basnet 210, opentad 211.")
-    ] = Protocol.all,
-    ties: Annotated[
-        Ties, typer.Option(help="Order of equal scores: reference (the official evaluator's) or stable.")
-    ] = Ties.reference,
-    ambiguous: Annotated[
-        Ambiguous,
-        typer.Option(help="THUMOS14 Ambiguous segments: ignore, or exclude overlapping false positives."),
-    ] = Ambiguous.ignore,
-    drop_unknown: Annotated[
-        bool,
-        typer.Option(
-            "--drop-unknown",
-            help="Drop predictions of classes absent from the ground truth instead of failing.",
-        ),
-    ] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the full result as JSON on stdout instead of the table.")
     ] = False,
     workdir: Workdir = DEFAULT_WORKDIR,
     force: Force = False,
+    *,
+    values: Values,
 ) -> None:
-    from stages.evaluate import EvalParams, evaluate, result_table
+    from stages.evaluate import evaluate, result_table
 
-    params = EvalParams(
-        subset=subset or "test",
-        tiou=tiou,
-        protocol=protocol.value,
-        ties=ties.value,
-        ambiguous=ambiguous.value,
-        unknown_labels="drop" if drop_unknown else "error",
-    )
-    result, art = evaluate(_store(workdir), proposals, gt, params, force=force)
+    result, art = evaluate(_store(workdir), proposals, gt, values.build(0), force=force)
     if as_json:
         emit({"artifact": art.id, **result})
     else:
         show(result_table(result))
+
+
+app.command(
+    "evaluate",
+    help=(
+        "mAP by the ActivityNet detection protocol: a table on stdout (--json: the full result as JSON), "
+        "per-class AP kept as an evaluation artifact. Ground truth defaults to the feature set's annotations.\n\n"
+        "Examples:\n\n  wtal evaluate proposals.json\n\n  wtal localize | wtal evaluate -\n\n"
+        "  wtal evaluate p.json --gt thumos14 --protocol basnet --tiou thumos14-basnet"
+    ),
+)(params.command([params.Group(EvalParams)], _evaluate))
 
 
 # ---------------------------------------------------------------- run

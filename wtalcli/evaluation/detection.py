@@ -585,7 +585,7 @@ def _rank_and_match(
             raise InputError(
                 f"{int(unknown.sum())} predictions have labels absent from the ground truth "
                 f"(first: {first!r})",
-                "fix the class names, or drop such predictions (unknown_labels='drop')",
+                "fix the class names, or drop such predictions (--unknown-labels drop)",
                 path=preds.source,
             )
         keep &= ~unknown
