@@ -230,3 +230,27 @@ def test_beta_schedule():
     assert beta_at(3, 100, 0.1, 3.0, "linear", warmup=10) == 0.1
     with pytest.raises(ValueError):
         beta_at(3, 100, 0.0, 3.0, "exp")
+
+
+@pytest.mark.parametrize("tau", [0.1, 0.004])  # 0.004: positives far below the max underflow
+def test_info_nce_matches_a_float64_loop(tau):
+    from wtalcli.dcc.contrast import _info_nce
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.nn.functional.normalize(torch.randn(6, 8, generator=g), dim=1)
+    c = torch.nn.functional.normalize(torch.randn(40, 8, generator=g), dim=1)
+    pos = torch.rand(6, 40, generator=g) < 0.2
+    pos[:, 0] = True
+    allowed = pos | (torch.rand(6, 40, generator=g) < 0.5)
+    logits = (a @ c.T / tau).requires_grad_()
+    got = _info_nce(logits, pos, allowed)
+    l64 = logits.detach().double()
+    for i in range(6):
+        want = torch.logsumexp(l64[i][allowed[i]], 0) - torch.logsumexp(l64[i][pos[i]], 0)
+        assert got[i].item() == pytest.approx(want.item(), rel=1e-5, abs=1e-5)
+    got.sum().backward()
+    assert torch.isfinite(logits.grad).all()
+    # d/dl of the row loss: softmax over allowed minus softmax over positives
+    sm_all = torch.softmax(l64.masked_fill(~allowed, float("-inf")), 1)
+    sm_pos = torch.softmax(l64.masked_fill(~pos, float("-inf")), 1)
+    assert torch.allclose(logits.grad.double(), sm_all - sm_pos, atol=1e-5)

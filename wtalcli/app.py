@@ -438,11 +438,11 @@ def _ablate_groups():
 app.command(
     "ablate",
     help=(
-        "The paper's ablations in one command: baseline / DCC without denoising / DCC (plus a "
-        "same-length baseline control), single-video / mini-batch / memory-bank contrast and a K "
-        "sweep, each over several seeds, after choosing tau and beta on held-out training videos "
-        "(never on test). Writes results.parquet, table.md (mean ± std; printed on stdout) and "
-        "ablation.png.\n\n"
+        "The DCC study in one command, over several seeds: the baseline, the same-length control "
+        "(train-dcc with beta = 0), DCC without denoising, DCC and DCC on oracle targets; contrast "
+        "scopes; a K sweep. DCC's options (--grid) and every run's length are chosen on held-out "
+        "training videos, never on test. Writes results.parquet, selection.parquet, table.md "
+        "(mean ± std and every seed; printed on stdout) and ablation.png.\n\n"
         "Examples:\n\n  wtal ablate --jobs 2\n\n"
         "  wtal ablate --preset tiny --seeds 0,1 --tables main --no-select\n\n"
         "  wtal ablate --tables clusters --clusters 8,32,128 --tau 0.2 --no-select"

@@ -284,10 +284,7 @@ def dcc_loss(
     has_pos = pos.any(1)
     if not has_pos.any():
         return zero, {"dcc": 0.0, "anchors": 0.0, "positives": 0.0, "negatives": float(neg.sum())}
-    ninf = torch.finfo(logits.dtype).min
-    lse_pos = torch.logsumexp(logits.masked_fill(~pos, ninf), dim=1)
-    lse_all = torch.logsumexp(logits.masked_fill(~(pos | neg), ninf), dim=1)
-    per_anchor = (lse_all - lse_pos)[has_pos]
+    per_anchor = _info_nce(logits[has_pos], pos[has_pos], (pos | neg)[has_pos])
     loss = per_anchor.mean()
     return loss, {
         "dcc": float(loss.detach()),
@@ -295,6 +292,25 @@ def dcc_loss(
         "positives": float(pos[has_pos].sum(1).float().mean()),
         "negatives": float(neg[has_pos].sum(1).float().mean()),
     }
+
+
+def _info_nce(logits: torch.Tensor, pos: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """``log sum_allowed exp(l) - log sum_pos exp(l)`` per row (``pos`` within ``allowed``).
+
+    One exponential of the (A, N) logits, shifted by each row's largest allowed logit, serves both
+    sums; where a row's positives all lie so far below that maximum that their sum underflows
+    (only possible for tau below ~0.02 on unit features), the rows are recomputed with two
+    log-sum-exps, which never underflow."""
+    shift = logits.masked_fill(~allowed, float("-inf")).amax(1, keepdim=True).detach()
+    e = torch.exp((logits - shift).masked_fill(~allowed, float("-inf")))  # (A, N), 0 where not allowed
+    sum_all = e.sum(1)
+    sum_pos = (e * pos).sum(1)
+    if bool((sum_pos > 0).all()):
+        return sum_all.log() - sum_pos.log()
+    ninf = torch.finfo(logits.dtype).min
+    lse_pos = torch.logsumexp(logits.masked_fill(~pos, ninf), dim=1)
+    lse_all = torch.logsumexp(logits.masked_fill(~allowed, ninf), dim=1)
+    return lse_all - lse_pos
 
 
 def beta_at(step: int, total: int, start: float, end: float, shape: str, warmup: int = 0) -> float:
