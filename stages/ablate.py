@@ -382,8 +382,13 @@ def _diagnostics(store: Store, model: str, tcas: str) -> dict:
         out.update(
             pl_precision=q.get("precision", nan), pl_recall=q.get("recall", nan), pl_iou=q.get("iou", nan)
         )
+        # a refresh round's confidence map is the only one made from its pseudo-labels; without
+        # rounds, the map the run read (the same pseudo-labels may have maps for several K)
+        used = m.manifest.get("inputs", {}).get("confidence", {}).get("id") if not rounds else None
         confs = [
-            a for a in store.artifacts("confidence") if a.manifest["inputs"]["pseudolabels"]["id"] == pl.id
+            a
+            for a in store.artifacts("confidence")
+            if a.manifest["inputs"]["pseudolabels"]["id"] == pl.id and (used is None or a.id == used)
         ]
         if confs:
             out["s_auc"] = (confs[-1].manifest.get("summary", {}).get("quality") or {}).get("s_auc", nan)

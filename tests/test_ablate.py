@@ -63,6 +63,12 @@ def test_every_row_and_seed_is_scored(run):
     assert dcc["grad_ratio"].gt(0).all() and dcc["emb_action_auc"].between(0, 1).all()
     oracle = res[res["variant"].str.startswith("DCC on oracle")]
     assert oracle["s_auc"].isna().all()  # no pseudo-labels, no confidence
+    # a run without refresh rounds reports the confidence map it read, though the same
+    # pseudo-labels also have maps for other K (the clusters table)
+    for _, row in res[res["variant"].str.startswith("same-length control")].iterrows():
+        read = store.get(store.root / row["model"]).manifest["inputs"]["confidence"]["id"]
+        conf = store.get(store.root / read)
+        assert row["s_auc"] == conf.manifest["summary"]["quality"]["s_auc"]
 
 
 def test_every_arm_keeps_its_best_iteration_on_the_same_heldout_videos(run):
