@@ -12,7 +12,7 @@
 #
 # Evaluation: ActivityNet 1.3 validation, the ground truth packaged with wtal (`--gt anet13`, 4728
 # videos), mAP at tIoU 0.5:0.95 in steps of 0.05 (`--tiou anet`) and their average, for the
-# baseline and for DCC. Validation videos without features count as missed.
+# baseline, the same-length control and DCC. Validation videos without features count as missed.
 #
 # Settings, as environment variables [default]:
 #   WTAL                 the wtal command, split at spaces [`wtal` on PATH, else .venv/bin/wtal]
@@ -29,6 +29,7 @@
 #   WTAL_CLUSTERS        K, k-means clusters of the denoising [64]
 #   WTAL_HOLDOUT         share of training videos held out for selection [0: report the last iteration]
 #   WTAL_SELECT_EVERY    with WTAL_HOLDOUT: keep the best held-out iteration, scored every N [0]
+#   WTAL_CONTROL         1: also train and evaluate the same-length control (train-dcc, beta = 0) [1]
 #   WTAL_FPS WTAL_STRIDE WTAL_CLIP_LEN   the features' time grid [25 16 16]
 #   WTAL_EXTRA_EXTRACT WTAL_EXTRA_BASELINE WTAL_EXTRA_PSEUDOLABEL WTAL_EXTRA_DENOISE WTAL_EXTRA_DCC
 #   WTAL_EXTRA_LOCALIZE WTAL_EXTRA_EVALUATE   more options for that command, split at spaces [none]
@@ -36,6 +37,8 @@
 # Every command is printed (on stderr, after "+") before it runs; the first failure stops the script.
 # Artifacts are cached in WTAL_WORKDIR: a rerun with the same settings rebuilds nothing.
 set -euo pipefail
+# shellcheck source=scripts/reproduce_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/reproduce_lib.sh"
 
 usage="usage: $0 ANET_DIR   ({train,test}/<video>.npy, with or without an ActivityNet-style JSON)"
 if [ "$#" -ge 1 ] && { [ "$1" = "-h" ] || [ "$1" = "--help" ]; }; then
@@ -47,23 +50,11 @@ if [ "$#" -ne 1 ]; then
   exit 2
 fi
 data="$1"
-die() {
-  echo "error: $*" >&2
-  exit 1
-}
 [ -d "$data" ] || die "$data: no such folder (pass the folder of per-video ActivityNet 1.3 features)"
 
-repo="$(cd "$(dirname "$0")/.." && pwd)"
-if [ -n "${WTAL:-}" ]; then
-  read -r -a wtal <<<"$WTAL"
-elif command -v wtal >/dev/null 2>&1; then
-  wtal=(wtal)
-elif [ -x "$repo/.venv/bin/wtal" ]; then
-  wtal=("$repo/.venv/bin/wtal")
-else
-  die "wtal not found: install it (bash scripts/setup.sh) or set WTAL to the command"
-fi
-
+default_workdir=artifacts-anet13
+default_preset=anet
+reproduce_settings
 # the import's ground truth: WTAL_GT, else the folder's own JSON (found by the importer), else anet13
 if [ -n "${WTAL_GT:-}" ]; then
   gt=(--gt "$WTAL_GT")
@@ -88,55 +79,12 @@ fi
 missing=()
 if [ "${WTAL_ALLOW_MISSING:-0}" = 1 ]; then missing=(--allow-missing); fi
 
-workdir="${WTAL_WORKDIR:-artifacts-anet13}"
-results="${WTAL_RESULTS:-$workdir/results}"
 eval_gt="${WTAL_EVAL_GT:-anet13}"
-device="${WTAL_DEVICE:-auto}"
-seed="${WTAL_SEED:-0}"
-preset="${WTAL_PRESET:-anet}"
-clusters="${WTAL_CLUSTERS:-64}"
-holdout="${WTAL_HOLDOUT:-0}"
-select_every="${WTAL_SELECT_EVERY:-0}"
-grid=(--fps "${WTAL_FPS:-25}" --stride "${WTAL_STRIDE:-16}" --clip-len "${WTAL_CLIP_LEN:-16}")
-read -r -a x_extract <<<"${WTAL_EXTRA_EXTRACT:-}"
-read -r -a x_baseline <<<"${WTAL_EXTRA_BASELINE:-}"
-read -r -a x_pseudolabel <<<"${WTAL_EXTRA_PSEUDOLABEL:-}"
-read -r -a x_denoise <<<"${WTAL_EXTRA_DENOISE:-}"
-read -r -a x_dcc <<<"${WTAL_EXTRA_DCC:-}"
-read -r -a x_localize <<<"${WTAL_EXTRA_LOCALIZE:-}"
-read -r -a x_evaluate <<<"${WTAL_EXTRA_EVALUATE:-}"
-iters=()
-if [ -n "${WTAL_ITERATIONS:-}" ]; then iters=(--iterations "$WTAL_ITERATIONS"); fi
-dcc_iters=()
-if [ -n "${WTAL_DCC_ITERATIONS:-}" ]; then dcc_iters=(--iterations "$WTAL_DCC_ITERATIONS"); fi
-common=(--workdir "$workdir")
-
-# run CMD...: print the command, then run it
-run() {
-  printf '+' >&2
-  printf ' %q' "$@" >&2
-  printf '\n' >&2
-  "$@"
-}
-# field NAME TEXT: the string value of "NAME" in a command's JSON output (fails if absent)
-field() {
-  local value
-  value="$(sed -n "s/^ *\"$1\": \"\([^\"]*\)\".*/\1/p" <<<"$2" | head -n 1)"
-  [ -n "$value" ] || die "no \"$1\" in wtal's output: $2"
-  printf '%s' "$value"
-}
-# step CMD...: run a wtal command, echo its JSON output, keep it in $out
-step() {
-  out="$(run "${wtal[@]}" "$@")"
-  printf '%s\n' "$out"
-}
 
 echo "== ActivityNet 1.3 reproduction: features in $data, ground truth $gt_text"
 echo "== protocol: ActivityNet 1.3 validation (--gt $eval_gt);" \
   "mAP at tIoU 0.5:0.95, step 0.05 (--tiou anet), and their average"
-echo "== settings: preset $preset, device $device, seed $seed, K $clusters," \
-  "iterations ${WTAL_ITERATIONS:-of the preset}, workdir $workdir, results $results"
-mkdir -p "$results"
+settings_line
 
 if ! out="$(run "${wtal[@]}" extract --from folder "$data" ${gt[@]+"${gt[@]}"} ${missing[@]+"${missing[@]}"} \
   "${grid[@]}" --seed "$seed" "${common[@]}" ${x_extract[@]+"${x_extract[@]}"})"; then
@@ -149,33 +97,7 @@ fi
 printf '%s\n' "$out"
 features="$(field artifact "$out")"
 
-step baseline --features "$features" --preset "$preset" --device "$device" --seed "$seed" \
-  --holdout "$holdout" --select-every "$select_every" ${iters[@]+"${iters[@]}"} "${common[@]}" \
-  ${x_baseline[@]+"${x_baseline[@]}"}
-base_model="$(field model "$out")"
-base_tcas="$(field tcas "$out")"
-
-step pseudolabel --tcas "$base_tcas" "${common[@]}" ${x_pseudolabel[@]+"${x_pseudolabel[@]}"}
-pseudolabels="$(field artifact "$out")"
-
-step denoise --pseudolabels "$pseudolabels" --clusters "$clusters" --device "$device" --seed "$seed" \
-  "${common[@]}" ${x_denoise[@]+"${x_denoise[@]}"}
-confidence="$(field artifact "$out")"
-
-step train-dcc --model "$base_model" --pseudolabels "$pseudolabels" --confidence "$confidence" \
-  --device "$device" --seed "$seed" --select-every "$select_every" ${dcc_iters[@]+"${dcc_iters[@]}"} \
-  "${common[@]}" ${x_dcc[@]+"${x_dcc[@]}"}
-dcc_tcas="$(field tcas "$out")"
-
-for name in baseline dcc; do
-  if [ "$name" = baseline ]; then tcas="$base_tcas"; else tcas="$dcc_tcas"; fi
-  step localize --tcas "$tcas" --out "$results/$name.proposals.json" "${common[@]}" \
-    ${x_localize[@]+"${x_localize[@]}"}
-  proposals="$(field artifact "$out")"
-  echo "== $name, tIoU anet"
-  run "${wtal[@]}" evaluate "$proposals" --gt "$eval_gt" --tiou anet "${common[@]}" \
-    ${x_evaluate[@]+"${x_evaluate[@]}"} | tee "$results/$name.anet.txt"
-done
-
-echo "== done: proposals (JSON) and mAP tables in $results; every evaluation in full (per class," \
-  "per tIoU) in the evaluation artifacts of $workdir (wtal status / wtal show)"
+train_all "$features"
+localize_all
+evaluate_all "anet" --gt "$eval_gt" --tiou anet
+done_line

@@ -118,9 +118,10 @@ def _evaluations(workdir: Path) -> dict[tuple[str, str], dict]:
 
 
 def _check_evaluations(workdir: Path, tious: dict[str, list[float]], gt_summary: str, protocol: str) -> None:
-    """Baseline and DCC evaluated at each tIoU set, on the whole ground truth, with predictions."""
+    """Baseline, same-length control and DCC evaluated at each tIoU set, on the whole ground truth,
+    with predictions."""
     models = [a.id for a in Store(workdir).artifacts("model")]
-    assert len(models) == 2  # the baseline and DCC
+    assert len(models) == 3  # the baseline, the control and DCC
     found = _evaluations(workdir)
     assert set(found) == {(m, t) for m in models for t in tious}
     for (_, tiou), res in found.items():
@@ -178,12 +179,15 @@ def test_thumos14_script(tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     out, err = proc.stdout, proc.stderr.replace(str(tmp_path / "wtal"), "wtal")
     assert "protocol: THUMOS14 test, BaS-Net's 210 videos" in out
-    assert out.count("┃ avg ┃") == 4  # 4 mAP tables: baseline and DCC at 2 tIoU sets
+    assert out.count("┃ avg ┃") == 6  # 6 mAP tables: baseline, control and DCC at 2 tIoU sets
     for command in ("extract --from basnet", "baseline", "pseudolabel", "denoise", "train-dcc", "localize"):
         assert f"+ wtal {command} " in err
     assert "--preset thumos --device cpu" in err
     for tiou in ("thumos14", "thumos14-basnet"):
-        assert err.count(f"--gt thumos14 --protocol basnet --tiou {tiou} ") == 2
+        assert err.count(f"--gt thumos14 --protocol basnet --tiou {tiou} ") == 3
+    # the control: train-dcc from the same baseline with the contrast weighted 0, no refresh rounds
+    assert err.count("+ wtal train-dcc ") == 2
+    assert "--beta-start 0 --beta-end 0 --beta-shape constant --refresh-every 0" in err
     # the split files chose the videos: the unlisted feature file was left out
     assert f"not in the split files and were left out: {THUMOS_UNLISTED}" in err
     videos = _imported_videos(tmp_path / "work")
@@ -206,7 +210,7 @@ def test_thumos14_script(tmp_path):
     }
     _check_evaluations(tmp_path / "work", tious, "thumos14 [test]: 210 videos", "basnet")
     results = tmp_path / "work" / "results"
-    for model in ("baseline", "dcc"):
+    for model in ("baseline", "control", "dcc"):
         preds = json.loads((results / f"{model}.proposals.json").read_text())["results"]
         assert set(preds) == set(THUMOS_TEST)
         for tiou in tious:
@@ -225,7 +229,7 @@ def test_anet13_script(tmp_path):
     assert "protocol: ActivityNet 1.3 validation (--gt anet13)" in out
     assert f"+ wtal extract --from folder {data} --gt anet13 --allow-missing " in err
     assert "--preset anet --device cpu" in err
-    assert err.count("--gt anet13 --tiou anet ") == 2
+    assert err.count("--gt anet13 --tiou anet ") == 3
     videos = _imported_videos(tmp_path / "work")
     assert videos == {**dict.fromkeys(ANET_TRAIN, "train"), **dict.fromkeys(ANET_TEST, "test")}
     assert "check the grid options" not in err  # the snippets span the videos' durations
