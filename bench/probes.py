@@ -15,7 +15,7 @@
   video is nearer to itself than to other videos of its class).
 - :func:`oracle_projections` (synthetic data only): feature energy along the hidden directions
   inside actions, in their cores and in the background.
-- :func:`dataset_stats`: the layout statistics STATS.md reports for THUMOS14.
+- :func:`dataset_stats`: the layout statistics the packaged THUMOS14 ground truth gives.
 
 All probes take any object with ``videos`` (with ``offset``), ``features``, ``annotations`` and
 ``classes`` -- a :class:`wtalcli.data.synthetic.SyntheticData` or a :class:`wtalcli.data.schema.FeatureSet`.
@@ -567,7 +567,7 @@ def oracle_projections(data) -> dict[str, float]:
 
 
 def dataset_stats(videos: pd.DataFrame, annotations: pd.DataFrame) -> dict[str, dict[str, float]]:
-    """Per subset: the layout statistics that STATS.md reports for THUMOS14.
+    """Per subset: the layout statistics that the packaged THUMOS14 ground truth gives.
 
     Coverage is the union of a video's segments over its duration, averaged over videos.
     """

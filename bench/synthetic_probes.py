@@ -4,7 +4,7 @@ For each preset (``tiny``, ``small``; ``thumos`` with ``--thumos``, it is 2048-d
 each seed: generation time and its ratio to a floor measured in the same run (drawing the same
 number of Gaussian samples the generator must draw: the rest is the signal, the AR(1) recursion
 and the expansion to D dimensions), the layout statistics next to THUMOS14's
-(``shared/datasets/STATS.md``), and the probes of :mod:`probes` (``bench/probes.py``): the video-level linear
+(``statistics of the packaged THUMOS14 ground truth, wtalcli/data/datasets/basnet_thumos14/gt.json.xz``), and the probes of :mod:`probes` (``bench/probes.py``): the video-level linear
 probe, the fully supervised snippet probe (localization ceiling), the weak-CAS check (does a
 video-label linear learner score actions above background?) and the hidden-direction projections.
 
@@ -40,7 +40,7 @@ import torch  # noqa: E402
 
 from wtalcli.data.synthetic import PRESETS, generate, resolve_config  # noqa: E402
 
-# THUMOS14 (shared/datasets/STATS.md): validation (our train) and test
+# THUMOS14 (statistics of the packaged THUMOS14 ground truth, wtalcli/data/datasets/basnet_thumos14/gt.json.xz): validation (our train) and test
 THUMOS = {
     "train": {
         "videos": 200,
@@ -128,7 +128,7 @@ def fmt(x: float, nd: int = 3) -> str:
 
 
 def print_stats(results: list[dict]) -> None:
-    print("\n## Layout statistics (mean over seeds; THUMOS14 from shared/datasets/STATS.md)\n")
+    print("\n## Layout statistics (mean over seeds; THUMOS14: the packaged ground truth)\n")
     head = ["preset", "subset"] + STAT_KEYS
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))

@@ -194,6 +194,7 @@ OUTSIDE = re.compile(
     "|".join(
         [
             re.escape(".." + "/shared"),
+            "(?<![A-Za-z0-9_./-])" + re.escape("shared" + "/datasets"),  # the sibling folder, named bare
             re.escape("/" + "work/"),
             "/" + "home/[A-Za-z0-9_.-]+",
             "/" + "Users/[A-Za-z0-9_.-]+",

@@ -102,10 +102,10 @@ def test_basnet_real_gt_counts(basnet_root):
         "video_test_"
     )
     per_subset = plan.annotations.merge(v[["video_id", "subset"]]).groupby("subset").size().to_dict()
-    assert per_subset == {"train": 3007, "test": 3311}  # STATS.md / PROVENANCE.md
+    assert per_subset == {"train": 3007, "test": 3311}  # wtalcli/data/datasets/PROVENANCE.md
     assert plan.classes == THUMOS_CLASSES
     assert plan.dim == 2048
-    # 27 validation videos carry more than one class (STATS.md)
+    # 27 validation videos carry more than one class (THUMOS14 validation)
     assert int((v.loc[v.subset == "train", "labels"].map(len) > 1).sum()) == 27
     counts = plan.annotations[plan.annotations.video_id.str.contains("validation")].label.value_counts()
     assert counts["BasketballDunk"] == 303 and counts["Diving"] == 499 and counts["BaseballPitch"] == 30
@@ -292,7 +292,7 @@ def test_wtalc_real_arrays(wtalc_root):
     assert v["subset"].value_counts().to_dict() == {"train": 200, "test": 212}
     assert set(v.loc[v.subset == "train", "source_subset"]) == {"validation"}
     per_subset = plan.annotations.merge(v[["video_id", "subset"]]).groupby("subset").size().to_dict()
-    assert per_subset == {"train": 3007, "test": 3358}  # STATS.md: W-TALC keeps 270 and 1496
+    assert per_subset == {"train": 3007, "test": 3358}  # W-TALC keeps 270 and 1496
     assert plan.classes == THUMOS_CLASSES  # classlist.npy order
     assert plan.dim == 16
     row = v.set_index("video_id").loc["video_validation_0000051"]

@@ -169,7 +169,7 @@ def test_class_names_are_invented_with_near_duplicate_pairs():
 # ---------------------------------------------------------------------------------- statistics
 
 
-# THUMOS14 targets (shared/datasets/STATS.md, validation / test): mean duration 209 / 217 s, median
+# THUMOS14 targets (statistics of the packaged THUMOS14 ground truth, wtalcli/data/datasets/basnet_thumos14/gt.json.xz, validation / test): mean duration 209 / 217 s, median
 # 151 / 162 s, 15.0 / 15.8 instances per video, instance mean 4.04 / 4.48 s and median 2.9 / 3.2 s,
 # coverage 0.304 / 0.323, 27/200 and 34/212 videos with more than one class.  `small` halves the
 # durations (so also the instance count); `thumos` keeps them.  Tolerances are wider than the
