@@ -246,10 +246,11 @@ def pair_masks(
 def dcc_loss(
     regions: Regions,
     bank: RegionBank | None,
-    scope: str = "bank",
-    tau: float = 0.1,
+    scope: str,
+    tau: float,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """InfoNCE over action-region anchors of the batch; returns ``(loss, terms)``."""
+    """InfoNCE over action-region anchors of the batch at temperature ``tau``; returns
+    ``(loss, terms)``. (``scope`` and ``tau`` have their defaults in :class:`DCCParams` only.)"""
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}")
     ok = regions.valid
