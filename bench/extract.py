@@ -8,7 +8,7 @@ random (``--weights random``), which costs the same as trained ones. Sections:
    for the PyAV backend and, when usable, torchcodec.
 2. forward: snippets/s of each backbone's forward pass (head removed, inference mode), at a tiny
    input (32 px, 8 frames) and at its real input (16 frames, its own crop), on CPU, and on the GPU
-   (fp32 and bf16, batch 32) when one is present, with the ratio to the H100 reference figures below.
+   (fp32 and bf16, batch 32) when one is present, with the ratio to the H100 reference figures in BENCHMARKS.md.
 3. end to end: ``extract()`` snippets/s with 1 and 2 decoder threads (the overlap of decoding and
    inference shows as the ratio).
 4. memory: peak RSS of a child process that streams clips out of a 1-minute and a 10-minute video

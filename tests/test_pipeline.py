@@ -186,3 +186,28 @@ def test_wtal_run_prints_the_three_rows(tmp_path, capsys):
     assert set(res["results"]) == {"baseline", "control", "dcc"}
     control = Store(tmp_path).get(tmp_path / res["control_model"])
     assert control.params["dcc"]["beta_end"] == 0 and control.params["train"]["iterations"] == 6
+
+
+def test_the_control_skips_its_weightless_contrast_without_changing_the_model(trained):
+    """A contrast weighted 0 throughout is only computed on diagnostic steps: the model's weights
+    are bitwise those of the same control that computes it (and its gradient share) every step."""
+    import pandas as pd
+
+    from wtalcli.dcc.params import control_of
+
+    store, fs, model, tcas = trained
+    pl = pseudolabel(store, tcas.id, **QUIET)
+    conf = denoise(store, pl.id, params=DenoiseParams(device="cpu"), **QUIET)
+    base = DCCParams(iterations=12, device="cpu", proj_dim=32)
+    weights, logs = {}, {}
+    for every in (0, 1):
+        p = control_of(base)
+        p.grad_every = every
+        m, _ = train_dcc(store, model.id, pl.id, conf.id, p, **QUIET)
+        weights[every] = read_checkpoint(m.path / "checkpoint.pt")["model"]
+        logs[every] = pd.read_parquet(m.path / "train_log.parquet")
+    assert weights[0].keys() == weights[1].keys()
+    for k in weights[0]:
+        assert torch.equal(weights[0][k], weights[1][k]), k
+    assert "dcc" not in logs[0] or logs[0]["dcc"].isna().all()  # skipped
+    assert logs[1]["dcc"].notna().all() and logs[1]["grad_ratio"].eq(0).all()  # computed, weighted 0

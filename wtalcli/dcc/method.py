@@ -170,6 +170,8 @@ class DCC:
             b: RegionBank(self.labels, p.regions, self.head.out_dim, p.momentum, unit) for b in p.branches()
         }
         self.round = 0
+        # the schedule is 0 at every step (the same-length control): see extra_loss
+        self.weightless = p.beta_end == 0 and (p.beta_shape == "constant" or p.beta_start == 0)
         self.sources: dict[str, str] = {}  # e.g. the pseudo-label / confidence artifact ids in use
         self.model: BaSNet | None = None  # set by attach()
 
@@ -206,6 +208,13 @@ class DCC:
             assert self.model is not None and self.refresh is not None
             self.round += 1
             self.targets = self.refresh(step, self.model)
+        beta = beta_at(step, self.iterations, self.p.beta_start, self.p.beta_end, self.p.beta_shape)
+        diagnostic = bool(self.p.grad_every) and step % self.p.grad_every == 0
+        if self.weightless and not diagnostic and not distributed.current().active:
+            # a contrast weighted 0 throughout (the same-length control) cannot change the model:
+            # it is computed on the diagnostic steps only (under torchrun always, as DDP expects
+            # every parameter of the joint module to take part in each step)
+            return out.h_base.new_zeros(()), {"beta": 0.0}
         device = out.h_base.device
         a, s = self.targets.gather(batch.positions, batch.snippets, device)
         positions = torch.from_numpy(batch.positions).to(device)
@@ -218,9 +227,8 @@ class DCC:
             losses.append(loss)
             anchors += terms["anchors"]
         loss = torch.stack(losses).mean()
-        beta = beta_at(step, self.iterations, self.p.beta_start, self.p.beta_end, self.p.beta_shape)
         terms = {"dcc": float(loss.detach()), "beta": beta, "anchors": anchors}
-        if self.p.grad_every and step % self.p.grad_every == 0:
+        if diagnostic:
             terms.update(self.gradient_share(out, batch.y, loss, beta))
         return beta * loss, terms
 

@@ -566,17 +566,25 @@ def localize_all(
     grid_of: dict[TimeGrid, list[int]] = {}
     for vi in np.unique(v):
         grid_of.setdefault(grid_list[vi], []).append(vi)
+    cells_s, cells_e = st / s * scale[v], en / s * scale[v]
     for grid, vids in grid_of.items():
-        sel = np.isin(v, vids)
-        t_start[sel] = grid.index_to_seconds(st[sel] / s * scale[v[sel]])
-        t_end[sel] = grid.index_to_seconds(en[sel] / s * scale[v[sel]])
+        if len(grid_of) == 1:
+            t_start[:], t_end[:] = grid.index_to_seconds(cells_s), grid.index_to_seconds(cells_e)
+            break
+        of_grid = np.zeros(n_vid, dtype=bool)
+        of_grid[vids] = True
+        sel = of_grid[v]
+        t_start[sel] = grid.index_to_seconds(cells_s[sel])
+        t_end[sel] = grid.index_to_seconds(cells_e[sel])
 
     # NMS per (video, class): order by score desc, then threshold, then start (a global order
     # serves as the within-group order).  Sample indices give the exact tIoU (seconds are an
     # affine map of them within a video); BaS-Net's "+ 1" acts on lengths in seconds.
     group = v * (int(c.max()) + 1) + c
     rank = np.empty(len(v), dtype=np.int64)
-    rank[np.lexsort((st, j, -score))] = np.arange(len(v))
+    rank[np.lexsort((j * (int(st.max()) + 1) + st, -score))] = np.arange(
+        len(v)
+    )  # (threshold, start) in one key
     if p.nms_plus_one:
         keep = nms_groups(group, t_start, t_end, rank, p.nms_tiou, pad=1.0)
     else:
