@@ -11,7 +11,7 @@ from wtalcli.core import distributed
 from wtalcli.core.console import log as _log
 from wtalcli.core.console import progress as _progress
 from wtalcli.core.console import warn as _warn
-from wtalcli.core.errors import InputError
+from wtalcli.core.errors import InputError, UsageError
 from wtalcli.core.store import Artifact, Store, build_or_skip
 from wtalcli.data.params import IMPORT_SOURCES, ExtractParams
 from wtalcli.data.schema import write_feature_set
@@ -26,11 +26,11 @@ def extract(
     p.validate()
     if p.source == "synthetic":
         if path is not None:
-            raise InputError("--from synthetic takes no input path", "drop the path, or pick another --from")
+            raise UsageError("--from synthetic takes no input path", "drop the path, or pick another --from")
         return extract_synthetic(store, preset=p.preset, seed=p.seed, dtype=p.dtype, force=force, log=log)
     if path is None:
         what = "a folder of videos or a list file" if p.source == "videos" else "the input folder"
-        raise InputError(f"--from {p.source} needs {what}", f"e.g. wtal extract --from {p.source} DIR")
+        raise UsageError(f"--from {p.source} needs {what}", f"e.g. wtal extract --from {p.source} DIR")
     if p.source == "videos":
         return extract_videos(
             store,

@@ -31,6 +31,13 @@ class InputError(WtalError):
     """A malformed, missing or inconsistent input file."""
 
 
+class UsageError(WtalError):
+    """Options that do not fit together or a value outside its range (exit code 2, like the
+    command line's own parsing errors)."""
+
+    exit_code = 2
+
+
 class MissingArtifactError(WtalError):
     """An input artifact that does not exist yet; the fix names the command that makes it."""
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from wtalcli.core.errors import InputError
+from wtalcli.core.errors import UsageError
 from wtalcli.core.params import check_choices, param
 from wtalcli.data.importers import STREAMS
 from wtalcli.data.schema import FEATURE_DTYPES
@@ -71,11 +71,11 @@ class ExtractParams:
         try:
             return TimeGrid(self.fps, self.stride, self.clip_len)
         except ValueError as exc:
-            raise InputError(str(exc), "e.g. --fps 25 --stride 16 --clip-len 16") from None
+            raise UsageError(str(exc), "e.g. --fps 25 --stride 16 --clip-len 16") from None
 
     def validate(self) -> ExtractParams:
         check_choices(self)
         self.grid()
         if self.batch_size < 1 or self.workers < 1:
-            raise InputError("--batch-size and --workers must be >= 1", "e.g. the defaults 32 and 1")
+            raise UsageError("--batch-size and --workers must be >= 1", "e.g. the defaults 32 and 1")
         return self
