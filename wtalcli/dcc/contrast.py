@@ -299,9 +299,9 @@ def _info_nce(logits: torch.Tensor, pos: torch.Tensor, allowed: torch.Tensor) ->
     """``log sum_allowed exp(l) - log sum_pos exp(l)`` per row (``pos`` within ``allowed``).
 
     One exponential of the (A, N) logits, shifted by each row's largest allowed logit, serves both
-    sums; where a row's positives all lie so far below that maximum that their sum underflows
-    (only possible for tau below ~0.02 on unit features), the rows are recomputed with two
-    log-sum-exps, which never underflow."""
+    sums. If any row's positives lie so far below that maximum that their sum underflows (only
+    possible for tau below ~0.02 on unit features), all rows are computed with two log-sum-exps
+    instead, which never underflow."""
     shift = logits.masked_fill(~allowed, float("-inf")).amax(1, keepdim=True).detach()
     e = torch.exp((logits - shift).masked_fill(~allowed, float("-inf")))  # (A, N), 0 where not allowed
     sum_all = e.sum(1)

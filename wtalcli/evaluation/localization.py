@@ -568,12 +568,11 @@ def localize_all(
         grid_of.setdefault(grid_list[vi], []).append(vi)
     cells_s, cells_e = st / s * scale[v], en / s * scale[v]
     for grid, vids in grid_of.items():
-        if len(grid_of) == 1:
-            t_start[:], t_end[:] = grid.index_to_seconds(cells_s), grid.index_to_seconds(cells_e)
-            break
-        of_grid = np.zeros(n_vid, dtype=bool)
-        of_grid[vids] = True
-        sel = of_grid[v]
+        sel = slice(None)  # one grid (the usual case): every detection, without a selection
+        if len(grid_of) > 1:
+            of_grid = np.zeros(n_vid, dtype=bool)
+            of_grid[vids] = True
+            sel = of_grid[v]
         t_start[sel] = grid.index_to_seconds(cells_s[sel])
         t_end[sel] = grid.index_to_seconds(cells_e[sel])
 
