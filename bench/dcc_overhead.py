@@ -83,6 +83,77 @@ class StepClock:
         }
 
 
+class PartClock:
+    """CPU seconds spent in the parts of the refresh rounds, by wrapping the functions
+    ``stages.train_dcc`` calls in a round: the inference pass with the embedding artifact
+    (``export_embeddings``), the round's T-CAS artifact, the pseudo-label stage and the denoise
+    stage, and inside the latter the k-means + confidence computation (``denoise_confidence``)."""
+
+    PARTS = {
+        "inference + embeddings": ("stages.train_dcc", "export_embeddings"),
+        "T-CAS artifact": ("stages.train_dcc", "_write_round_tcas"),
+        "pseudo-label stage": ("stages.train_dcc", "pseudolabel"),
+        "denoise stage": ("stages.train_dcc", "denoise"),
+        "  of which k-means + confidence": ("stages.denoise", "denoise_confidence"),
+    }
+
+    def __init__(self):
+        import importlib
+
+        self.cpu = dict.fromkeys(self.PARTS, 0.0)
+        for name, (mod, attr) in self.PARTS.items():
+            module = importlib.import_module(mod)
+            setattr(module, attr, self._wrap(name, getattr(module, attr)))
+
+    def _wrap(self, name, fn):
+        def call(*a, **k):
+            c0 = time.process_time()
+            try:
+                return fn(*a, **k)
+            finally:
+                self.cpu[name] += time.process_time() - c0
+
+        return call
+
+    def take(self) -> dict:
+        out, self.cpu = dict(self.cpu), dict.fromkeys(self.PARTS, 0.0)
+        return out
+
+
+_ROUND_CPU = [0.0]
+
+
+def _round_cpu_total() -> float:
+    """CPU seconds spent so far inside ``DCC.refresh`` calls (wrapped once, below)."""
+    return _ROUND_CPU[0]
+
+
+def _wrap_refresh() -> None:
+    """Time every refresh round as a whole: wrap the ``refresh`` callable :class:`DCC` is built with."""
+    import wtalcli.dcc.method as method
+
+    init = method.DCC.__init__
+
+    def patched(self, *a, **k):
+        init(self, *a, **k)
+        if self.refresh is not None:
+            inner = self.refresh
+
+            def timed_refresh(step, model):
+                c0 = time.process_time()
+                try:
+                    return inner(step, model)
+                finally:
+                    _ROUND_CPU[0] += time.process_time() - c0
+
+            self.refresh = timed_refresh
+
+    method.DCC.__init__ = patched
+
+
+_wrap_refresh()
+
+
 def timed(fn):
     w0, c0 = time.perf_counter(), time.process_time()
     out = fn()
@@ -155,9 +226,13 @@ def main() -> None:
             branch=args.branch,
             pooling=args.pooling,
         )
+        parts = PartClock()
+        round_c0 = _round_cpu_total()
         (dm, dw, dc) = timed(lambda: train_dcc(store, base_full.id, pl.id, conf.id, dp, log=quiet))
         d_steps = clock.take()
+        round_parts = parts.take()
         rounds = store.get(dm[0].path).manifest["summary"].get("rounds")
+        round_cpu = _round_cpu_total() - round_c0
         prof = (
             profile_dcc(store, base_full.id, pl.id, conf.id, args.profile_steps) if args.profile_steps else []
         )
@@ -175,6 +250,8 @@ def main() -> None:
         "steps": {"baseline": b_steps, "dcc": d_steps},
         "ratio_steady": {k: d_steps["median_ms"][k] / b_steps["median_ms"][k] for k in ("wall", "cpu")},
         "ratio_amortised": {k: d_steps["mean_ms"][k] / b_steps["mean_ms"][k] for k in ("wall", "cpu")},
+        "refresh_round_cpu_s": round_cpu / rounds if rounds else None,
+        "refresh_round_parts_cpu_s": {k: v / rounds for k, v in round_parts.items()} if rounds else None,
         "load_average": [load0, os.getloadavg()[0]],
         "torch": torch.__version__,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
@@ -194,6 +271,10 @@ def main() -> None:
         f"DCC {d_steps['mean_ms']['cpu']:.1f} ms CPU -> {res['ratio_amortised']['cpu']:.2f}x "
         f"({res['ratio_amortised']['wall']:.2f}x wall)"
     )
+    if rounds:
+        print(f"a refresh round: {res['refresh_round_cpu_s']:.2f} s CPU, of which")
+        for k, v in res["refresh_round_parts_cpu_s"].items():
+            print(f"  {k:<34} {v:6.2f} s")
     print("profile of DCC steps (self CPU time, top ops):")
     for row in prof:
         print(f"  {row['name']:<40} {row['ms']:8.1f} ms")

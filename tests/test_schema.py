@@ -92,3 +92,55 @@ def test_damaged_feature_set(tmp_path):
     np.save(tmp_path / "features.npy", np.zeros((7, 4), np.float32))
     with pytest.raises(InputError, match="7 rows"):
         FeatureSet(tmp_path)
+
+
+def _table(videos: list[tuple[str, int, float, int, int]]):
+    from wtalcli.data.schema import SnippetTable
+
+    rows, offset = [], 0
+    for vid, n, fps, stride, clip in videos:
+        rows.append(
+            {
+                "video_id": vid,
+                "n_snippets": n,
+                "offset": offset,
+                "fps": fps,
+                "stride": stride,
+                "clip_len": clip,
+            }
+        )
+        offset += n
+    return SnippetTable(pd.DataFrame(rows))
+
+
+def test_snippet_table_lookups():
+    t = _table([("a", 4, 25.0, 16, 16), ("b", 3, 30.0, 8, 16)])
+    assert t.span("b") == slice(4, 7) and t.span(0) == slice(0, 4)
+    assert t.find("b") == 1 and t.find("zz") is None
+    g = t.grid("b")
+    assert (g.fps, g.stride, g.clip_len) == (30.0, 8, 16)
+    with pytest.raises(InputError, match="unknown video"):
+        t.span("zz")
+
+
+def test_snippet_truth_by_hand():
+    from wtalcli.evaluation.diagnostics import snippet_truth, truth_with_background
+
+    # video a: centres (16 t + 8) / 25 = 0.32, 0.96, 1.60, 2.24 s; b: (8 t + 8) / 30 = 0.267, 0.533, 0.8 s
+    t = _table([("a", 4, 25.0, 16, 16), ("b", 3, 30.0, 8, 16)])
+    ann = pd.DataFrame(
+        {
+            "video_id": ["a", "a", "b", "b", "gone"],
+            "label": ["x", "y", "y", "unknown", "x"],
+            "start_s": [0.96, 0.0, 0.5, 0.0, 0.0],  # "a"/"x" starts exactly on a centre: inside
+            "end_s": [1.6, 0.5, 0.9, 9.0, 9.0],
+        }
+    )
+    truth = snippet_truth(t, ann, ["x", "y"])
+    expected = np.zeros((7, 2), bool)
+    expected[[1, 2], 0] = True  # a: 0.96 and 1.60 lie in [0.96, 1.6]
+    expected[0, 1] = True  # a: 0.32 in [0, 0.5]
+    expected[[5, 6], 1] = True  # b: 0.533 and 0.8 in [0.5, 0.9]; unknown label and video ignored
+    np.testing.assert_array_equal(truth, expected)
+    with_bg = truth_with_background(t, ann, ["x", "y"])
+    np.testing.assert_array_equal(with_bg[:, 2], [0, 0, 0, 1, 1, 0, 0])

@@ -150,6 +150,29 @@ def test_map_back_inverts_eval_sampling(length, t):
         np.testing.assert_array_equal(mapped[idx], values)
 
 
+def test_batch_back_map_is_each_videos_map_side_by_side():
+    # videos shorter than, equal to and longer than T in one batch: each snippet's row gathers the
+    # same samples with the same weights as its own video's table, shifted to that video's block of T
+    t, lengths = 8, np.array([3, 8, 31, 1, 9])
+    index, weight = sampling.batch_back_map(lengths, t)
+    assert index.shape == weight.shape == (lengths.sum(), 8)  # the widest: a 1-snippet video, all 8 samples
+    row = 0
+    for b, n in enumerate(lengths):
+        ix, w = sampling.back_map(int(n), t)
+        m = ix.shape[1]
+        np.testing.assert_array_equal(index[row : row + n, :m], ix + b * t)
+        np.testing.assert_array_equal(weight[row : row + n, :m], w)
+        assert not weight[row : row + n, m:].any()  # padding carries no weight
+        assert ((index[row : row + n] >= b * t) & (index[row : row + n] < (b + 1) * t)).all()
+        row += n
+    values = np.random.default_rng(1).normal(size=(len(lengths) * t, 2))
+    mapped = (values[index] * weight[..., None]).sum(axis=1)
+    expected = np.concatenate(
+        [sampling.map_back(values[b * t : (b + 1) * t], int(n)) for b, n in enumerate(lengths)]
+    )
+    np.testing.assert_allclose(mapped, expected, rtol=1e-12)
+
+
 def test_sampling_rejects_empty_videos():
     with pytest.raises(ValueError):
         sampling.eval_indices(0, 8)

@@ -294,6 +294,13 @@ class SnippetTable:
     def __post_init__(self) -> None:
         self.videos = self.videos.reset_index(drop=True)
         self._index = {v: i for i, v in enumerate(self.videos["video_id"])}
+        # per-row lookups read these arrays, not pandas rows (``span``/``grid`` run once per video
+        # in per-round diagnostics); the table is read-only once built
+        v = self.videos
+        self._offset = v["offset"].to_numpy(np.int64)
+        self._count = v["n_snippets"].to_numpy(np.int64)
+        cols = ("fps", "stride", "clip_len")
+        self._grid = [v[c].to_numpy() for c in cols] if set(cols) <= set(v.columns) else None
 
     def __len__(self) -> int:
         return len(self.videos)
@@ -306,13 +313,23 @@ class SnippetTable:
                 raise InputError(f"unknown video {video!r}", "check the video id") from None
         return int(video)
 
+    def find(self, video_id: str) -> int | None:
+        """The row of ``video_id``, or None when the table does not hold it."""
+        return self._index.get(video_id)
+
     def span(self, video: str | int) -> slice:
-        r = self.videos.iloc[self.row(video)]
-        return slice(int(r["offset"]), int(r["offset"]) + int(r["n_snippets"]))
+        r = self.row(video)
+        start = int(self._offset[r])
+        return slice(start, start + int(self._count[r]))
 
     def grid(self, video: str | int) -> TimeGrid:
-        r = self.videos.iloc[self.row(video)]
-        return TimeGrid(fps=float(r["fps"]), stride=int(r["stride"]), clip_len=int(r["clip_len"]))
+        if self._grid is None:
+            raise InputError(
+                "videos table lacks its time grid (fps, stride, clip_len)", "rebuild the artifact"
+            )
+        r = self.row(video)
+        fps, stride, clip_len = (a[r] for a in self._grid)
+        return TimeGrid(fps=float(fps), stride=int(stride), clip_len=int(clip_len))
 
     def rows_of(self, subset: str | None) -> np.ndarray:
         if subset is None:

@@ -18,16 +18,22 @@ def snippet_truth(table: SnippetTable, annotations: pd.DataFrame, classes: list[
     truth = np.zeros((n, len(classes)), bool)
     if len(annotations) == 0:
         return truth
-    for vid, group in annotations.groupby("video_id", sort=False):
-        if vid not in table._index:
+    centers: dict[int, tuple[slice, np.ndarray]] = {}  # per video row, computed once
+    for vid, label, s, e in zip(
+        annotations["video_id"].tolist(),
+        annotations["label"].tolist(),
+        annotations["start_s"].to_numpy(np.float64),
+        annotations["end_s"].to_numpy(np.float64),
+        strict=True,
+    ):
+        r, c = table.find(vid), index.get(label)
+        if r is None or c is None:
             continue
-        r = table.row(vid)
-        span = table.span(r)
-        centers = table.grid(r).snippet_centers(span.stop - span.start)
-        for label, s, e in zip(group["label"], group["start_s"], group["end_s"], strict=True):
-            if label in index:
-                inside = (centers >= s) & (centers <= e)
-                truth[span.start : span.stop, index[label]] |= inside
+        if r not in centers:
+            span = table.span(r)
+            centers[r] = (span, table.grid(r).snippet_centers(span.stop - span.start))
+        span, cen = centers[r]
+        truth[span, c] |= (cen >= s) & (cen <= e)
     return truth
 
 

@@ -15,7 +15,7 @@ import torch
 
 from wtalcli.data.schema import FeatureSet
 from wtalcli.model.basnet import BaSNet
-from wtalcli.model.sampling import back_map, batch_eval_indices
+from wtalcli.model.sampling import batch_back_map, batch_eval_indices
 from wtalcli.model.trainer import autocast, numerics
 
 
@@ -93,14 +93,9 @@ def infer(
                     out = model(x)
                 scores[sl] = out.p_supp.float().cpu().numpy()
                 # one gather table for the whole chunk: rows of the (nb*T, ...) flattened outputs
-                tables = [back_map(int(n), t) for n in lengths[sl]]
-                m = max(ix.shape[1] for ix, _ in tables)
-                gidx = np.concatenate(
-                    [np.pad(ix + i * t, ((0, 0), (0, m - ix.shape[1]))) for i, (ix, _) in enumerate(tables)]
-                )
-                gw = np.concatenate([np.pad(w, ((0, 0), (0, m - w.shape[1]))) for _, w in tables]).astype(
-                    np.float32
-                )
+                gidx, gw = batch_back_map(lengths[sl], t)
+                m = gidx.shape[1]
+                gw = gw.astype(np.float32)
                 gidx_t = torch.from_numpy(gidx).to(device)
                 gw_t = torch.from_numpy(gw).to(device)[..., None]
                 lo, hi = int(offsets[sl.start]), int(offsets[sl.stop - 1] + lengths[sl.stop - 1])

@@ -88,14 +88,25 @@ def back_map(length: int, num_segments: int) -> tuple[np.ndarray, np.ndarray]:
     most samples sharing one snippet), else 1. Padding entries have weight 0. A gather + weighted
     sum, unlike a scatter-add, is deterministic on every device.
     """
-    _check(length, num_segments)
-    L, T = int(length), int(num_segments)
-    j = np.arange(L, dtype=np.int64)
+    return batch_back_map(np.array([length]), num_segments)
+
+
+def batch_back_map(lengths: np.ndarray, num_segments: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`back_map` of a batch of videos at once: ``index (sum L, m)`` into the batch's ``(B*T)``
+    flattened samples (video ``b``'s samples at rows ``b*T ..``) and ``weight (sum L, m)``, snippets
+    in video order; ``m`` is the largest of the videos' own widths (narrower rows padded with weight 0,
+    repeating their last index)."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    _check(lengths, num_segments)
+    T = int(num_segments)
+    L = np.repeat(lengths, lengths)  # (N,) each snippet's video length
+    first_row = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    j = np.arange(len(L), dtype=np.int64) - np.repeat(first_row, lengths)  # snippet index in its video
     start = -((-j * T) // L)  # first sample i with floor(i L/T) >= j
     end = -((-(j + 1) * T) // L)  # first sample with floor(i L/T) >= j + 1
     count = np.maximum(end - start, 1)  # 0 only when L > T: hold the last sample before j
-    first = end - count
-    m = int(count.max())
+    first = end - count + np.repeat(np.arange(len(lengths), dtype=np.int64) * T, lengths)
+    m = int(count.max()) if len(count) else 1
     k = np.arange(m, dtype=np.int64)[None, :]
     index = first[:, None] + np.minimum(k, count[:, None] - 1)
     weight = (k < count[:, None]) / count[:, None].astype(np.float64)
