@@ -191,6 +191,13 @@ def main() -> None:
                 f"(head {f['head'] / 1e9:.3f}, pooling {f['pooling'] / 1e9:.3f}, loss {f['loss'] / 1e9:.3f}) "
                 f"-> {f['ratio']:.3f}x"
             )
+            r = refresh_flops(*shape, *RUNS[name])
+            print(
+                f"  refresh round ({RUNS[name][0]} training videos, {RUNS[name][1]:,} snippets, K = 64, 20 "
+                f"Lloyd iterations): inference {r['inference'] / 1e9:.1f} + k-means {r['kmeans'] / 1e9:.1f} "
+                f"GFLOP, one per {r['period']} iterations = {r['per_iteration'] / 1e9:.3f} GFLOP per iteration "
+                f"-> refresh rounds amortised {(f['basnet'] + f['dcc'] + r['per_iteration']) / f['basnet']:.3f}x"
+            )
         return
     if args.steps_only:
         r = step_costs(*SHAPES[args.steps_only], reps=args.reps, train_videos=200, head_kind=args.head)
@@ -283,6 +290,40 @@ def main() -> None:
 
 
 SHAPES = {"small": (16, 128, 256, 256, 128, 20), "thumos": (16, 750, 2048, 2048, 512, 20)}
+# training videos, their snippets, iterations: the small preset as `wtal run` trains it (200 videos,
+# 32,384 snippets, 600 iterations); THUMOS14's 200 validation videos at the 150k-snippet scale of the
+# k-means benchmark, 1,500 iterations (the official BaS-Net setting)
+RUNS = {"small": (200, 32_384, 600), "thumos": (200, 150_000, 1500)}
+
+
+def refresh_flops(
+    b: int,
+    t: int,
+    d: int,
+    hidden: int,
+    attn: int,
+    c: int,
+    videos: int,
+    snippets: int,
+    iterations: int,
+    k: int = 64,
+    lloyd: int = 20,
+) -> dict:
+    """FLOPs of one refresh round: a forward pass over every training video (T test samples each)
+    and the k-means assignment GEMMs (2 N H K per Lloyd iteration; the update's additions ignored),
+    and the round's share per iteration at the stage's refresh period."""
+    from stages.train_dcc import refresh_period
+    from wtalcli.model.basnet import count_train_flops
+
+    inference = videos * count_train_flops(1, t, d, c, hidden, attn)["forward"]
+    kmeans = 2.0 * snippets * hidden * k * lloyd
+    period = refresh_period(DCCParams(), videos, b, iterations)
+    return {
+        "inference": inference,
+        "kmeans": kmeans,
+        "period": period,
+        "per_iteration": (inference + kmeans) / period,
+    }
 
 
 def dcc_flops(
