@@ -84,7 +84,8 @@ class StepClock:
 
 
 class PartClock:
-    """CPU seconds spent in the parts of the refresh rounds, by wrapping the functions
+    """CPU seconds spent in the refresh rounds (the ``refresh`` callable of every :class:`DCC` built
+    after it, wrapped) and in their parts, by wrapping the functions
     ``stages.train_dcc`` calls in a round: the inference pass with the embedding artifact
     (``export_embeddings``), the round's T-CAS artifact, the pseudo-label stage and the denoise
     stage, and inside the latter the k-means + confidence computation (``denoise_confidence``)."""
@@ -100,10 +101,21 @@ class PartClock:
     def __init__(self):
         import importlib
 
+        import wtalcli.dcc.method as method
+
         self.cpu = dict.fromkeys(self.PARTS, 0.0)
+        self.round = 0.0  # the whole rounds: the ``refresh`` callable DCC is built with
         for name, (mod, attr) in self.PARTS.items():
             module = importlib.import_module(mod)
             setattr(module, attr, self._wrap(name, getattr(module, attr)))
+        init, clock = method.DCC.__init__, self
+
+        def patched(dcc, *a, **k):
+            init(dcc, *a, **k)
+            if dcc.refresh is not None:
+                dcc.refresh = clock._wrap(None, dcc.refresh)
+
+        method.DCC.__init__ = patched
 
     def _wrap(self, name, fn):
         def call(*a, **k):
@@ -111,47 +123,18 @@ class PartClock:
             try:
                 return fn(*a, **k)
             finally:
-                self.cpu[name] += time.process_time() - c0
+                if name is None:
+                    self.round += time.process_time() - c0
+                else:
+                    self.cpu[name] += time.process_time() - c0
 
         return call
 
-    def take(self) -> dict:
-        out, self.cpu = dict(self.cpu), dict.fromkeys(self.PARTS, 0.0)
+    def take(self) -> tuple[float, dict]:
+        """(CPU seconds in whole rounds, per part) since the last take."""
+        out = (self.round, dict(self.cpu))
+        self.round, self.cpu = 0.0, dict.fromkeys(self.PARTS, 0.0)
         return out
-
-
-_ROUND_CPU = [0.0]
-
-
-def _round_cpu_total() -> float:
-    """CPU seconds spent so far inside ``DCC.refresh`` calls (wrapped once, below)."""
-    return _ROUND_CPU[0]
-
-
-def _wrap_refresh() -> None:
-    """Time every refresh round as a whole: wrap the ``refresh`` callable :class:`DCC` is built with."""
-    import wtalcli.dcc.method as method
-
-    init = method.DCC.__init__
-
-    def patched(self, *a, **k):
-        init(self, *a, **k)
-        if self.refresh is not None:
-            inner = self.refresh
-
-            def timed_refresh(step, model):
-                c0 = time.process_time()
-                try:
-                    return inner(step, model)
-                finally:
-                    _ROUND_CPU[0] += time.process_time() - c0
-
-            self.refresh = timed_refresh
-
-    method.DCC.__init__ = patched
-
-
-_wrap_refresh()
 
 
 def timed(fn):
@@ -234,12 +217,10 @@ def main() -> None:
             pooling=args.pooling,
         )
         parts = PartClock()
-        round_c0 = _round_cpu_total()
         (dm, dw, dc) = timed(lambda: train_dcc(store, base_full.id, pl.id, conf.id, dp, log=quiet))
         d_steps = clock.take()
-        round_parts = parts.take()
+        round_cpu, round_parts = parts.take()
         rounds = store.get(dm[0].path).manifest["summary"].get("rounds")
-        round_cpu = _round_cpu_total() - round_c0
         prof = (
             profile_dcc(store, base_full.id, pl.id, conf.id, args.profile_steps) if args.profile_steps else []
         )
