@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import sys
@@ -38,7 +37,7 @@ from stages.baseline import baseline  # noqa: E402
 from stages.denoise import denoise  # noqa: E402
 from stages.extract import extract_synthetic  # noqa: E402
 from stages.pseudolabel import pseudolabel  # noqa: E402
-from stages.train_dcc import train_dcc  # noqa: E402
+from stages.train_dcc import refresh_period, train_dcc  # noqa: E402
 from wtalcli.core.store import Store  # noqa: E402
 from wtalcli.data.schema import FeatureSet  # noqa: E402
 from wtalcli.dcc.params import (
@@ -159,6 +158,10 @@ def main() -> None:
     ap.add_argument("--head", default="linear", choices=("linear", "mlp", "none"))
     ap.add_argument("--branch", default="base", choices=("base", "suppression", "both"))
     ap.add_argument("--pooling", default="mean", choices=("mean", "weighted"))
+    ap.add_argument("--proj-dim", type=int, default=DCCParams().proj_dim, help="projection width")
+    ap.add_argument(
+        "--max-rounds", type=int, default=DCCParams().max_rounds, help="refresh rounds of a full-length run"
+    )
     ap.add_argument(
         "--flops", action="store_true", help="print the FLOP counts at the small and THUMOS shapes"
     )
@@ -167,14 +170,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.flops:
         for name, shape in SHAPES.items():
-            f = dcc_flops(*shape, head=args.head, branch=args.branch)
+            f = dcc_flops(*shape, head=args.head, branch=args.branch, proj=args.proj_dim)
             print(
-                f"# {name} shape (B, T, D, H, filter, C = {shape}), head {args.head}, branch {args.branch}: "
+                f"# {name} shape (B, T, D, H, filter, C = {shape}), head {args.head} ({args.proj_dim}), "
+                f"branch {args.branch}: "
                 f"BaS-Net step {f['basnet'] / 1e9:.2f} GFLOP, DCC adds {f['dcc'] / 1e9:.3f} GFLOP "
                 f"(head {f['head'] / 1e9:.3f}, pooling {f['pooling'] / 1e9:.3f}, loss {f['loss'] / 1e9:.3f}) "
                 f"-> {f['ratio']:.3f}x"
             )
-            r = refresh_flops(*shape, *RUNS[name])
+            r = refresh_flops(*shape, *RUNS[name], max_rounds=args.max_rounds)
             print(
                 f"  refresh round ({RUNS[name][0]} training videos, {RUNS[name][1]:,} snippets, K = 64, 20 "
                 f"Lloyd iterations): inference {r['inference'] / 1e9:.1f} + k-means {r['kmeans'] / 1e9:.1f} "
@@ -200,9 +204,8 @@ def main() -> None:
         base_full, tc = baseline(store, fs.id, BaselineParams(iterations=args.iterations, seed=1), log=quiet)
         pl = pseudolabel(store, tc.id, log=quiet)
         conf = denoise(store, pl.id, base_full.id, DenoiseParams(seed=0), log=quiet)
-        # the refresh period of a full-length run (once per pass, at most 10 rounds)
-        per_pass = math.ceil(n_train / 16)
-        refresh = max(per_pass, math.ceil(full / 11))
+        # the refresh period of a full-length run (once per pass, at most --max-rounds rounds)
+        refresh = refresh_period(DCCParams(max_rounds=args.max_rounds), n_train, 16, full)
         clock = StepClock()
         (_, bw, bc) = timed(
             lambda: baseline(store, fs.id, BaselineParams(iterations=args.iterations, seed=2), log=quiet)
@@ -215,6 +218,7 @@ def main() -> None:
             head=args.head,
             branch=args.branch,
             pooling=args.pooling,
+            proj_dim=args.proj_dim,
         )
         parts = PartClock()
         (dm, dw, dc) = timed(lambda: train_dcc(store, base_full.id, pl.id, conf.id, dp, log=quiet))
@@ -230,7 +234,13 @@ def main() -> None:
         "iterations": n,
         "refresh_every": refresh,
         "refresh_rounds": rounds,
-        "dcc": {"head": args.head, "branch": args.branch, "pooling": args.pooling},
+        "dcc": {
+            "head": args.head,
+            "proj_dim": args.proj_dim,
+            "branch": args.branch,
+            "pooling": args.pooling,
+            "max_rounds": args.max_rounds,
+        },
         "threads": args.threads,
         "baseline_ms_per_it": {"wall": 1000 * bw / n, "cpu": 1000 * bc / n},
         "dcc_ms_per_it": {"wall": 1000 * dw / n, "cpu": 1000 * dc / n},
@@ -289,21 +299,21 @@ def refresh_flops(
     iterations: int,
     k: int = 64,
     lloyd: int = 20,
+    max_rounds: int = DCCParams().max_rounds,
 ) -> dict:
     """FLOPs of one refresh round: a forward pass over every training video (T test samples each)
     and the k-means assignment GEMMs (2 N H K per Lloyd iteration; the update's additions ignored),
     and the round's share per iteration at the stage's refresh period."""
-    from stages.train_dcc import refresh_period
     from wtalcli.model.basnet import count_train_flops
 
     inference = videos * count_train_flops(1, t, d, c, hidden, attn)["forward"]
     kmeans = 2.0 * snippets * hidden * k * lloyd
-    period = refresh_period(DCCParams(), videos, b, iterations)
+    period = refresh_period(DCCParams(max_rounds=max_rounds), videos, b, iterations)
     return {
         "inference": inference,
         "kmeans": kmeans,
         "period": period,
-        "per_iteration": (inference + kmeans) / period,
+        "per_iteration": (inference + kmeans) / period if period else 0.0,
     }
 
 

@@ -70,6 +70,7 @@ GRID_KEYS = {
     "beta-end": ("dcc", "beta_end"),
     "regions": ("dcc", "regions"),
     "head-dim": ("dcc", "proj_dim"),
+    "max-rounds": ("dcc", "max_rounds"),
 }
 DEFAULT_GRID = (
     "beta-end=1,100,10000",

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stages.ablate import AblationParams, Config, ablate, ablation_markdown, table_rows
+from stages.ablate import AblationParams, Config, ablate, ablation_markdown, grid_option, table_rows
 from stages.baseline import baseline
 from stages.evaluate import EvalParams, evaluate
 from stages.extract import extract_synthetic
@@ -180,3 +180,16 @@ def test_evaluate_holdout_uses_the_tcas_val_videos(tmp_path):
     ann = FeatureSet(fs.path).annotations
     expected = int(ann["video_id"].isin(val).sum())
     assert expected > 0 and sum(res["n_gt"].values()) == expected
+
+
+def test_grid_entries_set_the_cost_options():
+    """The projection width and the refresh-round budget are grid options (typed as their fields),
+    so a cheaper DCC is chosen on held-out videos like every other reading."""
+
+    assert grid_option("head-dim=512,256") == ("head-dim", [512, 256])
+    assert grid_option("max-rounds=10,5") == ("max-rounds", [10, 5])
+    cfg = Config(DCCParams(), DenoiseParams()).set("max-rounds", 5).set("head-dim", 256)
+    assert (cfg.dcc.max_rounds, cfg.dcc.proj_dim) == (5, 256)
+    assert "head-dim=256" in cfg.describe() and "max-rounds=5" in cfg.describe()
+    with pytest.raises(InputError, match="takes int"):
+        grid_option("max-rounds=few")
