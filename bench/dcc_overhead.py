@@ -11,9 +11,12 @@ figure on a shared machine), and the ratio DCC / baseline. A torch-profiler brea
 steps shows where the extra time goes.
 
 Usage: ``.venv/bin/python bench/dcc_overhead.py [--preset small] [--iterations 120] [--threads 1]
-[--head linear] [--branch base] [--pooling mean]``; ``--flops`` prints the FLOP counts only.
-(with ``--iterations`` below the preset's, the refresh period is the one the full run would use,
-so the rounds are amortised the same way).
+[--repeats 1] [--head linear] [--proj-dim 256] [--max-rounds 5] [--branch base] [--pooling mean]``;
+``--flops`` prints the FLOP counts only. With ``--iterations`` below the preset's, the refresh period
+is the one the full run would use, so the rounds are amortised the same way. ``--repeats N`` trains N
+baseline/DCC pairs, baseline first in even repeats and DCC first in odd ones, and reports each
+pair's ratios and their median: on a VM whose speed drifts by 10-20% between back-to-back runs, one
+pair is not enough to tell 1.25x from 1.35x.
 """
 
 from __future__ import annotations
@@ -155,6 +158,12 @@ def main() -> None:
         "B16 T750 D2048 H2048), baseline vs DCC, alternating",
     )
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="baseline/DCC pairs, in alternating order (the median of their ratios is reported)",
+    )
     ap.add_argument("--head", default="linear", choices=("linear", "mlp", "none"))
     ap.add_argument("--branch", default="base", choices=("base", "suppression", "both"))
     ap.add_argument("--pooling", default="mean", choices=("mean", "weighted"))
@@ -187,7 +196,13 @@ def main() -> None:
             )
         return
     if args.steps_only:
-        r = step_costs(*SHAPES[args.steps_only], reps=args.reps, train_videos=200, head_kind=args.head)
+        r = step_costs(
+            *SHAPES[args.steps_only],
+            reps=args.reps,
+            train_videos=200,
+            head_kind=args.head,
+            proj=args.proj_dim,
+        )
         print(
             f"# {args.steps_only} shape, {args.threads} thread(s), median of {r['reps']} alternating steps, "
             f"load {os.getloadavg()[0]:.2f}: baseline {r['baseline_ms']:.0f} ms CPU, DCC "
@@ -206,34 +221,80 @@ def main() -> None:
         conf = denoise(store, pl.id, base_full.id, DenoiseParams(seed=0), log=quiet)
         # the refresh period of a full-length run (once per pass, at most --max-rounds rounds)
         refresh = refresh_period(DCCParams(max_rounds=args.max_rounds), n_train, 16, full)
-        clock = StepClock()
-        (_, bw, bc) = timed(
-            lambda: baseline(store, fs.id, BaselineParams(iterations=args.iterations, seed=2), log=quiet)
-        )
-        b_steps = clock.take()
-        dp = DCCParams(
-            iterations=args.iterations,
-            seed=2,
-            refresh_every=refresh,
-            head=args.head,
-            branch=args.branch,
-            pooling=args.pooling,
-            proj_dim=args.proj_dim,
-        )
-        parts = PartClock()
-        (dm, dw, dc) = timed(lambda: train_dcc(store, base_full.id, pl.id, conf.id, dp, log=quiet))
-        d_steps = clock.take()
-        round_cpu, round_parts = parts.take()
-        rounds = store.get(dm[0].path).manifest["summary"].get("rounds")
+        clock, parts = StepClock(), PartClock()
+
+        def run_baseline(r: int) -> dict:
+            (_, w, c) = timed(
+                lambda: baseline(
+                    store, fs.id, BaselineParams(iterations=args.iterations, seed=2 + r), log=quiet
+                )
+            )
+            return {"wall": w, "cpu": c, "steps": clock.take()}
+
+        def run_dcc(r: int) -> dict:
+            dp = DCCParams(
+                iterations=args.iterations,
+                seed=2 + r,
+                refresh_every=refresh,
+                head=args.head,
+                branch=args.branch,
+                pooling=args.pooling,
+                proj_dim=args.proj_dim,
+            )
+            (dm, w, c) = timed(lambda: train_dcc(store, base_full.id, pl.id, conf.id, dp, log=quiet))
+            steps = clock.take()
+            round_cpu, round_parts = parts.take()
+            rounds = store.get(dm[0].path).manifest["summary"].get("rounds") or 0
+            return {
+                "wall": w,
+                "cpu": c,
+                "steps": steps,
+                "rounds": rounds,
+                "round_cpu": round_cpu,
+                "parts": round_parts,
+            }
+
+        # repeats alternate the order (baseline first, then DCC first), so a drift of the machine's
+        # speed during the benchmark falls on both; each repeat's ratios come from its own pair
+        pairs = []
+        for r in range(args.repeats):
+            if r % 2 == 0:
+                b = run_baseline(r)
+                d = run_dcc(r)
+            else:
+                d = run_dcc(r)
+                b = run_baseline(r)
+            pairs.append((b, d))
         prof = (
             profile_dcc(store, base_full.id, pl.id, conf.id, args.profile_steps) if args.profile_steps else []
         )
     n = args.iterations
+
+    def ratios(b: dict, d: dict) -> dict:
+        bs, ds = b["steps"], d["steps"]
+        return {
+            "baseline_ms_per_it": {k: 1000 * b[k] / n for k in ("wall", "cpu")},
+            "dcc_ms_per_it": {k: 1000 * d[k] / n for k in ("wall", "cpu")},
+            "ratio": {k: d[k] / b[k] for k in ("wall", "cpu")},
+            "steps": {"baseline": bs, "dcc": ds},
+            "ratio_steady": {k: ds["median_ms"][k] / bs["median_ms"][k] for k in ("wall", "cpu")},
+            "ratio_amortised": {k: ds["mean_ms"][k] / bs["mean_ms"][k] for k in ("wall", "cpu")},
+        }
+
+    per = [ratios(b, d) for b, d in pairs]
+    rounds = sum(d["rounds"] for _, d in pairs)
+    round_cpu = sum(d["round_cpu"] for _, d in pairs)
+    round_parts = {k: sum(d["parts"][k] for _, d in pairs) for k in PartClock.PARTS}
+    med = {
+        key: {k: float(np.median([x[key][k] for x in per])) for k in ("wall", "cpu")}
+        for key in ("ratio", "ratio_steady", "ratio_amortised")
+    }
     res = {
         "preset": args.preset,
         "iterations": n,
+        "repeats": args.repeats,
         "refresh_every": refresh,
-        "refresh_rounds": rounds,
+        "refresh_rounds": pairs[0][1]["rounds"],
         "dcc": {
             "head": args.head,
             "proj_dim": args.proj_dim,
@@ -242,12 +303,8 @@ def main() -> None:
             "max_rounds": args.max_rounds,
         },
         "threads": args.threads,
-        "baseline_ms_per_it": {"wall": 1000 * bw / n, "cpu": 1000 * bc / n},
-        "dcc_ms_per_it": {"wall": 1000 * dw / n, "cpu": 1000 * dc / n},
-        "ratio": {"wall": dw / bw, "cpu": dc / bc},
-        "steps": {"baseline": b_steps, "dcc": d_steps},
-        "ratio_steady": {k: d_steps["median_ms"][k] / b_steps["median_ms"][k] for k in ("wall", "cpu")},
-        "ratio_amortised": {k: d_steps["mean_ms"][k] / b_steps["mean_ms"][k] for k in ("wall", "cpu")},
+        "per_repeat": per,
+        "median": med,
         "refresh_round_cpu_s": round_cpu / rounds if rounds else None,
         "refresh_round_parts_cpu_s": {k: v / rounds for k, v in round_parts.items()} if rounds else None,
         "load_average": [load0, os.getloadavg()[0]],
@@ -256,18 +313,24 @@ def main() -> None:
         "profile_top": prof,
     }
     print(
-        f"# {args.preset} preset, {n} iterations each, {args.threads} torch thread(s), refresh every "
-        f"{refresh} ({rounds} rounds), load {load0:.2f} -> {os.getloadavg()[0]:.2f}\n"
-        f"baseline: {res['baseline_ms_per_it']['wall']:.1f} ms/it wall, {res['baseline_ms_per_it']['cpu']:.1f} CPU\n"
-        f"DCC:      {res['dcc_ms_per_it']['wall']:.1f} ms/it wall, {res['dcc_ms_per_it']['cpu']:.1f} CPU\n"
-        f"ratio DCC/baseline, whole stage (bank fill, exports, checkpoints included): "
-        f"{res['ratio']['wall']:.2f}x wall, {res['ratio']['cpu']:.2f}x CPU\n"
-        f"per iteration, median (steady state): baseline {b_steps['median_ms']['cpu']:.1f} ms CPU, "
-        f"DCC {d_steps['median_ms']['cpu']:.1f} ms CPU -> {res['ratio_steady']['cpu']:.2f}x "
-        f"({res['ratio_steady']['wall']:.2f}x wall)\n"
-        f"per iteration, mean (refresh rounds amortised): baseline {b_steps['mean_ms']['cpu']:.1f}, "
-        f"DCC {d_steps['mean_ms']['cpu']:.1f} ms CPU -> {res['ratio_amortised']['cpu']:.2f}x "
-        f"({res['ratio_amortised']['wall']:.2f}x wall)"
+        f"# {args.preset} preset, {n} iterations each, {args.repeats} repeat(s), {args.threads} torch "
+        f"thread(s), proj {args.proj_dim}, refresh every {refresh} ({res['refresh_rounds']} rounds), load "
+        f"{load0:.2f} -> {os.getloadavg()[0]:.2f}"
+    )
+    for r, x in enumerate(per):
+        bs, ds = x["steps"]["baseline"], x["steps"]["dcc"]
+        print(
+            f"repeat {r} ({'baseline first' if r % 2 == 0 else 'DCC first'}): baseline "
+            f"{x['baseline_ms_per_it']['cpu']:.1f} ms/it CPU, DCC {x['dcc_ms_per_it']['cpu']:.1f}; "
+            f"steady (median step) {bs['median_ms']['cpu']:.1f} / {ds['median_ms']['cpu']:.1f} ms -> "
+            f"{x['ratio_steady']['cpu']:.2f}x; refresh rounds amortised (mean step) {bs['mean_ms']['cpu']:.1f} / "
+            f"{ds['mean_ms']['cpu']:.1f} ms -> {x['ratio_amortised']['cpu']:.2f}x; whole stage {x['ratio']['cpu']:.2f}x"
+        )
+    print(
+        f"median over repeats, CPU: steady {med['ratio_steady']['cpu']:.2f}x, refresh rounds amortised "
+        f"{med['ratio_amortised']['cpu']:.2f}x, whole stage (bank fill, exports, checkpoints) "
+        f"{med['ratio']['cpu']:.2f}x (wall: {med['ratio_steady']['wall']:.2f}x / "
+        f"{med['ratio_amortised']['wall']:.2f}x / {med['ratio']['wall']:.2f}x)"
     )
     if rounds:
         print(f"a refresh round: {res['refresh_round_cpu_s']:.2f} s CPU, of which")
@@ -326,7 +389,7 @@ def dcc_flops(
     c: int,
     head: str = "linear",
     branch: str = "base",
-    proj: int = 512,
+    proj: int = DCCParams().proj_dim,
     regions: int = 5,
     train_videos: int = 200,
     labels_per_video: float = 1.1,
@@ -367,6 +430,7 @@ def step_costs(
     reps: int,
     train_videos: int,
     head_kind: str = "linear",
+    proj: int = DCCParams().proj_dim,
 ) -> dict:
     """One BaS-Net training step (forward, loss, backward, Adam) with and without the DCC terms
     (projection head, region pooling, InfoNCE against a full memory bank, bank update) at the given
@@ -380,7 +444,7 @@ def step_costs(
     labels = np.zeros((train_videos, c), np.float32)
     labels[np.arange(train_videos), rng.integers(0, c, train_videos)] = 1
     labels[rng.random(train_videos) < 0.2, 0] = 1  # some multi-label videos
-    head = ProjectionHead(hidden, 512, head_kind)
+    head = ProjectionHead(hidden, proj, head_kind)
     bank = RegionBank(labels, 5, head.out_dim)
     bank.feat = torch.nn.functional.normalize(torch.randn(len(bank), head.out_dim, generator=g), dim=-1)
     bank.valid[:] = True

@@ -188,8 +188,9 @@ def test_grid_entries_set_the_cost_options():
 
     assert grid_option("head-dim=512,256") == ("head-dim", [512, 256])
     assert grid_option("max-rounds=10,5") == ("max-rounds", [10, 5])
-    cfg = Config(DCCParams(), DenoiseParams()).set("max-rounds", 5).set("head-dim", 256)
-    assert (cfg.dcc.max_rounds, cfg.dcc.proj_dim) == (5, 256)
-    assert "head-dim=256" in cfg.describe() and "max-rounds=5" in cfg.describe()
+    cfg = Config(DCCParams(), DenoiseParams()).set("max-rounds", 3).set("head-dim", 128)
+    assert (cfg.dcc.max_rounds, cfg.dcc.proj_dim) == (3, 128)
+    assert (DCCParams().max_rounds, DCCParams().proj_dim) != (3, 128)  # the grid moved them
+    assert "head-dim=128" in cfg.describe() and "max-rounds=3" in cfg.describe()
     with pytest.raises(InputError, match="takes int"):
         grid_option("max-rounds=few")

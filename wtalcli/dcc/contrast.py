@@ -1,7 +1,7 @@
 """Denoised Cross-Video Contrast: projection head, denoised region features, the region memory
 bank, contrast pairs, the InfoNCE loss and the contrast weight schedule (``docs/method.md`` §6).
 
-Shapes: B videos in a batch, T sampled snippets, H embedding width, P projection width (512),
+Shapes: B videos in a batch, T sampled snippets, H embedding width, P projection width (``--proj-dim``),
 C action classes (pseudo-label/confidence channels are C+1, the last one background, which the
 contrast does not use), M regions per video.
 
@@ -56,7 +56,7 @@ class ProjectionHead(nn.Module):
     ``linear``: one ``Linear(H, P)`` ("projected once more"); ``mlp``: ``Linear(H, P) - ReLU -
     Linear(P, P)``; ``none``: X = h itself (P = H), no parameters."""
 
-    def __init__(self, in_dim: int, proj_dim: int = 512, kind: str = "linear"):
+    def __init__(self, in_dim: int, proj_dim: int, kind: str = "linear"):
         super().__init__()
         if kind not in HEADS:
             raise ValueError(f"head must be one of {HEADS}")
