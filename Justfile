@@ -22,6 +22,7 @@ bench:
     .venv/bin/python bench/localize.py
     .venv/bin/python bench/denoise.py
     .venv/bin/python bench/train.py
+    .venv/bin/python bench/dcc_overhead.py --repeats 3
 
 # the main job on the built-in synthetic dataset
 reproduce:

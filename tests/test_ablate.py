@@ -185,7 +185,6 @@ def test_evaluate_holdout_uses_the_tcas_val_videos(tmp_path):
 def test_grid_entries_set_the_cost_options():
     """The projection width and the refresh-round budget are grid options (typed as their fields),
     so a cheaper DCC is chosen on held-out videos like every other reading."""
-
     assert grid_option("head-dim=512,256") == ("head-dim", [512, 256])
     assert grid_option("max-rounds=10,5") == ("max-rounds", [10, 5])
     cfg = Config(DCCParams(), DenoiseParams()).set("max-rounds", 3).set("head-dim", 128)
