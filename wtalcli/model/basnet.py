@@ -96,15 +96,17 @@ class BaSNet(nn.Module):
         cas = self.classifier(self.dropout(h)).transpose(1, 2)  # (2B, T, C+1)
         k = self.topk(t)
         video = torch.softmax(cas.float().topk(k, dim=1).values.mean(dim=1), dim=-1)  # (2B, C+1)
-        h_t = h.transpose(1, 2)  # (2B, T, hidden)
         return BaSOutput(
             w=w[:, 0, :],
             cas_base=cas[:b],
             cas_supp=cas[b:],
             p_base=video[:b],
             p_supp=video[b:],
-            h_base=h_t[:b],
-            h_supp=h_t[b:],
+            # slice the channels-first tensor, then transpose: a gradient reaching h_base (DCC's head)
+            # then flows back into a channels-first buffer (a transposed slice would make autograd
+            # build a (2B, T, hidden)-contiguous one, and every layer below would run on strides)
+            h_base=h[:b].transpose(1, 2),  # (B, T, hidden)
+            h_supp=h[b:].transpose(1, 2),
         )
 
 
