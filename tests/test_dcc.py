@@ -254,3 +254,89 @@ def test_info_nce_matches_a_float64_loop(tau):
     sm_all = torch.softmax(l64.masked_fill(~allowed, float("-inf")), 1)
     sm_pos = torch.softmax(l64.masked_fill(~pos, float("-inf")), 1)
     assert torch.allclose(logits.grad.double(), sm_all - sm_pos, atol=1e-5)
+
+
+def _reference_loss(regions: Regions, bank: RegionBank | None, scope: str, tau: float):
+    """The InfoNCE of the method written out per anchor in float64 (differentiable in
+    ``regions.feat``): candidates are the batch's valid regions and (scope bank) the bank's valid
+    slots of videos outside the batch. Returns (mean loss, anchors, positives, negatives per anchor)."""
+    feat = regions.feat.double()
+    meta = (regions.video, regions.cls, regions.region, regions.kind)
+    rows = list(zip(*(t.tolist() for t in meta), strict=True))
+    ok = regions.valid.tolist()
+    cands = [(feat[j], rows[j]) for j in range(len(rows)) if ok[j]]
+    if scope == "bank" and bank is not None:
+        batch_videos = set(regions.video.tolist())
+        for s in range(len(bank)):
+            v = int(bank.video[s])
+            if bool(bank.valid[s]) and v not in batch_videos:
+                meta = (v, int(bank.cls[s]), int(bank.region[s]), int(bank.kind[s]))
+                cands.append((bank.feat[s].double(), meta))
+    losses, positives, negatives = [], [], []
+    for i, (v, c, r, k) in enumerate(rows):
+        if not ok[i] or k != ACT:
+            continue
+        pos, allowed = [], []
+        for f, (cv, cc, cr, ck) in cands:
+            itself = (cv, cc, cr, ck) == (v, c, r, ACT)
+            p = ck == ACT and cc == c and not itself
+            n = ck == BG or (ck == ACT and cc != c and cv != v)
+            if scope == "video" and cv != v:
+                p = n = False
+            logit = feat[i] @ f / tau
+            if p:
+                pos.append(logit)
+            if p or n:
+                allowed.append(logit)
+        if pos:
+            losses.append(torch.logsumexp(torch.stack(allowed), 0) - torch.logsumexp(torch.stack(pos), 0))
+            positives.append(len(pos))
+            negatives.append(len(allowed) - len(pos))
+    return torch.stack(losses).mean(), len(losses), positives, negatives
+
+
+@pytest.mark.parametrize("pooling", ["mean", "weighted"])
+@pytest.mark.parametrize("tau", [0.1, 0.004])  # 0.004 with unit features: positives underflow
+@pytest.mark.parametrize("scope", ["video", "batch", "bank"])
+def test_loss_matches_a_per_anchor_reference(scope, tau, pooling):
+    g = torch.Generator().manual_seed(1)
+    rng = np.random.default_rng(1)
+    n_videos, n_classes, m, dim, t = 12, 4, 3, 8, 9
+    labels = np.zeros((n_videos, n_classes), np.int64)
+    labels[np.arange(n_videos), rng.integers(0, n_classes, n_videos)] = 1
+    labels[[0, 3, 7], 1] = 1  # multi-label videos, two of them in the batch
+    bank = RegionBank(labels, m, dim)
+
+    def random_regions(videos):  # features, pseudo-labels and confidence drawn at random
+        n = len(videos)
+        return region_features(
+            torch.nn.functional.normalize(torch.randn(n, t, dim, generator=g), dim=-1),
+            (torch.rand(n, t, n_classes + 1, generator=g) > 0.5).float(),
+            torch.rand(n, t, n_classes + 1, generator=g),
+            torch.from_numpy(labels[videos]),
+            torch.from_numpy(videos),
+            m,
+            pooling,
+        )
+
+    bank.update(random_regions(np.arange(n_videos)))
+    bank.valid[::7] = False  # some empty slots
+    regions = random_regions(np.array([0, 2, 3, 5]))  # the bank's slots of these are not candidates
+    regions.feat = regions.feat.detach().requires_grad_()
+    loss, terms = dcc_loss(regions, bank, scope, tau)
+    feat64 = regions.feat.detach().double().requires_grad_()
+    want, n_anchors, positives, negatives = _reference_loss(
+        Regions(feat64, regions.video, regions.cls, regions.region, regions.kind, regions.valid),
+        bank,
+        scope,
+        tau,
+    )
+    assert n_anchors > 3
+    assert loss.item() == pytest.approx(want.item(), rel=1e-5)
+    assert terms["anchors"] == n_anchors
+    assert terms["positives"] == pytest.approx(np.mean(positives))
+    assert terms["negatives"] == pytest.approx(np.mean(negatives))
+    bank.update(random_regions(np.arange(n_videos)))  # as a training step does, before its backward
+    loss.backward()
+    want.backward()
+    assert torch.allclose(regions.feat.grad.double(), feat64.grad, atol=1e-4 * float(feat64.grad.abs().max()))

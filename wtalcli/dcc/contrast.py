@@ -184,6 +184,7 @@ class RegionBank:
         pair = -np.ones(labels.shape, np.int64)
         pair[v_idx, c_idx] = np.arange(n)
         self._pair = torch.from_numpy(pair)
+        self.class_onehot = F.one_hot(self.cls, self.n_classes).float()  # (slots, C)
 
     def __len__(self) -> int:
         return len(self.video)
@@ -250,7 +251,12 @@ def dcc_loss(
     tau: float,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """InfoNCE over action-region anchors of the batch at temperature ``tau``; returns
-    ``(loss, terms)``. (``scope`` and ``tau`` have their defaults in :class:`DCCParams` only.)"""
+    ``(loss, terms)``. (``scope`` and ``tau`` have their defaults in :class:`DCCParams` only.)
+
+    The batch's candidates get explicit pair masks (:func:`pair_masks`). The bank's are never
+    gathered: a usable bank slot (valid, of a video outside the batch) is always allowed, and a
+    positive exactly when it is an action region of the anchor's class, so the anchor's sums over the
+    bank are one product of its exponentiated logits with per-class indicator columns."""
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}")
     ok = regions.valid
@@ -258,40 +264,63 @@ def dcc_loss(
     zero = regions.feat.sum() * 0.0
     if not anchors.any():
         return zero, {"dcc": 0.0, "anchors": 0.0, "positives": 0.0, "negatives": 0.0}
-    a = regions.feat[anchors]
-    cand_feat, cand_video, cand_cls = regions.feat[ok], regions.video[ok], regions.cls[ok]
-    cand_region, cand_kind = regions.region[ok], regions.kind[ok]
+    a_video, a_cls = regions.video[anchors], regions.cls[anchors]
+    pos, neg = pair_masks(
+        a_video,
+        a_cls,
+        regions.region[anchors],
+        regions.video[ok],
+        regions.cls[ok],
+        regions.region[ok],
+        regions.kind[ok],
+        scope,
+    )  # (A, Rb) over the batch's valid regions
+    n_pos, n_neg = pos.sum(1), neg.sum(1)  # (A,)
+    slots = None
     if scope == "bank" and bank is not None:
+        dev = regions.feat.device
         in_batch = torch.zeros(bank.n_videos, dtype=torch.bool)
         in_batch[regions.video.cpu()] = True
-        use = bank.valid & ~in_batch[bank.video]
-        dev = regions.feat.device
-        cand_feat = torch.cat([cand_feat, bank.feat[use].to(dev, cand_feat.dtype)])
-        cand_video = torch.cat([cand_video, bank.video[use].to(dev)])
-        cand_cls = torch.cat([cand_cls, bank.cls[use].to(dev)])
-        cand_region = torch.cat([cand_region, bank.region[use].to(dev)])
-        cand_kind = torch.cat([cand_kind, bank.kind[use].to(dev)])
-    pos, neg = pair_masks(
-        regions.video[anchors],
-        regions.cls[anchors],
-        regions.region[anchors],
-        cand_video,
-        cand_cls,
-        cand_region,
-        cand_kind,
-        scope,
-    )
-    logits = a @ cand_feat.T / tau  # (A, N)
-    has_pos = pos.any(1)
+        use = bank.valid & ~in_batch[bank.video]  # (S,) usable slots
+        act = (use & (bank.kind == ACT)).float()  # (S,) usable action slots
+        # (S, C+1): column c marks the usable action slots of class c, the last every usable slot
+        slots = torch.cat([bank.class_onehot * act[:, None], use.float()[:, None]], dim=1).to(dev)
+        per_class = slots.sum(0).round().long()  # (C+1,) counts
+        bank_pos = per_class[a_cls]  # (A,)
+        n_pos, n_neg = n_pos + bank_pos, n_neg + per_class[-1] - bank_pos
+    has_pos = n_pos > 0
     if not has_pos.any():
-        return zero, {"dcc": 0.0, "anchors": 0.0, "positives": 0.0, "negatives": float(neg.sum())}
-    per_anchor = _info_nce(logits[has_pos], pos[has_pos], (pos | neg)[has_pos])
+        return zero, {"dcc": 0.0, "anchors": 0.0, "positives": 0.0, "negatives": float(n_neg.sum())}
+    a = regions.feat[anchors][has_pos] / tau  # (A', P)
+    pos, allowed, a_cls = pos[has_pos], (pos | neg)[has_pos], a_cls[has_pos]
+    logits = a @ regions.feat[ok].T  # (A', Rb)
+    shift = logits.detach().amax(1)  # every logit is finite, so this bounds them all
+    bank_logits = None
+    if slots is not None:
+        # a copy: the bank is updated in place before this step's backward pass reads it
+        bank_logits = a @ bank.feat.to(dev, a.dtype, copy=True).T  # (A', S)
+        shift = torch.maximum(shift, bank_logits.detach().amax(1))
+    e = torch.exp(logits - shift[:, None])  # (A', Rb), at most 1
+    sum_all, sum_pos = (e * allowed).sum(1), (e * pos).sum(1)
+    if bank_logits is not None:
+        sums = torch.exp(bank_logits - shift[:, None]) @ slots  # (A', C+1)
+        sum_pos = sum_pos + sums.gather(1, a_cls[:, None]).squeeze(1)
+        sum_all = sum_all + sums[:, -1]
+    if bool((sum_pos > 0).all()):
+        per_anchor = sum_all.log() - sum_pos.log()
+    else:  # positives that underflow after the shift (tau below ~0.02): the general form
+        if bank_logits is not None:
+            logits = torch.cat([logits, bank_logits], dim=1)
+            s_use = slots[:, -1].bool()[None, :].expand(len(a_cls), -1)
+            pos = torch.cat([pos, slots[:, :-1].T[a_cls].bool()], dim=1)
+            allowed = torch.cat([allowed, s_use], dim=1)
+        per_anchor = _info_nce(logits, pos, allowed)
     loss = per_anchor.mean()
     return loss, {
         "dcc": float(loss.detach()),
         "anchors": float(has_pos.sum()),
-        "positives": float(pos[has_pos].sum(1).float().mean()),
-        "negatives": float(neg[has_pos].sum(1).float().mean()),
+        "positives": float(n_pos[has_pos].float().mean()),
+        "negatives": float(n_neg[has_pos].float().mean()),
     }
 
 

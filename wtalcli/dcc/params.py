@@ -154,7 +154,7 @@ class DCCParams:
 
         check_choices(self)
         if self.regions < 1 or self.proj_dim < 1:
-            raise InputError("--regions and --proj-dim must be >= 1", "e.g. the defaults 5 and 512")
+            raise InputError("--regions and --proj-dim must be >= 1", "e.g. the defaults 5 and 256")
         if not self.tau > 0:
             raise InputError(f"--tau {self.tau} must be > 0", "e.g. --tau 0.2")
         if not 0.0 <= self.momentum < 1.0:
