@@ -303,7 +303,8 @@ def dcc_loss(
     e = torch.exp(logits - shift[:, None])  # (A', Rb), at most 1
     sum_all, sum_pos = (e * allowed).sum(1), (e * pos).sum(1)
     if bank_logits is not None:
-        sums = torch.exp(bank_logits - shift[:, None]) @ slots  # (A', C+1)
+        with torch.autocast(dev.type, enabled=False):  # sums over thousands of slots: float32
+            sums = torch.exp(bank_logits.float() - shift[:, None].float()) @ slots  # (A', C+1)
         sum_pos = sum_pos + sums.gather(1, a_cls[:, None]).squeeze(1)
         sum_all = sum_all + sums[:, -1]
     if bool((sum_pos > 0).all()):
