@@ -269,13 +269,18 @@ class Subset(StrEnum):
 
 
 def _localize(
+    ctx: typer.Context,
     tcas: Annotated[str | None, typer.Option("--tcas", help="T-CAS artifact (default: newest).")] = None,
     subset: Annotated[Subset, typer.Option(help="Videos to localize.")] = Subset.test,
     official: Annotated[
         bool,
         typer.Option(
             "--official",
-            help="The official BaS-Net code's quirks: --alignment basnet --oic-class-score binary --nms-plus-one.",
+            help=(
+                "The official BaS-Net code's quirks: --alignment basnet --oic-class-score binary "
+                "--nms-plus-one --drop-class0-only; a switch also given explicitly wins "
+                "(--official --alignment center keeps wtal's alignment)."
+            ),
         ),
     ] = False,
     out: Annotated[Path | None, typer.Option("--out", help="Write the JSON here instead of stdout.")] = None,
@@ -287,10 +292,12 @@ def _localize(
     from dataclasses import replace
 
     from stages.localize import RESULTS, localize
+    from wtalcli.evaluation.localization import OFFICIAL
 
     p = values.build(0)
-    if official:
-        p = replace(p, alignment="basnet", oic_class_score="binary", nms_plus_one=True)
+    if official:  # the official value of every switch not given explicitly
+        given = values.given(0, ctx)
+        p = replace(p, **{k: v for k, v in OFFICIAL.items() if k not in given})
     art = localize(_store(workdir), tcas, p, subset=subset.value, force=force)
     data = (art.path / RESULTS).read_bytes()
     if out is not None:

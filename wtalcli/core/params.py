@@ -299,6 +299,17 @@ class Values:
         group, cli = self._groups[i]
         return build(group.cls, self._kwargs, cli, **fixed)
 
+    def given(self, i: int, ctx: Any) -> set[str]:
+        """Field names of the i-th group set on the command line (or by an environment variable),
+        not left at their defaults; ``ctx``: the command's ``typer.Context``."""
+        _, cli = self._groups[i]
+        out = set()
+        for cf in cli:
+            source = ctx.get_parameter_source(cf.name)
+            if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP"):
+                out.add(cf.field.name)
+        return out
+
 
 def command(groups: Sequence[Group], own: Callable[..., Any]) -> Callable[..., Any]:
     """A function for ``typer`` whose signature is ``own``'s parameters (but ``values``) followed

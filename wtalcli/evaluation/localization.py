@@ -1,11 +1,12 @@
-"""BaS-Net inference: T-CAS -> scored segments, vectorised; the official computation, three
+"""BaS-Net inference: T-CAS -> scored segments, vectorised; the official computation, four
 deliberate deviations switchable back (``docs/inference.md`` lists them with their effect).
 
 Per video (docs/method.md §3), from the suppression-branch CAS ``(T, C+1)`` (raw:
 the last convolution's output, last channel background) and the video-level scores ``(C+1,)``:
 
 1. classes ``c < C`` with ``scores[c] >= class_threshold`` are kept (class 0 included: the
-   official ``if pred.any()`` dropped videos whose only class was 0);
+   official ``if pred.any()`` on the kept class indices drops every video whose only kept class
+   is 0; ``drop_class0_only=True`` does the same);
 2. each kept class is min-max normalised over time as BaS-Net's ``minmax_norm``:
    ``(x - relu(min)) / (relu(max) - relu(min))``, a non-positive denominator replaced by 1
    (computed in float64), so stretches with negative activations stay negative and fall below
@@ -19,7 +20,8 @@ the last convolution's output, last channel background) and the video-level scor
    ``get_proposal_oic`` receives that curve: outer samples count only where they are at or above
    the threshold, i.e. where they belong to other runs of the same threshold).  The outer band
    is ``[floor(s - lam*L), s) U [e, floor(e - 1 + lam*L)]`` (samples, ``L`` the run length,
-   ``e`` exclusive) clipped to the video, its mean 0 when empty.  ``score_c`` is the video-level
+   ``e`` exclusive; ``ceil(lam*L)`` samples on the left, ``floor(lam*L)`` on the right, as the
+   official ``int()`` of the band's ends) clipped to the video, its mean 0 when empty.  ``score_c`` is the video-level
    score (``oic_class_score="real"``); the official code binarised it (``"binary"``: 1 for every
    kept class, so the term is the constant ``oic_gamma``);
 6. per-class greedy NMS at tIoU ``nms_tiou`` over the union of all thresholds' proposals,
@@ -68,6 +70,14 @@ from wtalcli.evaluation.detection import results_dict
 
 # BaS-Net's config.py: act_thresh = np.arange(0.0, 0.25, 0.025) (ten values, 0.225 the last)
 BASNET_ACT_THRESHOLDS: tuple[float, ...] = tuple(float(x) for x in np.arange(0.0, 0.25, 0.025))
+
+# the official code's value of every switchable deviation (docs/inference.md)
+OFFICIAL: dict[str, object] = {
+    "alignment": "basnet",
+    "oic_class_score": "binary",
+    "nms_plus_one": True,
+    "drop_class0_only": True,
+}
 
 Alignment = Literal["center", "basnet"]
 ClassScore = Literal["real", "binary"]
@@ -119,11 +129,12 @@ def parse_act_thresholds(spec: str | float | Sequence[float]) -> tuple[float, ..
 class LocalizeParams:
     """Inference settings (defaults: BaS-Net's, minus its quirks; ``docs/inference.md``).
 
-    The three deliberate deviations from the official code each have a switch back:
+    The deliberate deviations from the official code each have a switch back:
     ``alignment="basnet"`` (values at ``u = j/upsample``, segments half a snippet early),
     ``oic_class_score="binary"`` (the class score in the OIC score is 1 for every kept class,
-    i.e. a constant ``oic_gamma``) and ``nms_plus_one=True`` (NMS adds 1 to every length and
-    intersection, measured in seconds).
+    i.e. a constant ``oic_gamma``), ``nms_plus_one=True`` (NMS adds 1 to every length and
+    intersection, measured in seconds) and ``drop_class0_only=True`` (no detections for a video
+    whose only kept class is class 0). :data:`OFFICIAL` holds the four together.
     """
 
     class_threshold: float = param(0.25, "Keep classes whose video score is at least this.")
@@ -156,6 +167,11 @@ class LocalizeParams:
     nms_plus_one: bool = param(
         False, "Add 1 (second) to lengths and intersections in NMS, as the official code does."
     )
+    drop_class0_only: bool = param(
+        False,
+        "No detections for a video whose only kept class is class 0, as the official code's "
+        "`if pred.any()` on the kept class indices does.",
+    )
 
     def __post_init__(self) -> None:
         if not (isinstance(self.upsample, (int, np.integer)) and self.upsample >= 1):
@@ -179,14 +195,17 @@ class LocalizeParams:
             raise InputError(f"oic_gamma={self.oic_gamma!r}", "use a finite weight")
         if not 0 <= self.class_threshold <= 1:
             raise InputError(f"class_threshold={self.class_threshold!r}", "use a score in [0, 1]")
+        if not isinstance(self.drop_class0_only, (bool, np.bool_)):
+            raise InputError(f"drop_class0_only={self.drop_class0_only!r}", "use True or False")
         object.__setattr__(self, "nms_plus_one", bool(self.nms_plus_one))
+        object.__setattr__(self, "drop_class0_only", bool(self.drop_class0_only))
         object.__setattr__(self, "act_thresholds", parse_act_thresholds(list(self.act_thresholds)))
 
     @classmethod
     def official(cls, **overrides) -> LocalizeParams:
-        """The official code's settings: every deviation switched back (its ``if pred.any()``
-        class-0 quirk excepted, see ``docs/inference.md``)."""
-        return cls(**{"alignment": "basnet", "oic_class_score": "binary", "nms_plus_one": True, **overrides})
+        """The official code's settings: every switchable deviation switched back (:data:`OFFICIAL`);
+        ``overrides`` win (e.g. ``official(alignment="center")``: one deviation kept)."""
+        return cls(**{**OFFICIAL, **overrides})
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -532,7 +551,7 @@ def localize_all(
                 raise InputError(f"video {vi}: span {spans[vi]!r}", "spans are positive snippet counts")
             scale[vi] = float(spans[vi]) / x.shape[0]
         keep = np.flatnonzero(sc[:-1] >= p.class_threshold)
-        if len(keep) == 0:
+        if len(keep) == 0 or (p.drop_class0_only and keep.tolist() == [0]):
             continue
         norm = minmax_norm(x[:, keep])  # (T, k)
         for col, c in enumerate(keep):
