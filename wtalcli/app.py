@@ -612,4 +612,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> None:
-    sys.exit(main())
+    code = main()
+    from wtalcli.core.launch import launched
+
+    try:
+        under_torchrun = launched().active
+    except InputError:  # malformed ranks: main() has reported them
+        under_torchrun = False
+    if under_torchrun:  # leave the process group and exit without finalizing (distributed.finish)
+        from wtalcli.core import distributed
+
+        distributed.finish(code)
+    sys.exit(code)

@@ -25,9 +25,10 @@ import atexit
 import contextlib
 import datetime
 import os
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -98,6 +99,35 @@ def setup(device: str | torch.device = "cpu") -> Dist:
 def _shutdown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def finish(code: int) -> NoReturn:
+    """End this process of a launched job with exit status ``code``, never through interpreter
+    finalization.
+
+    Why: once DistributedDataParallel has used a gloo process group, ``destroy_process_group``
+    unregisters the group but no longer stops its worker threads (DDP keeps a reference to it), so
+    they are still alive when Python finalizes. A worker that drops its last reference to a
+    finished collective (its tensors belong to Python objects, e.g. ``broadcast_object_list``'s)
+    takes the GIL to release them; if the main thread has begun finalizing by then, Python 3.11
+    ends that thread with ``pthread_exit``, whose forced unwind through a noexcept C++ destructor
+    calls ``std::terminate``: "terminate called without an active exception", SIGABRT, after the
+    work was done. A loaded machine, which delays the worker, makes it likely.
+
+    So: flush the output, wait for every rank (on success: no rank closes its connections while
+    another still uses them), leave the process group, and exit with ``os._exit`` while the worker
+    threads are idle. Every artifact is already published atomically; there is nothing left that
+    finalization would do.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    if dist.is_available() and dist.is_initialized():
+        with contextlib.suppress(RuntimeError):
+            if code == 0:
+                dist.barrier()
+            dist.destroy_process_group()
+    os._exit(code)
 
 
 def _comm_device() -> torch.device:
