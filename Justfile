@@ -8,6 +8,10 @@ setup:
 test *ARGS:
     bash scripts/test.sh {{ARGS}}
 
+# the core suite with oneDNN and ATen held to AVX2 (CI runs it after `test`)
+test-avx2 *ARGS:
+    ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 .venv/bin/python -m pytest -q {{ARGS}}
+
 lint:
     .venv/bin/ruff check .
     .venv/bin/ruff format --check .

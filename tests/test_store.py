@@ -130,11 +130,14 @@ def test_lock_refuses_second_holder(tmp_path):
     store = Store(tmp_path)
     root = str(Path(__file__).resolve().parents[1])
     code = (
-        f"import sys,time; sys.path.insert(0, {root!r})\n"
+        f"import sys; sys.path.insert(0, {root!r})\n"
         "from wtalcli.core.store import Store\n"
-        f"with Store({str(tmp_path)!r}).lock('x'):\n    print('locked', flush=True); time.sleep(5)\n"
+        f"with Store({str(tmp_path)!r}).lock('x'):\n    print('locked', flush=True); sys.stdin.readline()\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    # the holder keeps the lock until it is killed (it waits on its stdin), however slow the machine
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert proc.stdout.readline().strip() == "locked"
         with pytest.raises(LockedError, match="another wtal process"):
