@@ -34,13 +34,13 @@ from wtalcli.dcc.contrast import (
     ProjectionHead,
     RegionBank,
     Regions,
-    beta_at,
     dcc_loss,
     gather_regions,
     region_features,
 )
 from wtalcli.dcc.params import DCCParams, DenoiseParams, PseudolabelParams
 from wtalcli.dcc.pseudolabels import mean_threshold_labels
+from wtalcli.dcc.schedule import beta_at
 from wtalcli.model.basnet import BaSNet, BaSOutput
 from wtalcli.model.inference import infer
 from wtalcli.model.losses import basnet_loss

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from wtalcli.core.errors import InputError
 from wtalcli.core.params import check_choices, param
 from wtalcli.dcc.pseudolabels import RULES
+from wtalcli.dcc.schedule import beta_at
 
 # k-means (wtalcli/dcc/kmeans.py)
 BACKENDS = ("auto", "torch", "faiss")
@@ -150,8 +151,6 @@ class DCCParams:
     )
 
     def validate(self) -> DCCParams:
-        from wtalcli.dcc.contrast import beta_at  # torch-free, but its module is not
-
         check_choices(self)
         if self.regions < 1 or self.proj_dim < 1:
             raise InputError("--regions and --proj-dim must be >= 1", "e.g. the defaults 5 and 256")
