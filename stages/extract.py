@@ -13,9 +13,9 @@ from wtalcli.core.console import progress as _progress
 from wtalcli.core.console import warn as _warn
 from wtalcli.core.errors import InputError, UsageError
 from wtalcli.core.store import Artifact, Store, build_or_skip
-from wtalcli.data.params import IMPORT_SOURCES, ExtractParams
 from wtalcli.data.schema import write_feature_set
 from wtalcli.data.timegrid import TimeGrid
+from wtalcli.video.params import IMPORT_SOURCES, ExtractParams
 
 
 def extract(

@@ -24,10 +24,10 @@ from wtalcli.core.console import emit, err, show
 from wtalcli.core.errors import InputError, WtalError
 from wtalcli.core.params import Values
 from wtalcli.core.store import Store, code_version
-from wtalcli.data.params import ExtractParams
 from wtalcli.dcc.params import DCCParams, DenoiseParams, PseudolabelParams
 from wtalcli.evaluation.localization import LocalizeParams
 from wtalcli.model.config import BaselineParams
+from wtalcli.video.params import ExtractParams
 
 app = typer.Typer(
     name="wtal",

@@ -40,8 +40,8 @@ from torchvision import models
 from wtalcli.core.errors import InputError, WtalError
 from wtalcli.core.files import file_sha256
 from wtalcli.data.timegrid import TimeGrid
+from wtalcli.video.params import BACKBONES
 
-BACKBONES = ("r2plus1d_18", "r3d_18", "s3d", "mvit_v2_s", "swin3d_t")
 FEATURE_DIMS = {"r2plus1d_18": 512, "r3d_18": 512, "s3d": 1024, "mvit_v2_s": 768, "swin3d_t": 768}
 RANDOM = "random"
 HUB = "hub"

@@ -40,11 +40,11 @@ import numpy as np
 
 from wtalcli.core.errors import InputError
 from wtalcli.data.timegrid import TimeGrid
+from wtalcli.video.params import DECODERS
 
 VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts", ".mts"}
 )
-BACKENDS = ("pyav", "torchcodec")
 TIE_EPS = 1e-6  # seconds: output times this close to a midpoint count as ties (earlier frame wins)
 
 P = TypeVar("P")
@@ -217,8 +217,8 @@ class VideoStream:
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
-        if self.backend not in BACKENDS:
-            raise InputError(f"unknown video backend {self.backend!r}", f"use one of {BACKENDS}")
+        if self.backend not in DECODERS:
+            raise InputError(f"unknown video backend {self.backend!r}", f"use one of {DECODERS}")
         self.info = SourceInfo(path=self.path, backend=self.backend)
 
     def frames(self) -> Iterator[np.ndarray]:
