@@ -1,0 +1,121 @@
+"""The layer contract (docs/CONTRIBUTING.md): which package may import which, no import cycle among
+modules, lazy imports (inside functions) included, and stage fingerprints that hold only the code
+the stage runs. The graph is read from the sources by the fingerprint's own import parser, so
+what is checked here is exactly what a cache key hashes."""
+
+from __future__ import annotations
+
+from wtalcli.core.fingerprint import PACKAGES, ROOT, imported_modules
+
+# lowest first; a module may import its own layer and the layers below, never above; the packages
+# that share a layer (evaluation and video) do not import each other
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("wtalcli", "wtalcli.core"),
+    ("wtalcli.data",),
+    ("wtalcli.evaluation", "wtalcli.video"),
+    ("wtalcli.model",),
+    ("wtalcli.dcc",),
+    ("wtalcli.report",),
+    ("stages",),
+    ("wtalcli.app",),
+)
+
+
+def _modules() -> list[str]:
+    out = []
+    for pkg in PACKAGES:
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            out.append(".".join(parts))
+    return out
+
+
+MODULES = _modules()
+GRAPH = {m: imported_modules(m) - {m} for m in MODULES}
+
+
+def unit(module: str) -> str:
+    """The package a module belongs to in the contract (its own name for the top-level ones)."""
+    best = ""
+    for layer in LAYERS:
+        for name in layer:
+            if (module == name or module.startswith(name + ".")) and len(name) > len(best):
+                best = name
+    assert best, f"{module} is in no layer: add its package to LAYERS (and to docs/CONTRIBUTING.md)"
+    return best
+
+
+def level(name: str) -> int:
+    return next(i for i, layer in enumerate(LAYERS) if name in layer)
+
+
+def test_every_module_is_in_a_layer_and_imports_only_below_or_beside_itself():
+    wrong = []
+    for module, deps in GRAPH.items():
+        mine = unit(module)
+        for dep in deps:
+            theirs = unit(dep)
+            if theirs == mine or theirs == "wtalcli":
+                continue
+            if level(theirs) >= level(mine):
+                wrong.append(f"{module} -> {dep}")
+    assert wrong == []
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one member (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    found: list[list[str]] = []
+    for start in graph:
+        if start in index:
+            continue
+        work = [(start, iter(sorted(graph[start])))]
+        index[start] = low[start] = len(index)
+        stack.append(start)
+        on.add(start)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in graph:
+                    continue
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on.add(child)
+                    work.append((child, iter(sorted(graph[child]))))
+                elif child in on:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                comp = []
+                while True:
+                    m = stack.pop()
+                    on.discard(m)
+                    comp.append(m)
+                    if m == node:
+                        break
+                if len(comp) > 1:
+                    found.append(sorted(comp))
+    return found
+
+
+def test_no_import_cycle_among_modules_or_packages():
+    assert _cycles(GRAPH) == []
+    units: dict[str, set[str]] = {}
+    for module, deps in GRAPH.items():
+        units.setdefault(unit(module), set()).update(unit(d) for d in deps if unit(d) != unit(module))
+    assert _cycles(units) == []
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
