@@ -46,7 +46,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stages.evaluate import EvalParams
 from wtalcli.core.console import log as _log
 from wtalcli.core.console import warn
 from wtalcli.core.errors import InputError
@@ -54,6 +53,7 @@ from wtalcli.core.params import key_dict, number_list, param, record_dict
 from wtalcli.core.store import Artifact, Store, build_or_skip
 from wtalcli.data.synthetic import PRESETS as SYNTHETIC
 from wtalcli.dcc.params import DCCParams, DenoiseParams, control_of
+from wtalcli.evaluation.params import EvalParams
 from wtalcli.model.config import BaselineParams
 
 TABLES = ("main", "scope", "clusters")

@@ -13,6 +13,7 @@ from wtalcli.core.console import progress as _progress
 from wtalcli.core.console import warn as _warn
 from wtalcli.core.errors import InputError, UsageError
 from wtalcli.core.store import Artifact, Store, build_or_skip
+from wtalcli.data import named_gt
 from wtalcli.data.schema import write_feature_set
 from wtalcli.data.timegrid import TimeGrid
 from wtalcli.video.params import IMPORT_SOURCES, ExtractParams
@@ -174,7 +175,7 @@ def extract_import(
             root, gt_json, grid, classes=classes, allow_missing=allow_missing, keep_unlabeled=keep_unlabeled
         )
     if annotations is not None:
-        plan_in = importers.override_annotations(plan_in, importers.read_annotations(annotations))
+        plan_in = importers.override_annotations(plan_in, named_gt.read(annotations))
     for w in plan_in.warnings:
         warn(w)
     params = {
@@ -337,10 +338,9 @@ def extract_videos(
     def work(tmp: Path) -> dict:
         ann = None
         if annotations is not None:  # class instances only: Ambiguous segments are no class
-            from wtalcli.data.importers import read_annotations
             from wtalcli.data.schema import ANNOTATION_COLUMNS
 
-            ann = read_annotations(annotations).instances()[list(ANNOTATION_COLUMNS)]
+            ann = named_gt.read(annotations).instances()[list(ANNOTATION_COLUMNS)]
         rep = vx.assemble(
             cache,
             ids,

@@ -194,31 +194,15 @@ def choose(candidates: list[str], preferred: set[str], n: int, seed: int) -> lis
 
 
 def evaluation_curves(store: Store, ev: Artifact):
-    """Rerun an evaluation artifact's scoring for its PR curves: the same predictions
-    (``proposals.json`` of its proposals artifact), ground truth (its ``--gt`` or the feature set's
-    annotations, with its protocol), thresholds and options, through
+    """Rerun an evaluation artifact's scoring for its PR curves: the same inputs
+    (:func:`wtalcli.evaluation.inputs.evaluation_inputs`) through
     :func:`wtalcli.evaluation.detection.precision_recall`.  Returns ``(EvalResult, index of the
     threshold nearest PR_TIOU, {class: ClassPR})``; the AP and mAP equal ``result.json``'s exactly."""
-    from stages.evaluate import _tcas_of, ground_truth
-    from wtalcli.evaluation.detection import load_predictions, precision_recall
-    from wtalcli.evaluation.groundtruth import apply_protocol
+    from wtalcli.evaluation.detection import precision_recall
+    from wtalcli.evaluation.inputs import evaluation_inputs
 
-    p = ev.params
-    prop = _by_id(store, _input_id(ev, "proposals"))
-    if prop is None:
-        raise InputError(
-            f"{ev.id}: its proposals artifact is gone", "rerun `wtal localize` and `wtal evaluate`"
-        )
-    fs_art = _by_id(store, _input_id(ev, "features"))
-    if "gt" not in p and fs_art is None:
-        raise InputError(f"{ev.id}: its feature set is gone", "rerun `wtal extract` and `wtal evaluate`")
-    tcas = _tcas_of(prop, store) if fs_art is not None else None
-    gt = ground_truth(p.get("gt"), fs_art, p.get("subset", "test"), tcas)
-    if p.get("protocol", "all") != "all":
-        gt = apply_protocol(gt, p["protocol"])
-    options = {k: p[k] for k in ("ties", "ambiguous", "unknown_labels", "outside_subset") if k in p}
-    preds = load_predictions(prop.path / "proposals.json")
-    return precision_recall(gt, preds, p["tiou_values"], PR_TIOU, **options)
+    ins = evaluation_inputs(store, ev)
+    return precision_recall(ins.truth, ins.predictions, ins.thresholds, PR_TIOU, **ins.params.options())
 
 
 # ---------------------------------------------------------------------------------- sections

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from stages.evaluate import EvalParams
 from wtalcli.core.console import log as _log
 from wtalcli.core.errors import InputError
 from wtalcli.core.params import param
 from wtalcli.core.store import Store
 from wtalcli.data.synthetic import PRESETS as SYNTHETIC
 from wtalcli.dcc.params import DCCParams, DenoiseParams, PseudolabelParams, control_of
+from wtalcli.evaluation.params import EvalParams
 from wtalcli.model.config import BaselineParams
 
 STAGES = ("extract", "baseline", "pseudolabel", "denoise", "train-dcc", "localize", "evaluate")

@@ -17,13 +17,13 @@ import pandas as pd
 import pytest
 
 from wtalcli.core.errors import InputError
+from wtalcli.data import named_gt
 from wtalcli.data.annotations import read_bytes, read_thumos_txt
 from wtalcli.data.importers import (
     import_basnet,
     import_folder,
     import_wtalc,
     override_annotations,
-    read_annotations,
     read_class_list,
     subset_map_for,
 )
@@ -139,7 +139,7 @@ def test_basnet_plan_writes_a_feature_set(basnet_root, tmp_path):
 
 def test_basnet_gt_equals_thumos_txt_override(basnet_root):
     plan = import_basnet(basnet_root)
-    over = override_annotations(plan, read_annotations("thumos14"))
+    over = override_annotations(plan, named_gt.read("thumos14"))
     cols = ["video_id", "label", "start_s", "end_s"]
     a = plan.annotations.sort_values(cols).reset_index(drop=True)
     b = over.annotations.sort_values(cols).reset_index(drop=True)
@@ -388,7 +388,7 @@ def test_class_lists():
 
 
 def test_folder_with_the_named_thumos14_ground_truth(tmp_path):
-    aset = read_annotations("thumos14")
+    aset = named_gt.read("thumos14")
     for vid, info in aset.videos.items():
         folder = tmp_path / ("train" if info.subset == "validation" else "test")
         folder.mkdir(exist_ok=True)
@@ -408,7 +408,7 @@ def test_folder_with_the_named_thumos14_ground_truth(tmp_path):
 
 
 def test_folder_with_the_named_anet12_ground_truth_keeps_its_durations(tmp_path):
-    aset = read_annotations("anet12")
+    aset = named_gt.read("anet12")
     picked = ["--0edUL8zmA", next(v for v, i in aset.videos.items() if i.subset == "validation")]
     (tmp_path / "train").mkdir()
     (tmp_path / "test").mkdir()
@@ -530,12 +530,12 @@ def test_subset_map_detection():
 
 
 def test_read_annotations_dispatch():
-    bas = read_annotations(BASNET_THUMOS14 / "gt.json.xz")  # a compressed JSON, string segments
+    bas = named_gt.read(BASNET_THUMOS14 / "gt.json.xz")  # a compressed JSON, string segments
     assert len(bas) == 6318 and len(bas.videos) == 410 and not bas.rows["ambiguous"].any()
     assert bas.subsets() == {"test": 210, "train": 200}
-    txt = read_annotations("thumos14")
+    txt = named_gt.read("thumos14")
     assert len(txt.instances()) == 6365 and len(txt.ambiguous()) == 188 and txt.name == "thumos14"
-    assert read_annotations(THUMOS14).rows.equals(txt.rows)  # the name is the packaged folder
+    assert named_gt.read(THUMOS14).rows.equals(txt.rows)  # the name is the packaged folder
 
 
 # ---------------------------------------------------------------------------------- restricted unpickler

@@ -9,7 +9,7 @@ import torch
 
 from stages.baseline import baseline
 from stages.denoise import denoise
-from stages.evaluate import EvalParams, evaluate
+from stages.evaluate import evaluate
 from stages.extract import extract_synthetic
 from stages.localize import localize
 from stages.pseudolabel import pseudolabel
@@ -18,6 +18,7 @@ from wtalcli.core.errors import InputError, MismatchError
 from wtalcli.core.store import Store
 from wtalcli.data.schema import TCAS, write_tcas
 from wtalcli.dcc.params import DCCParams, DenoiseParams
+from wtalcli.evaluation.params import EvalParams
 from wtalcli.model.config import BaselineParams
 from wtalcli.model.trainer import read_checkpoint
 

@@ -17,7 +17,6 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from stages.evaluate import EvalParams
 from wtalcli import __version__
 from wtalcli.core import params
 from wtalcli.core.console import emit, err, show
@@ -26,6 +25,7 @@ from wtalcli.core.params import Values
 from wtalcli.core.store import Store, code_version
 from wtalcli.dcc.params import DCCParams, DenoiseParams, PseudolabelParams
 from wtalcli.evaluation.localization import LocalizeParams
+from wtalcli.evaluation.params import EvalParams
 from wtalcli.model.config import BaselineParams
 from wtalcli.video.params import ExtractParams
 
@@ -318,16 +318,6 @@ def _evaluate(
         str | None,
         typer.Argument(help="Results JSON file, - for stdin, or a proposals artifact (default: newest)."),
     ] = None,
-    gt: Annotated[
-        str | None,
-        typer.Option(
-            "--gt",
-            help=(
-                "Ground truth: thumos14, anet13 or anet12 (packaged public annotations), an ActivityNet-style "
-                "JSON (.json, .json.gz, .json.xz) or a THUMOS14 txt folder (default: the feature set's)."
-            ),
-        ),
-    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the full result as JSON on stdout instead of the table.")
     ] = False,
@@ -338,7 +328,7 @@ def _evaluate(
 ) -> None:
     from stages.evaluate import evaluate, result_table
 
-    result, art = evaluate(_store(workdir), proposals, gt, values.build(0), force=force)
+    result, art = evaluate(_store(workdir), proposals, values.build(0), force=force)
     if as_json:
         emit({"artifact": art.id, **result})
     else:

@@ -50,7 +50,7 @@ import numpy as np
 import pandas as pd
 
 from wtalcli.core.errors import InputError
-from wtalcli.core.files import file_sha256
+from wtalcli.core.files import file_record
 from wtalcli.data import named_gt
 from wtalcli.data.annotations import (
     AMBIGUOUS,
@@ -80,7 +80,6 @@ __all__ = [  # read_class_list and AMBIGUOUS are re-exported from wtalcli.data.a
     "import_folder",
     "import_wtalc",
     "override_annotations",
-    "read_annotations",
     "read_class_list",
     "subset_map_for",
 ]
@@ -157,28 +156,6 @@ def _examples(ids: list[str]) -> str:
     return shown + (f" and {len(ids) - _EXAMPLES} more" if len(ids) > _EXAMPLES else "")
 
 
-def _file_record(path: Path) -> dict[str, Any]:
-    return {"path": str(path), "bytes": path.stat().st_size, "sha256": file_sha256(path)}
-
-
-def _annotation_record(aset: AnnotationSet) -> dict[str, Any]:
-    """Provenance of an annotation source: the file's record, or the files of a txt folder
-    (relative names -> sha256); a packaged ground truth is named instead of its install path."""
-    named = named_gt.is_name(aset.name)
-    if aset.source.is_dir():
-        rec: dict[str, Any] = {
-            "path": aset.name if named else str(aset.source),
-            "files": {str(p.relative_to(aset.source)): file_sha256(p) for p in aset.files},
-        }
-    else:
-        rec = _file_record(aset.source)
-        if named:
-            rec["path"] = aset.source.name
-    if named:
-        rec["name"] = aset.name
-    return rec
-
-
 def _number(value: Any, what: str, path: Path) -> float:
     """:func:`~wtalcli.data.annotations.parse_number` of a value that may be a numpy scalar."""
     return parse_number(value.item() if isinstance(value, np.generic) else value, what, path)
@@ -228,12 +205,6 @@ def _ambiguous_rows(aset: AnnotationSet, videos: set[str]) -> pd.DataFrame:
     amb = aset.ambiguous()
     amb = amb[amb["video_id"].isin(videos)]
     return amb[list(ANNOTATION_COLUMNS)].reset_index(drop=True) if len(amb) else _empty_annotations()
-
-
-def read_annotations(source: str | Path) -> AnnotationSet:
-    """Ground truth for ``--gt``/``--annotations``: a packaged name (``thumos14``, ``anet13``,
-    ``anet12``), a folder of THUMOS14 txt files or an ActivityNet-style JSON."""
-    return named_gt.read(source)
 
 
 # ---------------------------------------------------------------------------------- features on disk
@@ -562,7 +533,7 @@ def import_basnet(
             "(a file, or a packaged name such as thumos14)",
             path=root / "gt.json",
         )
-    aset = read_annotations(gt_json if gt_json is not None else root / "gt.json")
+    aset = named_gt.read(gt_json if gt_json is not None else root / "gt.json")
     gt = _gt_entries(aset)
     smap = subset_map_for({g.source_subset for g in gt.values()})
     names = ("rgb", "flow") if streams == "both" else (streams,)
@@ -605,8 +576,8 @@ def import_basnet(
         for s in SUBSETS:
             if s not in selection:
                 selection[s] = sorted(v for v, f in feats.items() if f.folder_subset == s)
-    files = {"gt": _annotation_record(aset)}
-    files.update({f"split_{s}": _file_record(p) for s, p in present.items()})
+    files = {"gt": named_gt.identity(aset)}
+    files.update({f"split_{s}": file_record(p) for s, p in present.items()})
     source_info = {
         "files": files,
         "options": {
@@ -723,7 +694,7 @@ def import_wtalc(
                 )
             continue
         arrays[name] = safe_load_object_npy(path)
-        files[name] = _file_record(path)
+        files[name] = file_record(path)
 
     vids = _text(arrays["videoname"])
     n_videos = len(vids)
@@ -844,7 +815,7 @@ def import_wtalc(
         plan.ambiguous = (
             pd.DataFrame(rows, columns=list(ANNOTATION_COLUMNS)) if rows else _empty_annotations()
         )
-        plan.source_info["files"]["Ambiguous_test"] = _file_record(amb_path)
+        plan.source_info["files"]["Ambiguous_test"] = file_record(amb_path)
     return plan
 
 
@@ -888,7 +859,7 @@ def import_folder(
     root = Path(root)
     if not root.is_dir():
         raise InputError("not a folder", "pass the folder holding the per-video .npy files", path=root)
-    aset = read_annotations(gt_json if gt_json is not None else _find_gt_json(root))
+    aset = named_gt.read(gt_json if gt_json is not None else _find_gt_json(root))
     gt = _gt_entries(aset)
     smap = subset_map_for({g.source_subset for g in gt.values()}, subset_map)
     warnings: list[str] = []
@@ -920,7 +891,7 @@ def import_folder(
             "no feature files found", "expected train/<video>.npy and test/<video>.npy", path=root
         )
     source_info = {
-        "files": {"gt": _annotation_record(aset)},
+        "files": {"gt": named_gt.identity(aset)},
         "options": {
             "allow_missing": allow_missing,
             "keep_unlabeled": keep_unlabeled,
@@ -952,7 +923,7 @@ def import_folder(
 
 
 def override_annotations(plan: ImportPlan, aset: AnnotationSet) -> ImportPlan:
-    """Replace a plan's ground truth with ``aset`` (:func:`read_annotations` of ``--annotations``).
+    """Replace a plan's ground truth with ``aset`` (:func:`~wtalcli.data.named_gt.read` of ``--annotations``).
 
     Video labels become the set of the new labels; ambiguous segments go to ``plan.ambiguous``.
     An imported video absent from ``aset`` keeps no labels (listed, warning); ``aset`` videos that
@@ -990,7 +961,7 @@ def override_annotations(plan: ImportPlan, aset: AnnotationSet) -> ImportPlan:
         unmatched["override_gt_without_features"] = extra
         warnings.append(f"{len(extra)} videos in {aset.name} were not imported: {_examples(extra)}")
     info = dict(plan.source_info)
-    info["annotation_override"] = {**_annotation_record(aset), "instances": len(mine)}
+    info["annotation_override"] = {**named_gt.identity(aset), "instances": len(mine)}
     cols = list(ANNOTATION_COLUMNS)
     return replace(
         plan,
