@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from wtalcli.core import rounds as refresh_rounds
 from wtalcli.core.console import log as _log
 from wtalcli.core.console import warn
 from wtalcli.core.errors import InputError
@@ -374,8 +375,8 @@ def _diagnostics(store: Store, model: str, tcas: str) -> dict:
             if k in tl:
                 out[k] = float(tl[k].dropna().mean()) if tl[k].notna().any() else nan
     # the pseudo-labels and confidence in use at the end: the last round's, else the inputs'
-    rounds = [a for a in store.artifacts("pseudolabels") if a.lineage.get("model", "").startswith(f"{m.id}@")]
-    pl = rounds[-1] if rounds else None
+    rounds = refresh_rounds.of_run(store, "pseudolabels", m.id)
+    pl = rounds[-1][1] if rounds else None
     if pl is None and "pseudolabels" in m.manifest.get("inputs", {}):
         pl = store.get(store.root / m.manifest["inputs"]["pseudolabels"]["id"])
     if pl is not None:

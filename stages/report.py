@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from wtalcli.core import rounds as refresh_rounds
 from wtalcli.core.console import log as _log
 from wtalcli.core.errors import InputError, WtalError
 from wtalcli.core.files import atomic_write_bytes
@@ -158,15 +159,7 @@ def _rounds(store: Store, sel: Selection) -> list[Round]:
         pl0 = _by_id(store, _input_id(dcc, "pseudolabels"))
         if pl0 is not None:
             rounds.append(Round(0, pl0, _by_id(store, _input_id(dcc, "confidence"))))
-        by_round: dict[int, Artifact] = {}
-        for pl in pls:
-            tag = pl.tag
-            if tag.startswith("round ") and pl.lineage.get("model", "").startswith(f"{dcc.id}@"):
-                try:
-                    by_round[int(tag.split()[1])] = pl
-                except ValueError:
-                    continue
-        rounds += [Round(n, pl, conf_of(pl)) for n, pl in sorted(by_round.items())]
+        rounds += [Round(n, pl, conf_of(pl)) for n, pl in refresh_rounds.of_run(store, "pseudolabels", dcc.id)]
     elif "baseline" in sel.models:
         base = sel.models["baseline"]
         pl0 = _newest(pls, lambda a: not a.tag and a.lineage.get("model") == base.id)

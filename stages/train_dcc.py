@@ -23,7 +23,7 @@ import numpy as np
 
 from stages.denoise import denoise
 from stages.pseudolabel import pseudolabel
-from wtalcli.core import distributed
+from wtalcli.core import distributed, rounds
 from wtalcli.core.console import log as _log
 from wtalcli.core.errors import InputError, MismatchError
 from wtalcli.core.params import from_dict, key_dict, record_dict
@@ -170,8 +170,8 @@ def train_dcc(
         return load_targets(store, ids[0], ids[1], video_ids)
 
     def build_round(step: int, net) -> tuple[str, str | None]:
-        tag = f"round {dcc.round}"
-        lineage = {"features": fs_art.id, "model": f"{model_plan.id}@{dcc.round}"}
+        tag = rounds.tag(dcc.round)
+        lineage = {"features": fs_art.id, "model": rounds.model_ref(model_plan.id, dcc.round)}
         rparams = {"step": step, "run": model_plan.id}
         rp = {"inputs": {"features": fs_art}, "seed": p.seed, "lineage": lineage, "tag": tag}
         tplan = store.plan("tcas", "train-dcc", rparams, **rp)
