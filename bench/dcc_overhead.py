@@ -40,13 +40,14 @@ from stages.baseline import baseline  # noqa: E402
 from stages.denoise import denoise  # noqa: E402
 from stages.extract import extract_synthetic  # noqa: E402
 from stages.pseudolabel import pseudolabel  # noqa: E402
-from stages.train_dcc import refresh_period, train_dcc  # noqa: E402
+from stages.train_dcc import train_dcc  # noqa: E402
 from wtalcli.core.store import Store  # noqa: E402
 from wtalcli.data.schema import FeatureSet  # noqa: E402
 from wtalcli.dcc.params import (
     DCCParams,  # noqa: E402
     DenoiseParams,  # noqa: E402
 )
+from wtalcli.dcc.training import refresh_period  # noqa: E402
 from wtalcli.model.config import (
     PRESETS,  # noqa: E402
     BaselineParams,  # noqa: E402

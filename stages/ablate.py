@@ -48,7 +48,7 @@ import pandas as pd
 
 from wtalcli.core import rounds as refresh_rounds
 from wtalcli.core.console import log as _log
-from wtalcli.core.console import warn
+from wtalcli.core.console import silent, warn
 from wtalcli.core.errors import InputError
 from wtalcli.core.params import key_dict, number_list, param, record_dict
 from wtalcli.core.store import Artifact, Store, build_or_skip
@@ -324,10 +324,6 @@ class Runner:
 # ------------------------------------------------------------------------------ main side
 
 
-def _quiet(message: str) -> None:
-    """Scoring logs nothing: every artifact it makes is listed in results.parquet."""
-
-
 def _score(store: Store, tcas: str, subset: str, log) -> dict:
     from stages.evaluate import evaluate
     from stages.localize import localize
@@ -347,7 +343,7 @@ def heldout_score(store: Store, model: str, tcas: str) -> tuple[float, int | Non
     sel = art.manifest.get("summary", {}).get("selection")
     if sel:
         return float(sel["heldout_map"]), int(sel["selected_iteration"])
-    return float(_score(store, tcas, "val", _quiet)["average_map"]), art.manifest["summary"].get("iterations")
+    return float(_score(store, tcas, "val", silent)["average_map"]), art.manifest["summary"].get("iterations")
 
 
 def _diagnostics(store: Store, model: str, tcas: str) -> dict:
@@ -480,8 +476,8 @@ class Study:
         k = (seed, tuple(sorted(key_dict(dn).items())))
         if k not in self.targets:
             m, tc = self.bases[seed]
-            pl = pseudolabel(self.store, tc, log=_quiet)
-            conf = denoise(self.store, pl.id, m, dn, log=_quiet)
+            pl = pseudolabel(self.store, tc, log=silent)
+            conf = denoise(self.store, pl.id, m, dn, log=silent)
             self.targets[k] = (pl.id, conf.id)
         return self.targets[k]
 
@@ -555,7 +551,7 @@ class Study:
         for table, name, cfg in spec:
             for s in p.seeds:
                 m, tc = self.bases[s] if cfg is None else trained[(name, s)]
-                sc = _score(self.store, tc, "test", _quiet)
+                sc = _score(self.store, tc, "test", silent)
                 val, it = heldout_score(self.store, m, tc)
                 row = {"table": table, "variant": name, "seed": s, "average_map": sc["average_map"]}
                 row |= {f"map@{t}": x for t, x in sc["map_per_tiou"].items()}

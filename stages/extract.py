@@ -10,6 +10,7 @@ from pathlib import Path
 from wtalcli.core import distributed
 from wtalcli.core.console import log as _log
 from wtalcli.core.console import progress as _progress
+from wtalcli.core.console import silent
 from wtalcli.core.console import warn as _warn
 from wtalcli.core.errors import InputError, UsageError
 from wtalcli.core.store import Artifact, Store, build_or_skip
@@ -277,7 +278,7 @@ def extract_videos(
                 "drop --shard (process RANK extracts shard RANK/WORLD)",
             )
         device = str(distributed.resolve_device(device))
-        log = log if ctx.is_main else _quiet
+        log = log if ctx.is_main else silent
         log(f"{ctx.world} processes, each extracting shard RANK/{ctx.world}")
     where = f" (shard {shard})" if shard else ""
     log(f"extracting {len(ids)} videos with {backbone} into {cache}{where}")
@@ -359,10 +360,6 @@ def extract_videos(
         }
 
     return distributed.on_main(lambda: build_or_skip(store, plan, force, log, work))
-
-
-def _quiet(message: str) -> None:
-    """The log of the ranks other than 0."""
 
 
 @contextlib.contextmanager

@@ -159,7 +159,9 @@ def _rounds(store: Store, sel: Selection) -> list[Round]:
         pl0 = _by_id(store, _input_id(dcc, "pseudolabels"))
         if pl0 is not None:
             rounds.append(Round(0, pl0, _by_id(store, _input_id(dcc, "confidence"))))
-        rounds += [Round(n, pl, conf_of(pl)) for n, pl in refresh_rounds.of_run(store, "pseudolabels", dcc.id)]
+        rounds += [
+            Round(n, pl, conf_of(pl)) for n, pl in refresh_rounds.of_run(store, "pseudolabels", dcc.id)
+        ]
     elif "baseline" in sel.models:
         base = sel.models["baseline"]
         pl0 = _newest(pls, lambda a: not a.tag and a.lineage.get("model") == base.id)
