@@ -38,10 +38,10 @@ import torch  # noqa: E402
 import wtalcli.model.runner as runner  # noqa: E402
 from stages.baseline import baseline  # noqa: E402
 from stages.denoise import denoise  # noqa: E402
-from stages.extract import extract_synthetic  # noqa: E402
 from stages.pseudolabel import pseudolabel  # noqa: E402
 from stages.train_dcc import train_dcc  # noqa: E402
 from wtalcli.core.store import Store  # noqa: E402
+from wtalcli.data.feature_artifact import extract_synthetic  # noqa: E402
 from wtalcli.data.schema import FeatureSet  # noqa: E402
 from wtalcli.dcc.params import (
     DCCParams,  # noqa: E402

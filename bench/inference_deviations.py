@@ -43,8 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stages.baseline import BaselineParams, baseline  # noqa: E402
 from stages.evaluate import ground_truth  # noqa: E402
-from stages.extract import extract_synthetic  # noqa: E402
 from wtalcli.core.store import Store  # noqa: E402
+from wtalcli.data.feature_artifact import extract_synthetic  # noqa: E402
 from wtalcli.data.schema import FeatureSet  # noqa: E402
 from wtalcli.evaluation.detection import Predictions, evaluate_detection  # noqa: E402
 from wtalcli.evaluation.localization import LocalizeParams, localize_all  # noqa: E402

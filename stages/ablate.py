@@ -395,7 +395,7 @@ def _diagnostics(store: Store, model: str, tcas: str) -> dict:
 
 def ablate(store: Store, p: AblationParams | None = None, force: bool = False, log=_log) -> Artifact:
     """Run the study (or skip it when built); returns the ``ablation`` artifact."""
-    from stages.extract import extract_synthetic
+    from wtalcli.data.feature_artifact import extract_synthetic
 
     p = (p or AblationParams()).validate()
     if p.features is None:

@@ -39,10 +39,10 @@ def run(store: Store, p: RunParams | None = None, log=_log) -> dict:
     from stages.baseline import baseline  # the stages import torch: not needed by `wtal --help`
     from stages.denoise import denoise
     from stages.evaluate import evaluate
-    from stages.extract import extract_synthetic
     from stages.localize import localize
     from stages.pseudolabel import pseudolabel
     from stages.train_dcc import train_dcc
+    from wtalcli.data.feature_artifact import extract_synthetic
 
     p = p or RunParams()
     for s in (p.until, *p.force):

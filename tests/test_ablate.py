@@ -9,10 +9,10 @@ import pytest
 from stages.ablate import AblationParams, Config, ablate, ablation_markdown, grid_option, table_rows
 from stages.baseline import baseline
 from stages.evaluate import evaluate
-from stages.extract import extract_synthetic
 from stages.localize import localize
 from wtalcli.core.errors import InputError
 from wtalcli.core.store import Store
+from wtalcli.data.feature_artifact import extract_synthetic
 from wtalcli.data.schema import FeatureSet, read_parquet
 from wtalcli.dcc.params import DCCParams, DenoiseParams
 from wtalcli.evaluation.params import EvalParams

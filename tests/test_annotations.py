@@ -20,7 +20,7 @@ from wtalcli.data.annotations import (
     read_class_list,
     read_thumos_txt,
 )
-from wtalcli.data.importers import import_folder, override_annotations
+from wtalcli.data.importers import ImportOptions, import_folder, override_annotations
 from wtalcli.data.schema import read_classes
 from wtalcli.evaluation.groundtruth import load_ground_truth
 
@@ -263,7 +263,7 @@ def test_import_and_evaluate_agree_on_the_same_file(tmp_path, form):
         feats = folder_with_features(
             tmp_path / "f", {"video_test_1": "test", "video_test_2": "test", "video_validation_1": "train"}
         )
-    plan = import_folder(feats, gt_path)
+    plan = import_folder(ImportOptions(feats, gt=gt_path))
     gt = load_ground_truth(gt_path, "test")
     imported = plan.annotations.merge(plan.videos[["video_id", "subset"]])
     imported = imported[imported["subset"] == "test"]
@@ -296,7 +296,7 @@ def test_a_file_refused_by_one_is_refused_by_the_other(tmp_path):
     for name, text in cases.items():
         path = write(tmp_path / name, text)
         with pytest.raises(WtalError) as imp:
-            import_folder(feats, path)
+            import_folder(ImportOptions(feats, gt=path))
         with pytest.raises(WtalError) as ev:
             load_ground_truth(path, "test")
         assert imp.value.one_line() == ev.value.one_line(), name
@@ -319,7 +319,7 @@ def test_actionformer_style_json_capitalised_subsets_and_extra_keys(tmp_path):
     gt = load_ground_truth(path, "test")
     assert gt.subset == "Test" and gt.videos == ("video_test_1",) and gt.durations == {"video_test_1": 33.83}
     feats = folder_with_features(tmp_path / "f", {"video_test_1": "test", "video_validation_1": "train"})
-    plan = import_folder(feats, path)
+    plan = import_folder(ImportOptions(feats, gt=path))
     v = plan.videos.set_index("video_id")
     assert v.loc["video_validation_1", "subset"] == "train" and v.loc["video_test_1", "subset"] == "test"
     assert v.loc["video_test_1", "source_fps"] == 30.0 and v.loc["video_test_1", "duration_s"] == 33.83

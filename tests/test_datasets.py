@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 
 from stages.evaluate import evaluate
-from stages.extract import extract_import
 from wtalcli.core.errors import InputError
 from wtalcli.core.store import Store
 from wtalcli.data import named_gt
 from wtalcli.data.annotations import read_bytes
+from wtalcli.data.feature_artifact import extract_import
+from wtalcli.data.importers import ImportOptions, read_class_list
 from wtalcli.data.schema import FeatureSet
 from wtalcli.evaluation.detection import results_dict
 from wtalcli.evaluation.groundtruth import load_ground_truth
@@ -175,9 +176,8 @@ def test_extract_stage_with_a_named_ground_truth(tmp_path):
         (root / subset).mkdir(parents=True, exist_ok=True)
         np.save(root / subset / f"{vid}.npy", np.ones((5, 4), np.float32))
     store = Store(tmp_path / "wd")
-    art = extract_import(
-        store, "folder", root, gt_json="thumos14", allow_missing=True, **QUIET, warn=lambda m: None
-    )
+    opts = ImportOptions(root, gt="thumos14", allow_missing=True)
+    art = extract_import(store, "folder", opts, **QUIET, warn=lambda m: None)
     fs = FeatureSet(art.path)
     gt = load_ground_truth("thumos14", "test")
     want = int(np.isin(gt.video_ids, ["video_test_0000004", "video_test_0000324"]).sum())
@@ -196,9 +196,8 @@ def test_extract_stage_with_a_named_ground_truth(tmp_path):
         )
     )
     classes = REPO / "tests" / "data" / "thumos14_detclasslist.txt"  # the JSON names no class at all
-    art2 = extract_import(
-        store, "folder", root, annotations="thumos14", classes_file=classes, **QUIET, warn=lambda m: None
-    )
+    opts = ImportOptions(root, classes=read_class_list(classes))
+    art2 = extract_import(store, "folder", opts, annotations="thumos14", **QUIET, warn=lambda m: None)
     fs2 = FeatureSet(art2.path)
     assert art2.params["annotations"] == "thumos14"
     assert len(fs2.annotations) == len(fs.annotations)

@@ -111,10 +111,10 @@ def runs(tmp_path_factory):
     """One process (in this process) and two processes (torchrun) on copies of the same inputs."""
     from stages.baseline import baseline
     from stages.denoise import denoise
-    from stages.extract import extract_synthetic
     from stages.pseudolabel import pseudolabel
     from stages.train_dcc import train_dcc
     from wtalcli.core.store import Store
+    from wtalcli.data.feature_artifact import extract_synthetic
     from wtalcli.dcc.params import DCCParams, DenoiseParams
     from wtalcli.model.config import BaselineParams
 
@@ -214,9 +214,9 @@ def test_resume_under_torchrun(runs):
 
 
 def test_batch_must_split_over_the_processes(monkeypatch, tmp_path):
-    from stages.extract import extract_synthetic
     from wtalcli.core.errors import InputError
     from wtalcli.core.store import Store
+    from wtalcli.data.feature_artifact import extract_synthetic
     from wtalcli.data.schema import FeatureSet
     from wtalcli.model.config import TrainConfig
     from wtalcli.model.trainer import Trainer

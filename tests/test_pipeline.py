@@ -10,12 +10,12 @@ import torch
 from stages.baseline import baseline
 from stages.denoise import denoise
 from stages.evaluate import evaluate
-from stages.extract import extract_synthetic
 from stages.localize import localize
 from stages.pseudolabel import pseudolabel
 from stages.train_dcc import train_dcc
 from wtalcli.core.errors import InputError, MismatchError
 from wtalcli.core.store import Store
+from wtalcli.data.feature_artifact import extract_synthetic
 from wtalcli.data.schema import TCAS, write_tcas
 from wtalcli.dcc.params import DCCParams, DenoiseParams
 from wtalcli.evaluation.params import EvalParams

@@ -19,13 +19,13 @@ from PIL import Image
 from stages.baseline import baseline
 from stages.denoise import denoise
 from stages.evaluate import evaluate
-from stages.extract import extract_synthetic
 from stages.localize import localize
 from stages.pseudolabel import pseudolabel
 from stages.report import choose, evaluation_curves, report, select_artifacts
 from stages.train_dcc import train_dcc
 from wtalcli.core.errors import InputError
 from wtalcli.core.store import Store
+from wtalcli.data.feature_artifact import extract_synthetic
 from wtalcli.data.schema import FeatureSet
 from wtalcli.dcc.params import DCCParams, DenoiseParams
 from wtalcli.model.config import BaselineParams
