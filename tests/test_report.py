@@ -21,7 +21,7 @@ from stages.denoise import denoise
 from stages.evaluate import evaluate
 from stages.localize import localize
 from stages.pseudolabel import pseudolabel
-from stages.report import choose, evaluation_curves, report, select_artifacts
+from stages.report import report
 from stages.train_dcc import train_dcc
 from wtalcli.core.errors import InputError
 from wtalcli.core.store import Store
@@ -29,6 +29,8 @@ from wtalcli.data.feature_artifact import extract_synthetic
 from wtalcli.data.schema import FeatureSet
 from wtalcli.dcc.params import DCCParams, DenoiseParams
 from wtalcli.model.config import BaselineParams
+from wtalcli.report.inputs import choose, select_artifacts
+from wtalcli.report.sections import evaluation_curves
 
 QUIET = {"log": lambda m: None}
 IMG = re.compile(r"<img\b[^>]*\bsrc=\"([^\"]*)\"")

@@ -1,4 +1,8 @@
-"""Sanity figures computed from a T-CAS and the ground truth (never used for training)."""
+"""Diagnostics against the ground truth (never used for training), one definition each: the
+ground-truth snippet labels, the inside/outside sanity figure of a T-CAS, pseudo-label quality and
+the AUC of the confidence, the embedding's geometry and its action/background centroid separation.
+Stages record them in their artifacts' summaries; ``report`` and ``ablate`` read them there or call
+these functions."""
 
 from __future__ import annotations
 
@@ -183,3 +187,15 @@ def embedding_geometry(
     else:
         out["intra_inter_ratio"] = float("nan")
     return out
+
+
+def centroid_separation(x: np.ndarray, is_action: np.ndarray) -> float:
+    """Distance between the action and background centroids over the RMS distance of points to
+    their own group's centroid (higher = better separated); NaN with fewer than two points in a
+    group. ``x`` (N, H) embeddings (the report passes them L2-normalised), ``is_action`` (N,) bool."""
+    a, b = x[is_action], x[~is_action]
+    if len(a) < 2 or len(b) < 2:
+        return float("nan")
+    ma, mb = a.mean(0), b.mean(0)
+    within = np.concatenate([((a - ma) ** 2).sum(1), ((b - mb) ** 2).sum(1)])
+    return float(np.linalg.norm(ma - mb) / max(np.sqrt(within.mean()), 1e-12))
