@@ -420,7 +420,7 @@ def _ablate(
 
 
 def _ablate_groups():
-    from stages.ablate import AblationParams
+    from wtalcli.dcc.ablation import AblationParams
 
     return [params.Group(AblationParams), params.Group(DCCParams, "dcc_", only=("tau", "beta_end"))]
 
