@@ -5,7 +5,11 @@ what is checked here is exactly what a cache key hashes."""
 
 from __future__ import annotations
 
-from wtalcli.core.fingerprint import PACKAGES, ROOT, imported_modules
+import ast
+
+import pytest
+
+from wtalcli.core.fingerprint import PACKAGES, ROOT, closure, imported_modules, stage_module
 
 # lowest first; a module may import its own layer and the layers below, never above; the packages
 # that share a layer (evaluation and video) do not import each other
@@ -119,3 +123,79 @@ def test_no_import_cycle_among_modules_or_packages():
 def test_the_cycle_finder_finds_a_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+# what each stage must not run, so that editing it keeps the stage's artifacts (its fingerprint is
+# its import closure, wtalcli/core/fingerprint.py)
+NOT_RUN = {
+    "extract": ("wtalcli.model", "wtalcli.dcc", "wtalcli.evaluation", "wtalcli.report"),
+    "baseline": ("wtalcli.dcc", "wtalcli.video", "wtalcli.report"),
+    "pseudolabel": (
+        "wtalcli.model",
+        "wtalcli.video",
+        "wtalcli.report",
+        "wtalcli.dcc.contrast",
+        "wtalcli.dcc.method",
+        "wtalcli.dcc.kmeans",
+        "wtalcli.dcc.confidence",
+    ),
+    "denoise": (
+        "wtalcli.model",
+        "wtalcli.video",
+        "wtalcli.report",
+        "wtalcli.dcc.contrast",
+        "wtalcli.dcc.method",
+    ),
+    "train-dcc": ("wtalcli.video", "wtalcli.report"),
+    "localize": ("wtalcli.model", "wtalcli.dcc", "wtalcli.video", "wtalcli.report"),
+    "evaluate": (
+        "wtalcli.model",
+        "wtalcli.dcc",
+        "wtalcli.video",
+        "wtalcli.report",
+        "wtalcli.evaluation.localization",
+    ),
+    "ablate": ("wtalcli.video", "stages.extract"),
+}
+COMPOSITIONS = ("run", "ablate")  # stages that chain the others (their public functions)
+
+
+@pytest.mark.parametrize("stage", sorted(NOT_RUN))
+def test_a_stage_fingerprint_holds_only_what_the_stage_runs(stage):
+    mods = closure(stage_module(stage))
+    assert stage_module(stage) in mods and "wtalcli.core.store" in mods
+    assert [m for m in mods if any(m == n or m.startswith(n + ".") for n in NOT_RUN[stage])] == []
+    others = {m for m in mods if m.startswith("stages.") and m != stage_module(stage)}
+    assert others == set() or stage in COMPOSITIONS
+
+
+def test_the_contrast_loss_is_hashed_by_the_stages_that_train_with_it_only():
+    runs = {s for s in ("extract", "baseline", "pseudolabel", "denoise", "train-dcc", "localize", "evaluate")
+            if "wtalcli.dcc.contrast" in closure(stage_module(s))}  # fmt: skip
+    assert runs == {"train-dcc"}
+
+
+def _imports_of(path):
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in PACKAGES:
+            yield node.module, [a.name for a in node.names]
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                yield a.name, []
+
+
+def test_stages_are_glue():
+    """A stage imports no other stage (but the compositions, which chain their public functions),
+    no module imports another's private name, and no stage module grows past about 300 lines."""
+    for path in sorted((ROOT / "stages").glob("*.py")):
+        name = path.stem
+        for module, _names in _imports_of(path):
+            if module.startswith("stages.") and module != f"stages.{name}":
+                assert name in COMPOSITIONS, f"stages/{name}.py imports {module}"
+        assert len(path.read_text().splitlines()) <= 300, f"stages/{name}.py is over 300 lines"
+    for pkg in PACKAGES:
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            for module, names in _imports_of(path):
+                private = [n for n in names if n.startswith("_") and not n.startswith("__")]
+                assert private == [], f"{path.relative_to(ROOT)} imports {private} from {module}"
