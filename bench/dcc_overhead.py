@@ -43,10 +43,8 @@ from stages.train_dcc import train_dcc  # noqa: E402
 from wtalcli.core.store import Store  # noqa: E402
 from wtalcli.data.feature_artifact import extract_synthetic  # noqa: E402
 from wtalcli.data.schema import FeatureSet  # noqa: E402
-from wtalcli.dcc.params import (
-    DCCParams,  # noqa: E402
-    DenoiseParams,  # noqa: E402
-)
+from wtalcli.dcc.params import DenoiseParams  # noqa: E402
+from wtalcli.dcc.train_params import DCCParams  # noqa: E402
 from wtalcli.dcc.training import refresh_period  # noqa: E402
 from wtalcli.model.config import (
     PRESETS,  # noqa: E402

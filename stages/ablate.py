@@ -45,10 +45,11 @@ from wtalcli.core.pool import JobPool
 from wtalcli.core.store import Artifact, Store, build_or_skip
 from wtalcli.data.feature_artifact import extract_synthetic
 from wtalcli.dcc.ablation import GRID_KEYS, TABLES, AblationParams, Config, grid_option, table_rows
-from wtalcli.dcc.params import DCCParams, DenoiseParams
+from wtalcli.dcc.params import DenoiseParams
+from wtalcli.dcc.train_params import DCCParams
 from wtalcli.evaluation.diagnostics import run_diagnostics
 from wtalcli.evaluation.params import EvalParams
-from wtalcli.model.config import BaselineParams
+from wtalcli.model.config import PRESETS, BaselineParams, resolve_preset
 from wtalcli.report.ablation import ablation_markdown
 
 LOG_DIR = Path(".work") / "ablate-logs"
@@ -120,10 +121,7 @@ class Study:
     def _dcc(self, cfg: Config, seed: int) -> DCCParams:
         iters = self.p.iterations
         if cfg.dcc.init == "scratch":  # the same total budget as baseline + DCC from the baseline
-            from wtalcli.model.config import PRESETS
-
-            base = iters or PRESETS[self._preset()]["iterations"]
-            iters = 2 * base
+            iters = 2 * (iters or PRESETS[resolve_preset(self.fs_art.params)]["iterations"])
         return replace(
             cfg.dcc,
             iterations=iters,
@@ -132,12 +130,6 @@ class Study:
             select_every=self.p.select_every,
             grad_every=cfg.dcc.grad_every or self.p.select_every,
         ).validate()
-
-    def _preset(self) -> str:
-        from wtalcli.model.config import PRESETS
-
-        preset = self.fs_art.params.get("preset") if self.fs_art.params.get("source") == "synthetic" else None
-        return preset if preset in PRESETS else "thumos"
 
     def baselines(self) -> None:
         p = self.p

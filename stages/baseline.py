@@ -11,41 +11,11 @@ from __future__ import annotations
 from wtalcli.core import distributed
 from wtalcli.core.console import log as _log
 from wtalcli.core.console import silent
-from wtalcli.core.errors import InputError
 from wtalcli.core.params import key_dict, record_dict
 from wtalcli.core.store import Artifact, Store
 from wtalcli.data.schema import FeatureSet, check_finite_rows
-from wtalcli.model.config import PRESETS, BaselineParams, TrainConfig, preset_config
+from wtalcli.model.config import BaselineParams, TrainConfig, resolve_preset
 from wtalcli.model.runner import TrainingRun, plan_run, split_rows
-
-
-def resolve_preset(fs_art: Artifact, preset: str) -> str:
-    if preset != "auto":
-        if preset not in PRESETS:
-            raise InputError(f"unknown preset {preset!r}", f"use one of auto, {', '.join(PRESETS)}")
-        return preset
-    synthetic = fs_art.params.get("preset") if fs_art.params.get("source") == "synthetic" else None
-    return synthetic if synthetic in PRESETS else "thumos"
-
-
-def train_config(fs_art: Artifact, p: BaselineParams):
-    """The :class:`TrainConfig` for these parameters (preset values filled in)."""
-    return preset_config(
-        resolve_preset(fs_art, p.preset),
-        iterations=p.iterations,
-        num_segments=p.num_segments,
-        hidden=p.hidden,
-        attn_hidden=p.attn_hidden,
-        lr=p.lr,
-        batch_size=p.batch_size,
-        weight_decay=p.weight_decay,
-        seed=p.seed,
-        device=p.device,
-        num_workers=p.num_workers,
-        amp=p.amp,
-        compile=p.compile,
-        checkpoint_every=p.checkpoint_every,
-    )
 
 
 def model_params(cfg: TrainConfig, p: BaselineParams, preset: str) -> tuple[dict, dict]:
@@ -73,8 +43,8 @@ def baseline(
         log = silent
     fs_art = distributed.on_main(lambda: store.resolve("features", features, log))
     fs = FeatureSet(fs_art.path)
-    preset = resolve_preset(fs_art, p.preset)
-    cfg = train_config(fs_art, p)
+    preset = resolve_preset(fs_art.params, p.preset)
+    cfg = p.train_config(preset)
     train_rows, val_rows = split_rows(fs, p.holdout, p.holdout_seed)
     mparams, mkey = model_params(cfg, p, preset)
     model_plan, tcas_plan = plan_run(store, "baseline", mparams, mkey, {"features": fs_art}, p.seed)

@@ -23,7 +23,7 @@ from wtalcli.core.errors import InputError, MismatchError
 from wtalcli.core.params import key_dict, record_dict
 from wtalcli.core.store import Artifact, Store
 from wtalcli.data.schema import FeatureSet
-from wtalcli.dcc.params import DCCParams
+from wtalcli.dcc.train_params import DCCParams
 from wtalcli.dcc.training import dcc_train_config, refresh_period, train_with_dcc
 from wtalcli.model.config import TrainConfig
 from wtalcli.model.runner import TrainingRun, plan_run, split_rows

@@ -15,7 +15,8 @@ from wtalcli.core.store import Store
 from wtalcli.data.feature_artifact import extract_synthetic
 from wtalcli.data.schema import FeatureSet, read_parquet
 from wtalcli.dcc.ablation import AblationParams, Config, grid_option, table_rows
-from wtalcli.dcc.params import DCCParams, DenoiseParams
+from wtalcli.dcc.params import DenoiseParams
+from wtalcli.dcc.train_params import DCCParams
 from wtalcli.evaluation.params import EvalParams
 from wtalcli.model.config import BaselineParams
 from wtalcli.report.ablation import ablation_markdown

@@ -115,7 +115,8 @@ def runs(tmp_path_factory):
     from stages.train_dcc import train_dcc
     from wtalcli.core.store import Store
     from wtalcli.data.feature_artifact import extract_synthetic
-    from wtalcli.dcc.params import DCCParams, DenoiseParams
+    from wtalcli.dcc.params import DenoiseParams
+    from wtalcli.dcc.train_params import DCCParams
     from wtalcli.model.config import BaselineParams
 
     tmp = tmp_path_factory.mktemp("dist")
@@ -314,7 +315,7 @@ def _worker(spec_path: str) -> None:
     from wtalcli.core.console import log
     from wtalcli.core.store import Store
     from wtalcli.dcc import contrast as dcc
-    from wtalcli.dcc.params import DCCParams
+    from wtalcli.dcc.train_params import DCCParams
     from wtalcli.model import trainer as training
     from wtalcli.model.config import BaselineParams
 

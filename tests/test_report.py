@@ -27,7 +27,8 @@ from wtalcli.core.errors import InputError
 from wtalcli.core.store import Store
 from wtalcli.data.feature_artifact import extract_synthetic
 from wtalcli.data.schema import FeatureSet
-from wtalcli.dcc.params import DCCParams, DenoiseParams
+from wtalcli.dcc.params import DenoiseParams
+from wtalcli.dcc.train_params import DCCParams
 from wtalcli.model.config import BaselineParams
 from wtalcli.report.inputs import choose, select_artifacts
 from wtalcli.report.sections import evaluation_curves

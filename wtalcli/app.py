@@ -23,7 +23,8 @@ from wtalcli.core.console import emit, err, show
 from wtalcli.core.errors import InputError, WtalError
 from wtalcli.core.params import Values
 from wtalcli.core.store import Store, code_version
-from wtalcli.dcc.params import DCCParams, DenoiseParams, PseudolabelParams
+from wtalcli.dcc.params import DenoiseParams, PseudolabelParams
+from wtalcli.dcc.train_params import DCCParams
 from wtalcli.evaluation.localization import LocalizeParams
 from wtalcli.evaluation.params import EvalParams
 from wtalcli.model.config import BaselineParams

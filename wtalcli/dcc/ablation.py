@@ -17,9 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from wtalcli.core.errors import InputError
-from wtalcli.core.params import number_list, param
+from wtalcli.core.params import device_param, like, number_list, param, preset_default
 from wtalcli.data.synthetic import PRESETS as SYNTHETIC
-from wtalcli.dcc.params import DCCParams, DenoiseParams, control_of
+from wtalcli.dcc.params import DenoiseParams
+from wtalcli.dcc.train_params import DCCParams, control_of
+from wtalcli.model.config import BaselineParams, TrainConfig
 
 TABLES = ("main", "scope", "clusters")
 # grid option -> (which parameter class, field)
@@ -139,12 +141,10 @@ def table_rows(
 class AblationParams:
     preset: str = param("small", "Synthetic preset (when --features is not given).", choices=tuple(SYNTHETIC))
     features: str | None = param(None, "Use this feature set instead of the synthetic one.")
-    data_seed: int = param(0, "Seed of the synthetic dataset.")
+    data_seed: int = param(0, "Seed of the synthetic dataset (kept apart so seeds compare on the same data).")
     seeds: tuple[int, ...] = param((0, 1, 2), "Training seeds, comma-separated.", parse=number_list(int))
-    holdout: float = param(0.3, "Share of training videos held out (the same for every arm).")
-    select_every: int = param(
-        50, "Score the held-out videos every N iterations and keep each run's best iteration (0: the last)."
-    )
+    holdout: float = like(BaselineParams, "holdout", 0.3)  # the same split for every arm
+    select_every: int = like(BaselineParams, "select_every", 50)
     select: bool = param(True, "Choose DCC's options on the held-out videos (--grid).")
     grid: tuple[str, ...] = param(
         DEFAULT_GRID,
@@ -158,11 +158,11 @@ class AblationParams:
     clusters: tuple[int, ...] = param(
         (16, 64, 256), "The K sweep, comma-separated.", flag="--clusters", parse=number_list(int)
     )
-    iterations: int | None = param(None, "Training iterations of baseline and DCC (default: the preset's).")
+    iterations: int | None = preset_default(TrainConfig, "iterations")  # of baseline and DCC
     dcc: DCCParams = param(cli=False, factory=DCCParams)  # the starting point of the selection
     denoise: DenoiseParams = param(cli=False, factory=DenoiseParams)
     jobs: int = param(1, "Trainings run at once (worker processes).", key=False)
-    device: str = param("auto", "auto (a GPU if present), cpu, cuda or cuda:N.", key=False)
+    device: str = device_param()
 
     def validate(self) -> AblationParams:
         bad = [t for t in self.tables if t not in TABLES]

@@ -37,8 +37,8 @@ from wtalcli.dcc.contrast import (
     gather_regions,
     region_features,
 )
-from wtalcli.dcc.params import DCCParams
 from wtalcli.dcc.schedule import beta_at
+from wtalcli.dcc.train_params import DCCParams
 from wtalcli.model.basnet import BaSNet, BaSOutput
 from wtalcli.model.losses import basnet_loss
 from wtalcli.model.sampling import batch_eval_indices

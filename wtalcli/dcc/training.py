@@ -22,8 +22,9 @@ from wtalcli.core.store import Artifact, Store, build_or_skip
 from wtalcli.data.schema import FeatureSet, load_npy, read_parquet, rebase, write_tcas
 from wtalcli.dcc.confidence_artifact import build_confidence
 from wtalcli.dcc.method import DCC, Targets, oracle_targets
-from wtalcli.dcc.params import DCCParams, DenoiseParams, PseudolabelParams
+from wtalcli.dcc.params import DenoiseParams, PseudolabelParams
 from wtalcli.dcc.pseudolabel_artifact import build_pseudolabels
+from wtalcli.dcc.train_params import DCCParams
 from wtalcli.model.config import TrainConfig
 from wtalcli.model.runner import TrainingRun, export_embeddings
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from wtalcli.core.errors import UsageError
-from wtalcli.core.params import check_choices, param
+from wtalcli.core.params import check_choices, device_param, param, seed_param
 from wtalcli.data.importers import STREAMS
 from wtalcli.data.schema import FEATURE_DTYPES
 from wtalcli.data.synthetic import PRESETS as SYNTHETIC
@@ -60,13 +60,13 @@ class ExtractParams:
     backbone: str = param("r2plus1d_18", f"videos: {', '.join(BACKBONES[:-1])} or {BACKBONES[-1]}.")
     weights: str = param("hub", "videos: a weights file, 'hub' (torch hub cache) or 'random'.")
     batch_size: int = param(32, "videos: clips per forward pass.", key=False)
-    device: str = param("auto", "videos: auto, cpu or cuda.", key=False)
+    device: str = device_param("videos")
     shard: str | None = param(None, "videos: extract only shard i/N (rerun without it to merge).", key=False)
     labels: str | None = param(None, "videos: CSV video_id,label of video-level labels.")
     size: int | None = param(None, "videos: crop side override (quick runs).")
     decoder: str = param("pyav", "videos: the decoding library.", choices=DECODERS)
     workers: int = param(1, "videos: decoder threads.", key=False)
-    seed: int = param(0, "Random seed (fixes the result on CPU).")
+    seed: int = seed_param()
 
     def grid(self) -> TimeGrid:
         try:
