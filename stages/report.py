@@ -13,15 +13,16 @@ from wtalcli.core.console import log as _log
 from wtalcli.core.errors import InputError
 from wtalcli.core.files import atomic_write_bytes
 from wtalcli.core.store import Store
-from wtalcli.report.inputs import select_artifacts
+from wtalcli.report.inputs import ReportParams, select_artifacts
 from wtalcli.report.page import build_section, render_html
 from wtalcli.report.sections import SECTIONS, Context
 
 
-def report(store: Store, out: Path, n_videos: int = 4, seed: int = 0, log=_log) -> Path:
+def report(store: Store, out: Path, params: ReportParams | None = None, log=_log) -> Path:
     """Write the HTML report of the workdir to ``out`` (atomically); returns its path."""
-    if n_videos < 0:
-        raise InputError(f"--videos {n_videos} must be >= 0")
+    p = params or ReportParams()
+    if p.videos < 0:
+        raise InputError(f"--videos {p.videos} must be >= 0")
     try:
         import matplotlib  # noqa: F401  (the figures need it)
     except ImportError:
@@ -36,9 +37,9 @@ def report(store: Store, out: Path, n_videos: int = 4, seed: int = 0, log=_log) 
     sel = select_artifacts(store)
     for role, art in sel.used():
         log(f"using {role} {art.id}")
-    ctx = Context(store, sel, n_videos, seed)
+    ctx = Context(store, sel, p.videos, p.seed)
     sections = [build_section(spec, ctx) for spec in SECTIONS]
-    page = render_html(store, sel, sections, time.perf_counter() - t0, n_videos, seed)
+    page = render_html(store, sel, sections, time.perf_counter() - t0, p.videos, p.seed)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, page.encode("utf-8"))
     n_fig = sum(len(s.figures) for s in sections)

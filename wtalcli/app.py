@@ -28,6 +28,7 @@ from wtalcli.dcc.train_params import DCCParams
 from wtalcli.evaluation.localization import LocalizeParams
 from wtalcli.evaluation.params import EvalParams
 from wtalcli.model.config import BaselineParams
+from wtalcli.report.inputs import ReportParams
 from wtalcli.video.params import ExtractParams
 
 app = typer.Typer(
@@ -53,7 +54,6 @@ Workdir = Annotated[
 ]
 Force = Annotated[bool, typer.Option("--force", help="Rebuild even if an up-to-date artifact exists.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of a table.")]
-Seed = Annotated[int, typer.Option("--seed", help="Random seed (fixes the result on CPU).")]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
 DEFAULT_WORKDIR = Path("artifacts")
 
@@ -444,7 +444,19 @@ app.command(
 # ---------------------------------------------------------------- report
 
 
-@app.command(
+def _report(
+    out: Annotated[Path, typer.Option("--out", help="HTML file to write.")] = Path("report.html"),
+    workdir: Workdir = DEFAULT_WORKDIR,
+    *,
+    values: Values,
+) -> None:
+    from stages.report import report
+
+    path = report(_store(workdir), out, values.build(0))
+    emit({"report": str(path)})
+
+
+app.command(
     "report",
     help=(
         "Write a self-contained HTML report with figures of every stage: T-CAS against ground truth "
@@ -452,17 +464,7 @@ app.command(
         "DCC), precision-recall curves, mAP against tIoU.\n\n"
         "Examples:\n\n  wtal report\n\n  wtal report --out report.html --videos 6"
     ),
-)
-def report_cmd(
-    out: Annotated[Path, typer.Option("--out", help="HTML file to write.")] = Path("report.html"),
-    videos: Annotated[int, typer.Option("--videos", help="How many test videos to plot.")] = 4,
-    seed: Seed = 0,
-    workdir: Workdir = DEFAULT_WORKDIR,
-) -> None:
-    from stages.report import report
-
-    path = report(_store(workdir), out, n_videos=videos, seed=seed)
-    emit({"report": str(path)})
+)(params.command([params.Group(ReportParams)], _report))
 
 
 # ---------------------------------------------------------------- status / show

@@ -11,6 +11,7 @@ the refresh rounds (writing their artifacts) and broadcasts the new ids; the oth
 from __future__ import annotations
 
 import math
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -66,18 +67,12 @@ def refresh_period(p: DCCParams, n_train: int, batch_size: int, iterations: int)
 
 
 def dcc_train_config(base: TrainConfig, p: DCCParams) -> TrainConfig:
-    """The baseline's training configuration with what ``train-dcc`` sets: the length (default:
-    the baseline's), the seed and how the run goes (device, loader threads, checkpoints)."""
-    return TrainConfig.from_dict(
-        {
-            **base.to_dict(),
-            "iterations": p.iterations or base.iterations,
-            "seed": p.seed,
-            "device": p.device,
-            "num_workers": p.num_workers,
-            "checkpoint_every": p.checkpoint_every,
-        }
-    )
+    """The baseline's training configuration with the :class:`TrainConfig` fields ``train-dcc``
+    sets (the length, default: the baseline's; the seed; how the run goes)."""
+    train = {f.name for f in fields(TrainConfig)}
+    given = {f.name: getattr(p, f.name) for f in fields(p) if f.name in train}
+    given["iterations"] = p.iterations or base.iterations
+    return TrainConfig.from_dict({**base.to_dict(), **given})
 
 
 def train_with_dcc(

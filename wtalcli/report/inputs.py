@@ -12,11 +12,21 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from wtalcli.core import rounds as refresh_rounds
+from wtalcli.core.params import param
 from wtalcli.core.store import Artifact, Store
 from wtalcli.evaluation.inputs import artifact_by_id, input_id
 
 ROLES = {"baseline": "baseline", "dcc": "DCC"}  # role -> display name
 STAGE_OF = {"baseline": "baseline", "dcc": "train-dcc"}
+
+
+@dataclass
+class ReportParams:
+    """Everything ``wtal report`` can set (its ``--out`` file aside), declared once
+    (:mod:`wtalcli.core.params`)."""
+
+    videos: int = param(4, "How many test videos to plot.")
+    seed: int = param(0, "Seed of the videos drawn for the figures.")
 
 
 @dataclass
