@@ -31,7 +31,7 @@ from wtalcli.data.importers import (
 from wtalcli.data.named_gt import BASNET_THUMOS14, NAMES, PACKAGE_DIR
 from wtalcli.data.schema import FeatureSet
 from wtalcli.data.timegrid import TimeGrid
-from wtalcli.data.unpickle import safe_load_object_npy, safe_unpickle
+from wtalcli.data.unpickle import safe_load_object_npy
 
 THUMOS_CLASSES = [
     "BaseballPitch", "BasketballDunk", "Billiards", "CleanAndJerk", "CliffDiving", "CricketBowling",
@@ -563,9 +563,10 @@ def test_malicious_pickles_are_refused_and_not_run(tmp_path):
     with pytest.raises(InputError, match="refusing to unpickle"):
         safe_load_object_npy(tmp_path / "bare.npy")
     with pytest.raises(InputError, match=r"builtins\.eval"):
-        safe_unpickle(pickle.dumps(eval), "x.pkl")
+        safe_load_object_npy(write_raw_npy(tmp_path / "eval.npy", pickle.dumps(eval)))
+    rot13 = b"\x80\x02c_codecs\nencode\nX\x03\x00\x00\x00abcX\x05\x00\x00\x00rot13\x86R."
     with pytest.raises(InputError, match=r"_codecs\.encode"):  # only encode(str, 'latin1') is allowed
-        safe_unpickle(b"\x80\x02c_codecs\nencode\nX\x03\x00\x00\x00abcX\x05\x00\x00\x00rot13\x86R.", "x.pkl")
+        safe_load_object_npy(write_raw_npy(tmp_path / "rot13.npy", rot13))
     assert not marker.exists()
 
 

@@ -400,22 +400,6 @@ def iter_clips(
                 window.popleft()
 
 
-def read_clips(
-    path: Path,
-    grid: TimeGrid,
-    resize: tuple[int, ...] | None = None,
-    crop: tuple[int, int] | None = None,
-    backend: str = "pyav",
-) -> tuple[np.ndarray, SourceInfo]:
-    """All clips of a (short) video at once, ``(n_snippets, clip_len, H, W, 3)``: for tests and tools."""
-    stream = VideoStream(path, grid.fps, resize, backend)
-    clips = list(stream.clips(grid, crop))
-    if clips:
-        return np.stack(clips), stream.info
-    h, w = crop if crop is not None else resized_size(stream.info.height, stream.info.width, resize)
-    return np.zeros((0, grid.clip_len, h, w, 3), np.uint8), stream.info
-
-
 def probe_duration(path: Path) -> float | None:
     """The video's stated duration in seconds (header only, no decoding), if any.
 

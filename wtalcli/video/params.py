@@ -20,13 +20,12 @@ from dataclasses import dataclass
 
 from wtalcli.core.errors import UsageError
 from wtalcli.core.params import check_choices, device_param, param, seed_param
-from wtalcli.data.importers import STREAMS
+from wtalcli.data.importers import IMPORTERS, STREAMS
 from wtalcli.data.schema import FEATURE_DTYPES
 from wtalcli.data.synthetic import PRESETS as SYNTHETIC
 from wtalcli.data.timegrid import DEFAULT_CLIP_LEN, DEFAULT_FPS, DEFAULT_STRIDE, TimeGrid
 
-SOURCES = ("synthetic", "basnet", "wtalc", "folder", "videos")
-IMPORT_SOURCES = ("basnet", "wtalc", "folder")
+SOURCES = ("synthetic", *IMPORTERS, "videos")
 DECODERS = ("pyav", "torchcodec")  # wtalcli/video/decode.py
 BACKBONES = ("r2plus1d_18", "r3d_18", "s3d", "mvit_v2_s", "swin3d_t")  # wtalcli/video/backbones.py
 
