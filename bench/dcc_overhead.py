@@ -87,16 +87,17 @@ class StepClock:
 class PartClock:
     """CPU seconds spent in the refresh rounds (the ``refresh`` callable of every :class:`DCC` built
     after it, wrapped) and in their parts, by wrapping the functions
-    ``stages.train_dcc`` calls in a round: the inference pass with the embedding artifact
-    (``export_embeddings``), the round's T-CAS artifact, the pseudo-label stage and the denoise
-    stage, and inside the latter the k-means + confidence computation (``denoise_confidence``)."""
+    ``wtalcli.dcc.training`` calls in a round: the inference pass with the embedding artifact
+    (``export_embeddings``), the round's T-CAS artifact, the pseudo-label artifact and the
+    confidence artifact, and inside the latter the k-means + confidence computation
+    (``denoise_confidence``)."""
 
     PARTS = {
-        "inference + embeddings": ("stages.train_dcc", "export_embeddings"),
-        "T-CAS artifact": ("stages.train_dcc", "_write_round_tcas"),
-        "pseudo-label stage": ("stages.train_dcc", "pseudolabel"),
-        "denoise stage": ("stages.train_dcc", "denoise"),
-        "  of which k-means + confidence": ("stages.denoise", "denoise_confidence"),
+        "inference + embeddings": ("wtalcli.dcc.training", "export_embeddings"),
+        "T-CAS artifact": ("wtalcli.dcc.training", "_write_round_tcas"),
+        "pseudo-label stage": ("wtalcli.dcc.training", "build_pseudolabels"),
+        "denoise stage": ("wtalcli.dcc.training", "build_confidence"),
+        "  of which k-means + confidence": ("wtalcli.dcc.confidence_artifact", "denoise_confidence"),
     }
 
     def __init__(self):

@@ -41,15 +41,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stages.baseline import BaselineParams, baseline  # noqa: E402
-from stages.evaluate import ground_truth  # noqa: E402
+from stages.baseline import baseline  # noqa: E402
 from wtalcli.core.store import Store  # noqa: E402
 from wtalcli.data.feature_artifact import extract_synthetic  # noqa: E402
 from wtalcli.data.schema import FeatureSet  # noqa: E402
 from wtalcli.evaluation.detection import Predictions, evaluate_detection  # noqa: E402
+from wtalcli.evaluation.inputs import scored_ground_truth  # noqa: E402
 from wtalcli.evaluation.localization import LocalizeParams, localize_all  # noqa: E402
+from wtalcli.evaluation.params import EvalParams  # noqa: E402
 from wtalcli.model import trainer as trainer_module  # noqa: E402
-from wtalcli.model.config import TrainConfig  # noqa: E402
+from wtalcli.model.config import BaselineParams, TrainConfig  # noqa: E402
 from wtalcli.model.inference import cas_probabilities, infer  # noqa: E402
 from wtalcli.model.trainer import Trainer, model_from_checkpoint, read_checkpoint  # noqa: E402
 
@@ -103,7 +104,7 @@ class Evaluator:
         self.rows = fs.rows_of("test")
         self.ids = [str(v) for v in fs.videos["video_id"].to_numpy()[self.rows]]
         self.grids = [fs.grid(int(r)) for r in self.rows]
-        self.gt = ground_truth(None, fs_art, "test")
+        self.gt = scored_ground_truth(None, fs_art, EvalParams(subset="test"))
 
     def outputs(self, model, num_segments: int) -> TestOutputs:
         res = infer(model, self.fs, self.rows, num_segments, "cpu", batch=16, with_samples=True)
