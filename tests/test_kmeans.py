@@ -148,6 +148,16 @@ def test_bf16_copy_code_path(update: str) -> None:
 
 # ------------------------------------------------------------------------- certified mixed precision
 
+
+def mixed_runs_anywhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let the mixed mode run on this CPU whatever it has: the probe's answer injected as ''. Where
+    oneDNN's bf16 mode has no effect the no-copy route's GEMM is then plain float32 (smaller errors
+    than the bound assumes) and the copy route's bf16 GEMM is emulated: either way the certified
+    assignment must equal fp32's, so the mixed code path is exercised on every machine."""
+    monkeypatch.setattr(km, "_mixed_unavailable", lambda dev: "")
+
+
+# oneDNN's own bf16 numerics (rounding, float32 accumulation) need a CPU where its bf16 mode acts
 needs_fast_bf16 = pytest.mark.skipif(
     bool(km._mixed_unavailable(torch.device("cpu"))),
     reason="no fast bf16 GEMM on this CPU (AMX-BF16 / AVX512-BF16): the mixed mode runs as fp32 here",
@@ -287,8 +297,7 @@ def test_mixed_error_bound_holds(copy: bool, case: str) -> None:
 def test_mixed_kmeans_equals_fp32_and_reports_rechecks(
     copy_budget: int | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if km._mixed_unavailable(torch.device("cpu")):
-        pytest.skip("no fast bf16 GEMM on this CPU")
+    mixed_runs_anywhere(monkeypatch)
     if copy_budget is not None:  # inputs too large for a bf16 copy: oneDNN's bf16 mode instead
         monkeypatch.setattr(km, "MIXED_COPY_MAX_BYTES", copy_budget)
     x, c = near_ties(n=2000, d=64, k=16, seed=3)
@@ -312,32 +321,65 @@ def test_mixed_kmeans_equals_fp32_and_reports_rechecks(
     assert kmeans(wide, 4, iterations=2, device="cpu").precision == "mixed"
 
 
-def test_mixed_empty_cluster_rule_matches_fp32() -> None:
+def test_mixed_empty_cluster_rule_matches_fp32(monkeypatch: pytest.MonkeyPatch) -> None:
     """The farthest-point re-seeding needs fp32 distances: a mixed run recomputes them."""
+    mixed_runs_anywhere(monkeypatch)
     x = overlapping(n=600)
     init = np.concatenate([x[:6], np.full((2, x.shape[1]), 1e3, np.float32)])  # 2 clusters start empty
     ref = kmeans(x, 8, iterations=3, init_centroids=init, precision="fp32", device="cpu")
     mix = kmeans(x, 8, iterations=3, init_centroids=init, precision="mixed", device="cpu")
-    assert ref.n_reseeded == mix.n_reseeded == 2
+    assert mix.precision == "mixed" and ref.n_reseeded == mix.n_reseeded == 2
     np.testing.assert_array_equal(mix.assign, ref.assign)
     np.testing.assert_array_equal(mix.centroids, ref.centroids)
 
 
-def test_mixed_falls_back_to_fp32_without_fast_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(km, "_cpu_bf16_fast", lambda: False)
+NOT_ROUNDED = "the float32 matmul is not rounded to bfloat16 (oneDNN's bf16 mode has no effect here)"
+
+
+@pytest.mark.parametrize(
+    ("isa", "probe", "expect"),
+    [
+        ("", "", "no fast bf16"),  # AVX2 only: never probed
+        ("AVX512-BF16", NOT_ROUNDED, "not rounded"),  # e.g. AVX512-BF16 without AMX, or a capped oneDNN
+        ("AMX-BF16", "the bf16 GEMM does not round to nearest even", "nearest even"),
+        ("AMX-BF16", "", None),  # the probe passes: mixed
+        ("AVX512-BF16", "", None),
+    ],
+)
+def test_precision_decision_on_either_side_of_the_probe(
+    isa: str, probe: str, expect: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both sides of every hardware branch, on any CPU: the CPU's flags and the probe's answer
+    injected; whichever path runs, the assignment equals fp32's and the note says which ran and why."""
+    monkeypatch.setattr(km, "_cpu_bf16_isa", lambda: isa)
+    monkeypatch.setattr(km, "_bf16_probe", lambda device, copy: probe)
     x = np.random.default_rng(5).normal(size=(400, km.MIXED_MIN_DIM)).astype(np.float32)
+    ref = kmeans(x, 8, iterations=3, precision="fp32", device="cpu")
+    assert ref.precision == "fp32" and ref.details["precision_note"] == "fp32, as requested"
     for precision in ("auto", "mixed"):
         res = kmeans(x, 8, iterations=3, precision=precision, device="cpu")
-        assert res.precision == "fp32"
-        assert "no fast bf16" in res.details["precision_note"]
-        assert "rechecked_per_iter" not in res.details
-        ref = kmeans(x, 8, iterations=3, precision="fp32", device="cpu")
+        note = res.details["precision_note"]
+        assert note.startswith(f"{precision}: ")
+        if expect is None:
+            assert res.precision == "mixed" and isa in note and "probe passed" in note
+            assert len(res.details["rechecked_per_iter"]) == 3
+        else:
+            assert res.precision == "fp32" and "not mixed" in note and expect in note
+            assert "rechecked_per_iter" not in res.details
         np.testing.assert_array_equal(res.assign, ref.assign)
+        np.testing.assert_array_equal(res.centroids, ref.centroids)
+    # below MIXED_MIN_DIM, auto keeps fp32 whatever the hardware says
+    small = kmeans(x[:, :64], 8, iterations=1, device="cpu")
+    assert small.precision == "fp32" and "d = 64" in small.details["precision_note"]
     assert kmeans(x, 8, iterations=1, precision="bf16", device="cpu").precision == "bf16"
+
+
+def test_precision_requests_are_checked() -> None:
     # CUDA: auto stays fp32 (the mixed path there is not measured yet)
-    assert km._resolve_precision("auto", torch.device("cuda"), 2048) == ("fp32", "")
+    used, why = km._resolve_precision("auto", torch.device("cuda"), 2048)
+    assert used == "fp32" and "CUDA" in why
     with pytest.raises(InputError, match="precision"):
-        kmeans(x, 8, precision="fp16")
+        kmeans(np.zeros((10, 4), np.float32), 2, precision="fp16")
 
 
 def test_bf16_probe_checks_rounding_and_accumulation() -> None:
@@ -370,8 +412,22 @@ def test_bf16_probe_checks_rounding_and_accumulation() -> None:
         return acc.float()
 
     assert "float32" in km._check_bf16_gemm(bf16_sums, out16=True)
+
+
+def test_this_cpus_decision_follows_its_probe() -> None:
+    """On whatever CPU runs the suite: the real probe gives one of its known answers, and the
+    precision auto resolves to follows from it and from the CPU's flags (no assumption about which
+    CPU this is: AVX2 only, AVX-512 with or without BF16, AMX, or oneDNN capped by ONEDNN_MAX_CPU_ISA)."""
     km._bf16_probe.cache_clear()
-    assert km._bf16_probe("cpu", False) == "" or not km._cpu_bf16_fast()
+    answers = {km._bf16_probe("cpu", copy) for copy in (True, False)}
+    known = ("", "not rounded to bfloat16", "round to nearest even", "exceeds float32 accumulation")
+    assert all(any(k in a for k in known if k) or a == "" for a in answers), answers
+    used, why = km._resolve_precision("auto", torch.device("cpu"), km.MIXED_MIN_DIM)
+    unavailable = km._mixed_unavailable(torch.device("cpu"))
+    if km._cpu_bf16_isa() and answers == {""}:
+        assert used == "mixed" and unavailable == "" and km._cpu_bf16_isa() in why
+    else:
+        assert used == "fp32" and unavailable and unavailable in why
 
 
 def test_deterministic_for_a_seed() -> None:

@@ -89,8 +89,8 @@ def build_confidence(
             f"k-means K={p.clusters} on {len(x):,} x {x.shape[1]} ({km.backend_used} on {km.device_used}, "
             f"{km.precision}): {t_km:.2f} s; with the confidence map {t_all:.2f} s"
         )
-        if km.details.get("precision_note") and p.precision == "mixed":
-            log(f"k-means precision: fp32, not mixed: {km.details['precision_note']}")
+        if "precision_note" in km.details:  # the torch backend: which precision ran, and why
+            log(f"k-means precision: {km.details['precision_note']}")
         np.save(tmp / "assign.npy", km.assign.astype(np.int32))
         np.save(tmp / "centroids.npy", km.centroids.astype(np.float32))
         np.save(tmp / "confidence.npy", s.astype(np.float16))
@@ -125,6 +125,7 @@ def build_confidence(
             "backend": km.backend_used,
             "device": km.device_used,
             "kmeans_precision": km.precision,
+            "kmeans_precision_note": km.details.get("precision_note", ""),
             "kmeans_seconds": round(t_km, 3),
             "denoise_seconds": round(t_all, 3),
             "final_inertia": float(km.inertia),

@@ -51,10 +51,12 @@ Precision (``precision=``):
   float32 GEMM (their rows gathered, one small GEMM per chunk). The
   assignment then equals the fp32 one except where fp32 itself is at a tie within its own
   rounding error; centroid sums are float32/float64 rows as in fp32, and the per-iteration
-  inertia is computed exactly from the cluster sums. Falls back to fp32 (``details
-  ["precision_note"]`` says why) where bf16 GEMMs are not fast (CPU without AMX/AVX512-BF16) or a
+  inertia is computed exactly from the cluster sums. Falls back to fp32 where bf16 GEMMs are not fast (CPU without AMX/AVX512-BF16) or a
   one-time numerical probe of the bf16 GEMM fails (inputs not rounded to nearest even, or not
-  accumulated in float32).
+  accumulated in float32; e.g. oneDNN capped by ``ONEDNN_MAX_CPU_ISA``, or a CPU with
+  AVX512-BF16 but no AMX, where oneDNN leaves float32 matmuls unrounded).
+
+``details["precision_note"]`` always says which precision ran and why (the denoise stage logs it).
 - ``"auto"`` (default): ``"mixed"`` on a CPU whose bf16 GEMM is fast, for ``d >= MIXED_MIN_DIM``
   (512; below, fp32 is the faster), else ``"fp32"``; ``"fp32"`` on CUDA, where the mixed path
   (bfloat16 copy of ``x``, fp32-output GEMM) is implemented but not yet measured.
@@ -93,6 +95,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import os
 import time
 import warnings
 from collections.abc import Iterator
@@ -365,18 +368,20 @@ def _gamma(n: int) -> float:
     return n * U_FP32 / (1.0 - n * U_FP32)
 
 
-def _cpu_bf16_fast() -> bool:
-    """Whether this CPU has the bf16 GEMM instructions oneDNN uses (AMX-BF16 or AVX512-BF16);
-    without them oneDNN emulates bf16 and the mixed mode would be slower than fp32."""
+def _cpu_bf16_isa() -> str:
+    """The bf16 GEMM instructions this CPU has that oneDNN uses ("AMX-BF16", "AVX512-BF16"), or ''.
+    Without them oneDNN emulates bf16 and the mixed mode would be slower than fp32. This reads the
+    CPU's flags; whether oneDNN actually rounds to bf16 here (``ONEDNN_MAX_CPU_ISA`` may cap it,
+    some CPUs with AVX512-BF16 alone leave float32 matmuls unrounded) is the probe's question."""
     cpu = getattr(torch, "cpu", None)
-    for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+    for name, isa in (("_is_amx_tile_supported", "AMX-BF16"), ("_is_avx512_bf16_supported", "AVX512-BF16")):
         fn = getattr(cpu, name, None)
         try:
             if fn is not None and bool(fn()):
-                return True
+                return isa
         except (RuntimeError, AttributeError):
             continue
-    return False
+    return ""
 
 
 @functools.cache
@@ -423,7 +428,10 @@ def _check_bf16_gemm(gemm: Any, out16: bool = False) -> str:
     got_b = gemm(torch.ones(64, width), a.t().contiguous()).cpu().double()[:, :6]  # the other operand
     if not (torch.equal(got, want[:, None].expand(6, 64)) and torch.equal(got_b, want.expand(64, 6))):
         if float(got[0, 0]) == 257.25:
-            return "the float32 matmul is not rounded to bfloat16 (oneDNN's bf16 mode has no effect here)"
+            cap = os.environ.get("ONEDNN_MAX_CPU_ISA")
+            return "the float32 matmul is not rounded to bfloat16 (oneDNN's bf16 mode has no effect here" + (
+                f"; ONEDNN_MAX_CPU_ISA={cap})" if cap else ")"
+            )
         return "the bf16 GEMM does not round to nearest even or does not accumulate in float32"
     # random inputs: within float32 accumulation (and the output rounding) of the exact product
     # of the bf16-rounded inputs
@@ -443,7 +451,7 @@ def _mixed_unavailable(dev: torch.device) -> str:
         mm = getattr(getattr(torch.backends, "mkldnn", None), "matmul", None)
         if mm is None or not hasattr(mm, "fp32_precision") or not torch.backends.mkldnn.is_available():
             return "this torch build has no oneDNN bf16 mode for float32 matmul"
-        if not _cpu_bf16_fast():
+        if not _cpu_bf16_isa():
             return "this CPU has no fast bf16 GEMM (AMX-BF16 or AVX512-BF16)"
         return _bf16_probe("cpu", True) or _bf16_probe("cpu", False)  # with and without the copy
     if not _has_out_dtype_mm(dev):
@@ -452,15 +460,19 @@ def _mixed_unavailable(dev: torch.device) -> str:
 
 
 def _resolve_precision(precision: str, dev: torch.device, d: int) -> tuple[str, str]:
-    """The precision the torch backend runs (fp32 | bf16 | mixed), and why not mixed."""
+    """The precision the torch backend runs (fp32 | bf16 | mixed), and one line saying why (the
+    denoise stage logs it and keeps it in its manifest)."""
     if precision in ("fp32", "bf16"):
-        return precision, ""
+        return precision, f"{precision}, as requested"
     if precision == "auto" and dev.type == "cuda":
-        return "fp32", ""  # mixed on CUDA: implemented, not yet measured
+        return "fp32", "auto: fp32 on CUDA (the mixed path is implemented there, not yet measured)"
     if precision == "auto" and d < MIXED_MIN_DIM:
         return "fp32", f"auto: fp32 is the faster at d = {d} < {MIXED_MIN_DIM}"
     why = _mixed_unavailable(dev)
-    return ("fp32", why) if why else ("mixed", "")
+    if why:
+        return "fp32", f"{precision}: fp32, not mixed: {why}"
+    where = _cpu_bf16_isa() if dev.type == "cpu" else str(dev)
+    return "mixed", f"{precision}: mixed (certified bf16 GEMM; the bf16 probe passed on {where})"
 
 
 def _pair_dist_upper(v: torch.Tensor) -> torch.Tensor:
@@ -934,8 +946,7 @@ def _torch_kmeans(
     if used == "mixed":
         details["rechecked_per_iter"] = rechecked
         details["rechecked_final"] = full.n_rechecked
-    if note:
-        details["precision_note"] = note
+    details["precision_note"] = note
     if cuda:
         torch.cuda.synchronize(dev)
     return KMeansResult(
