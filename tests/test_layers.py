@@ -9,7 +9,7 @@ import ast
 
 import pytest
 
-from wtalcli.core.fingerprint import PACKAGES, ROOT, closure, imported_modules, stage_module
+from wtalcli.core.fingerprint import PACKAGES, ROOT, closure, imported_modules, module_file, stage_module
 
 # lowest first; a module may import its own layer and the layers below, never above; the packages
 # that share a layer (evaluation and video) do not import each other
@@ -199,3 +199,17 @@ def test_stages_are_glue():
             for module, names in _imports_of(path):
                 private = [n for n in names if n.startswith("_") and not n.startswith("__")]
                 assert private == [], f"{path.relative_to(ROOT)} imports {private} from {module}"
+
+
+def test_the_contributing_map_lists_every_module():
+    text = (ROOT / "docs" / "CONTRIBUTING.md").read_text()
+    table = text[text.index("## Map") :]
+    for module in MODULES:
+        parts = module.split(".")
+        path = module_file(module)
+        if path.name == "__init__.py" and parts[-1] != "importers":
+            continue
+        entry = f"`{parts[-1]}`" if parts[0] == "stages" else f"{path.name}`"
+        assert entry in table, f"docs/CONTRIBUTING.md's map does not list {module}"
+    for layer in LAYERS:  # and the contract there is the one checked here
+        assert all(name.split(".")[-1] in text for name in layer)
