@@ -3,9 +3,10 @@
 Starts from a baseline model (or from scratch), reads the pseudo-label and confidence artifacts
 of that model, and adds ``beta * L_dcc`` to the BaS-Net loss. Refresh rounds recompute the
 pseudo-labels and confidence from the current model with the same ``pseudolabel`` and ``denoise``
-parameters as the input artifacts (read from their manifests), through the same stage functions;
-each round is written as artifacts (``tcas``, ``embeddings``, ``pseudolabels``, ``confidence``,
-tagged ``round N``). Writes the same ``model`` and ``tcas`` artifacts as ``baseline``.
+parameters as the input artifacts (read from their manifests), through the same builders as those
+stages; each round is written as artifacts (``tcas``, ``embeddings``, ``pseudolabels``,
+``confidence``, tagged ``round N``). Writes the same ``model`` and ``tcas`` artifacts as ``baseline``.
+This module resolves the inputs and plans the run; :mod:`wtalcli.dcc.training` trains it.
 
 Under ``torchrun`` (``docs/distributed.md``): each rank's region features are all-gathered, so every
 rank computes the contrast of the whole global batch (against the whole batch and the bank) but
