@@ -23,10 +23,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from stages.train_dcc import Targets  # noqa: E402
 from wtalcli.core.store import Store  # noqa: E402
 from wtalcli.data.schema import FeatureSet  # noqa: E402
 from wtalcli.dcc.contrast import ProjectionHead, RegionBank, dcc_loss, region_features  # noqa: E402
+from wtalcli.dcc.method import Targets  # noqa: E402
 from wtalcli.model.config import TrainConfig  # noqa: E402
 from wtalcli.model.runner import split_rows  # noqa: E402
 from wtalcli.model.trainer import BatchPlan, model_from_checkpoint, read_checkpoint  # noqa: E402

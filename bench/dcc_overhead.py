@@ -38,23 +38,19 @@ import torch  # noqa: E402
 import wtalcli.model.runner as runner  # noqa: E402
 from stages.baseline import baseline  # noqa: E402
 from stages.denoise import denoise  # noqa: E402
-from stages.extract import extract_synthetic  # noqa: E402
 from stages.pseudolabel import pseudolabel  # noqa: E402
-from stages.train_dcc import refresh_period, train_dcc  # noqa: E402
+from stages.train_dcc import train_dcc  # noqa: E402
+from wtalcli.core.console import silent  # noqa: E402
 from wtalcli.core.store import Store  # noqa: E402
+from wtalcli.data.feature_artifact import extract_synthetic  # noqa: E402
 from wtalcli.data.schema import FeatureSet  # noqa: E402
-from wtalcli.dcc.params import (
-    DCCParams,  # noqa: E402
-    DenoiseParams,  # noqa: E402
-)
+from wtalcli.dcc.params import DenoiseParams  # noqa: E402
+from wtalcli.dcc.train_params import DCCParams  # noqa: E402
+from wtalcli.dcc.training import refresh_period  # noqa: E402
 from wtalcli.model.config import (
     PRESETS,  # noqa: E402
     BaselineParams,  # noqa: E402
 )
-
-
-def quiet(_msg: str) -> None:
-    pass
 
 
 class StepClock:
@@ -88,16 +84,17 @@ class StepClock:
 class PartClock:
     """CPU seconds spent in the refresh rounds (the ``refresh`` callable of every :class:`DCC` built
     after it, wrapped) and in their parts, by wrapping the functions
-    ``stages.train_dcc`` calls in a round: the inference pass with the embedding artifact
-    (``export_embeddings``), the round's T-CAS artifact, the pseudo-label stage and the denoise
-    stage, and inside the latter the k-means + confidence computation (``denoise_confidence``)."""
+    ``wtalcli.dcc.training`` calls in a round: the inference pass with the embedding artifact
+    (``export_embeddings``), the round's T-CAS artifact, the pseudo-label artifact and the
+    confidence artifact, and inside the latter the k-means + confidence computation
+    (``denoise_confidence``)."""
 
     PARTS = {
-        "inference + embeddings": ("stages.train_dcc", "export_embeddings"),
-        "T-CAS artifact": ("stages.train_dcc", "_write_round_tcas"),
-        "pseudo-label stage": ("stages.train_dcc", "pseudolabel"),
-        "denoise stage": ("stages.train_dcc", "denoise"),
-        "  of which k-means + confidence": ("stages.denoise", "denoise_confidence"),
+        "inference + embeddings": ("wtalcli.dcc.training", "export_embeddings"),
+        "T-CAS artifact": ("wtalcli.dcc.training", "_write_round_tcas"),
+        "pseudo-label stage": ("wtalcli.dcc.training", "build_pseudolabels"),
+        "denoise stage": ("wtalcli.dcc.training", "build_confidence"),
+        "  of which k-means + confidence": ("wtalcli.dcc.confidence_artifact", "denoise_confidence"),
     }
 
     def __init__(self):
@@ -213,12 +210,12 @@ def main() -> None:
     load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp))
-        fs = extract_synthetic(store, args.preset, seed=0, log=quiet)
+        fs = extract_synthetic(store, args.preset, seed=0, log=silent)
         n_train = len(FeatureSet(fs.path).rows_of("train"))
         # the pretrained starting point (not timed) and its targets
-        base_full, tc = baseline(store, fs.id, BaselineParams(iterations=args.iterations, seed=1), log=quiet)
-        pl = pseudolabel(store, tc.id, log=quiet)
-        conf = denoise(store, pl.id, base_full.id, DenoiseParams(seed=0), log=quiet)
+        base_full, tc = baseline(store, fs.id, BaselineParams(iterations=args.iterations, seed=1), log=silent)
+        pl = pseudolabel(store, tc.id, log=silent)
+        conf = denoise(store, pl.id, base_full.id, DenoiseParams(seed=0), log=silent)
         # the refresh period of a full-length run (once per pass, at most --max-rounds rounds)
         refresh = refresh_period(DCCParams(max_rounds=args.max_rounds), n_train, 16, full)
         clock, parts = StepClock(), PartClock()
@@ -226,7 +223,7 @@ def main() -> None:
         def run_baseline(r: int) -> dict:
             (_, w, c) = timed(
                 lambda: baseline(
-                    store, fs.id, BaselineParams(iterations=args.iterations, seed=2 + r), log=quiet
+                    store, fs.id, BaselineParams(iterations=args.iterations, seed=2 + r), log=silent
                 )
             )
             return {"wall": w, "cpu": c, "steps": clock.take()}
@@ -241,7 +238,7 @@ def main() -> None:
                 pooling=args.pooling,
                 proj_dim=args.proj_dim,
             )
-            (dm, w, c) = timed(lambda: train_dcc(store, base_full.id, pl.id, conf.id, dp, log=quiet))
+            (dm, w, c) = timed(lambda: train_dcc(store, base_full.id, pl.id, conf.id, dp, log=silent))
             steps = clock.take()
             round_cpu, round_parts = parts.take()
             rounds = store.get(dm[0].path).manifest["summary"].get("rounds") or 0
@@ -485,7 +482,7 @@ def profile_dcc(store: Store, model: str, pl: str, conf: str, steps: int) -> lis
 
     dp = DCCParams(iterations=steps, seed=3, refresh_every=0)
     with profile(activities=[ProfilerActivity.CPU]) as p:
-        train_dcc(store, model, pl, conf, dp, log=quiet)
+        train_dcc(store, model, pl, conf, dp, log=silent)
     rows = sorted(p.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:12]
     return [{"name": e.key, "ms": e.self_cpu_time_total / 1000} for e in rows]
 

@@ -43,23 +43,21 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stages.baseline import BaselineParams, baseline  # noqa: E402
-from stages.evaluate import ground_truth  # noqa: E402
-from stages.extract import extract_synthetic  # noqa: E402
+from stages.baseline import baseline  # noqa: E402
+from wtalcli.core.console import silent  # noqa: E402
 from wtalcli.core.store import Store  # noqa: E402
+from wtalcli.data.feature_artifact import extract_synthetic  # noqa: E402
 from wtalcli.data.schema import FeatureSet  # noqa: E402
 from wtalcli.evaluation.detection import Predictions, evaluate_detection  # noqa: E402
+from wtalcli.evaluation.inputs import scored_ground_truth  # noqa: E402
 from wtalcli.evaluation.localization import LocalizeParams, localize_all  # noqa: E402
+from wtalcli.evaluation.params import EvalParams  # noqa: E402
 from wtalcli.model import trainer as trainer_module  # noqa: E402
-from wtalcli.model.config import TrainConfig  # noqa: E402
+from wtalcli.model.config import BaselineParams, TrainConfig  # noqa: E402
 from wtalcli.model.inference import cas_probabilities, infer  # noqa: E402
 from wtalcli.model.trainer import Trainer, model_from_checkpoint, read_checkpoint  # noqa: E402
 
 TIOU = "thumos14"  # 0.1:0.7, the wtal evaluate default
-
-
-def quiet(message: str) -> None:
-    pass
 
 
 def official_train_indices(lengths: np.ndarray, num_segments: int, rng: np.random.Generator) -> np.ndarray:
@@ -105,7 +103,7 @@ class Evaluator:
         self.rows = fs.rows_of("test")
         self.ids = [str(v) for v in fs.videos["video_id"].to_numpy()[self.rows]]
         self.grids = [fs.grid(int(r)) for r in self.rows]
-        self.gt = ground_truth(None, fs_art, "test")
+        self.gt = scored_ground_truth(None, fs_art, EvalParams(subset="test"))
 
     def outputs(self, model, num_segments: int) -> TestOutputs:
         res = infer(model, self.fs, self.rows, num_segments, "cpu", batch=16, with_samples=True)
@@ -245,7 +243,7 @@ def find_features(store: Store, preset: str, seed: int):
             and art.manifest.get("seed") == seed
         ):
             return art
-    return extract_synthetic(store, preset, seed=seed, log=quiet)
+    return extract_synthetic(store, preset, seed=seed, log=silent)
 
 
 def find_model(store: Store, fs_id: str, preset: str, seed: int):
@@ -299,7 +297,7 @@ def main() -> None:
     model_art = find_model(store, fs_art.id, args.preset, args.seed)
     if model_art is None:
         model_art, _ = baseline(
-            store, fs_art.id, BaselineParams(preset=args.preset, seed=args.seed, device="cpu"), log=quiet
+            store, fs_art.id, BaselineParams(preset=args.preset, seed=args.seed, device="cpu"), log=silent
         )
     ckpt = read_checkpoint(model_art.path / "checkpoint.pt")
     cfg = TrainConfig.from_dict(ckpt["config"])

@@ -41,16 +41,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/reproduce_lib.sh"
 
 usage="usage: $0 ANET_DIR   ({train,test}/<video>.npy, with or without an ActivityNet-style JSON)"
-if [ "$#" -ge 1 ] && { [ "$1" = "-h" ] || [ "$1" = "--help" ]; }; then
-  echo "$usage"
-  exit 0
-fi
-if [ "$#" -ne 1 ]; then
-  echo "$usage" >&2
-  exit 2
-fi
-data="$1"
-[ -d "$data" ] || die "$data: no such folder (pass the folder of per-video ActivityNet 1.3 features)"
+data_folder "$usage" "pass the folder of per-video ActivityNet 1.3 features" "$@"
 
 default_workdir=artifacts-anet13
 default_preset=anet

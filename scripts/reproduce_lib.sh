@@ -1,13 +1,31 @@
 # Shared by scripts/reproduce_*.sh (sourced, not run): finding wtal, the common settings, printing
 # and running commands, and the stages from the baseline to the evaluation.
 #
-# The sourcing script sets `data`, `default_workdir` and `default_preset`, and calls
-# `reproduce_settings`, then `train_all FEATURES`, `localize_all` and `evaluate_all TAG EVALUATE_OPTIONS...`
+# The sourcing script reads its folder with `data_folder USAGE HINT "$@"` (setting `data`), sets
+# `default_workdir` and `default_preset`, and calls `reproduce_settings`, then `train_all FEATURES`, `localize_all` and `evaluate_all TAG EVALUATE_OPTIONS...`
 # (once per tIoU set).
 
 die() {
   echo "error: $*" >&2
   exit 1
+}
+
+# data_folder USAGE HINT ARGS...: the script's one argument, the data folder, into `data`; -h/--help
+# prints USAGE, any other count of arguments is a usage error (exit 2), a missing folder an error
+# saying HINT
+data_folder() {
+  local usage="$1" hint="$2"
+  shift 2
+  if [ "$#" -ge 1 ] && { [ "$1" = "-h" ] || [ "$1" = "--help" ]; }; then
+    echo "$usage"
+    exit 0
+  fi
+  if [ "$#" -ne 1 ]; then
+    echo "$usage" >&2
+    exit 2
+  fi
+  data="$1"
+  [ -d "$data" ] || die "$data: no such folder ($hint)"
 }
 
 # the wtal command (WTAL, else wtal on PATH, else the repository's .venv) and the common settings

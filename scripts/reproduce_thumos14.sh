@@ -35,16 +35,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/reproduce_lib.sh"
 
 usage="usage: $0 THUMOS14_DIR   (BaS-Net's folder: features/{train,test}/{rgb,flow}/*.npy, gt.json, split_*.txt)"
-if [ "$#" -ge 1 ] && { [ "$1" = "-h" ] || [ "$1" = "--help" ]; }; then
-  echo "$usage"
-  exit 0
-fi
-if [ "$#" -ne 1 ]; then
-  echo "$usage" >&2
-  exit 2
-fi
-data="$1"
-[ -d "$data" ] || die "$data: no such folder (pass BaS-Net's THUMOS14 folder)"
+data_folder "$usage" "pass BaS-Net's THUMOS14 folder" "$@"
 [ -d "$data/features" ] || die "$data: no features/ folder (expected features/{train,test}/{rgb,flow}/<video>.npy, docs/formats.md)"
 
 default_workdir=artifacts-thumos14

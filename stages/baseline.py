@@ -10,49 +10,12 @@ from __future__ import annotations
 
 from wtalcli.core import distributed
 from wtalcli.core.console import log as _log
-from wtalcli.core.errors import InputError
+from wtalcli.core.console import silent
 from wtalcli.core.params import key_dict, record_dict
 from wtalcli.core.store import Artifact, Store
 from wtalcli.data.schema import FeatureSet, check_finite_rows
-from wtalcli.model.config import PRESETS, BaselineParams, TrainConfig, preset_config
-from wtalcli.model.runner import (
-    Selection,
-    already_built,
-    publish,
-    quiet,
-    run_training,
-    split_rows,
-    world_summary,
-)
-
-
-def resolve_preset(fs_art: Artifact, preset: str) -> str:
-    if preset != "auto":
-        if preset not in PRESETS:
-            raise InputError(f"unknown preset {preset!r}", f"use one of auto, {', '.join(PRESETS)}")
-        return preset
-    synthetic = fs_art.params.get("preset") if fs_art.params.get("source") == "synthetic" else None
-    return synthetic if synthetic in PRESETS else "thumos"
-
-
-def train_config(fs_art: Artifact, p: BaselineParams):
-    """The :class:`TrainConfig` for these parameters (preset values filled in)."""
-    return preset_config(
-        resolve_preset(fs_art, p.preset),
-        iterations=p.iterations,
-        num_segments=p.num_segments,
-        hidden=p.hidden,
-        attn_hidden=p.attn_hidden,
-        lr=p.lr,
-        batch_size=p.batch_size,
-        weight_decay=p.weight_decay,
-        seed=p.seed,
-        device=p.device,
-        num_workers=p.num_workers,
-        amp=p.amp,
-        compile=p.compile,
-        checkpoint_every=p.checkpoint_every,
-    )
+from wtalcli.model.config import BaselineParams, TrainConfig, resolve_preset
+from wtalcli.model.runner import TrainingRun, plan_run, split_rows
 
 
 def model_params(cfg: TrainConfig, p: BaselineParams, preset: str) -> tuple[dict, dict]:
@@ -77,21 +40,16 @@ def baseline(
     p = params or BaselineParams()
     ctx = distributed.setup(p.device)  # one process unless launched by torchrun
     if not ctx.is_main:
-        log = quiet
+        log = silent
     fs_art = distributed.on_main(lambda: store.resolve("features", features, log))
     fs = FeatureSet(fs_art.path)
-    preset = resolve_preset(fs_art, p.preset)
-    cfg = train_config(fs_art, p)
+    preset = resolve_preset(fs_art.params, p.preset)
+    cfg = p.train_config(preset)
     train_rows, val_rows = split_rows(fs, p.holdout, p.holdout_seed)
     mparams, mkey = model_params(cfg, p, preset)
-    inputs = {"features": fs_art}
-    model_plan = store.plan(
-        "model", "baseline", mparams, inputs, seed=p.seed, lineage={"model": "self"}, key_params=mkey
-    )
-    tcas_plan = store.plan(
-        "tcas", "baseline", mparams, inputs, seed=p.seed, lineage={"model": model_plan.id}, key_params=mkey
-    )
-    if not force and (done := distributed.on_main(lambda: already_built(store, model_plan, tcas_plan, log))):
+    model_plan, tcas_plan = plan_run(store, "baseline", mparams, mkey, {"features": fs_art}, p.seed)
+    run = TrainingRun(store, model_plan, tcas_plan, fs, cfg, train_rows, val_rows, p.select_every)
+    if not force and (done := run.built(log)):
         return done
     device = distributed.resolve_device(p.device)
     # a damaged set fails here, not as a NaN loss
@@ -101,35 +59,7 @@ def baseline(
         f"{cfg.iterations} iterations, batch {cfg.batch_size}) on {len(train_rows)} videos, device {device}"
         + (f" x {ctx.world} processes" if ctx.active else "")
     )
-    with distributed.main_only(lambda: store.lock(f"run-{model_plan.id}")):
-        if not force and (
-            done := distributed.on_main(
-                lambda: already_built(store, model_plan, tcas_plan, log, "just built by another process")
-            )
-        ):
-            return done
-        select = Selection(p.select_every, val_rows) if p.select_every else None
-        trainer, steps, work = run_training(
-            store, model_plan, fs, cfg, train_rows, resume, log, select=select
-        )
-        model_art, tcas_art = distributed.on_main(
-            lambda: publish(
-                store,
-                model_plan,
-                tcas_plan,
-                trainer,
-                steps,
-                work,
-                fs,
-                cfg,
-                device,
-                train_rows,
-                val_rows,
-                log,
-                world_summary({"preset": preset}),
-                select,
-            )
-        )
+    model_art, tcas_art = run.train_and_publish(resume, force, log, lambda: {"preset": preset})
     sanity = tcas_art.manifest["summary"]["sanity_test"]
     if sanity["pairs"]:
         log(

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from stages.evaluate import EvalParams
 from wtalcli.core.console import log as _log
 from wtalcli.core.errors import InputError
-from wtalcli.core.params import param
+from wtalcli.core.params import device_param, like, param, seed_param
 from wtalcli.core.store import Store
-from wtalcli.data.synthetic import PRESETS as SYNTHETIC
-from wtalcli.dcc.params import DCCParams, DenoiseParams, PseudolabelParams, control_of
+from wtalcli.dcc.ablation import AblationParams
+from wtalcli.dcc.params import DenoiseParams, PseudolabelParams
+from wtalcli.dcc.train_params import DCCParams, control_of
+from wtalcli.evaluation.params import EvalParams
 from wtalcli.model.config import BaselineParams
 
 STAGES = ("extract", "baseline", "pseudolabel", "denoise", "train-dcc", "localize", "evaluate")
@@ -20,13 +21,13 @@ STAGES = ("extract", "baseline", "pseudolabel", "denoise", "train-dcc", "localiz
 
 @dataclass
 class RunParams:
-    preset: str = param("small", "Synthetic preset (when --features is not given).", choices=tuple(SYNTHETIC))
-    features: str | None = param(None, "Use this feature set instead of the synthetic one.")
+    preset: str = like(AblationParams, "preset")
+    features: str | None = like(AblationParams, "features")
     until: str = param("evaluate", "Stop after this stage.", choices=STAGES)
     force: tuple[str, ...] = param((), "Rebuild these stages (comma-separated).", show=lambda v: ",".join(v))
-    seed: int = param(0, "Training, k-means and DCC seed.")
-    data_seed: int = param(0, "Seed of the synthetic dataset (kept apart so seeds compare on the same data).")
-    device: str = param("auto", "auto (a GPU if present), cpu, cuda or cuda:N.", key=False)
+    seed: int = seed_param()
+    data_seed: int = like(AblationParams, "data_seed")
+    device: str = device_param()
     baseline: BaselineParams = param(cli=False, factory=BaselineParams)
     pseudolabel: PseudolabelParams = param(cli=False, factory=PseudolabelParams)
     denoise: DenoiseParams = param(cli=False, factory=DenoiseParams)
@@ -39,10 +40,10 @@ def run(store: Store, p: RunParams | None = None, log=_log) -> dict:
     from stages.baseline import baseline  # the stages import torch: not needed by `wtal --help`
     from stages.denoise import denoise
     from stages.evaluate import evaluate
-    from stages.extract import extract_synthetic
     from stages.localize import localize
     from stages.pseudolabel import pseudolabel
     from stages.train_dcc import train_dcc
+    from wtalcli.data.feature_artifact import extract_synthetic
 
     p = p or RunParams()
     for s in (p.until, *p.force):

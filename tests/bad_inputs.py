@@ -54,10 +54,10 @@ def build_world(root: Path) -> World:
     """Make the shared good artifacts (in-process, a few training iterations each)."""
     from stages.baseline import baseline
     from stages.denoise import denoise
-    from stages.extract import extract_synthetic
     from stages.localize import localize
     from stages.pseudolabel import pseudolabel
     from wtalcli.core.store import Store
+    from wtalcli.data.feature_artifact import extract_synthetic
     from wtalcli.dcc.params import DenoiseParams
     from wtalcli.model.config import BaselineParams
 

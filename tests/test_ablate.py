@@ -6,16 +6,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stages.ablate import AblationParams, Config, ablate, ablation_markdown, grid_option, table_rows
+from stages.ablate import ablate
 from stages.baseline import baseline
-from stages.evaluate import EvalParams, evaluate
-from stages.extract import extract_synthetic
+from stages.evaluate import evaluate
 from stages.localize import localize
 from wtalcli.core.errors import InputError
 from wtalcli.core.store import Store
+from wtalcli.data.feature_artifact import extract_synthetic
 from wtalcli.data.schema import FeatureSet, read_parquet
-from wtalcli.dcc.params import DCCParams, DenoiseParams
+from wtalcli.dcc.ablation import AblationParams, Config, grid_option, table_rows
+from wtalcli.dcc.params import DenoiseParams
+from wtalcli.dcc.train_params import DCCParams
+from wtalcli.evaluation.params import EvalParams
 from wtalcli.model.config import BaselineParams
+from wtalcli.report.ablation import ablation_markdown
 
 QUIET = {"log": lambda m: None}
 
@@ -43,7 +47,7 @@ def test_every_row_and_seed_is_scored(run):
     store, p, art = run
     res = pd.read_parquet(art.path / "results.parquet")
     chosen = art.manifest["summary"]["selected"]
-    names = [(t, n) for t, n, _ in table_rows(p, Config(DCCParams(), DenoiseParams()))]
+    names = [(t, n) for t, n, _ in table_rows(p.tables, p.clusters, Config(DCCParams(), DenoiseParams()))]
     assert len(res) == len(names) * len(p.seeds)
     assert sorted(set(zip(res["table"], res["variant"], strict=True))) == sorted(names)
     for _, g in res.groupby(["table", "variant"]):
@@ -151,7 +155,10 @@ def test_markdown_mean_and_sample_std():
         }
     )
     res["heldout_map"], res["iteration"] = 0.5, 100
-    md = ablation_markdown(res, pd.DataFrame(), AblationParams(), Config(DCCParams(), DenoiseParams()))
+    p = AblationParams()
+    md = ablation_markdown(
+        res, pd.DataFrame(), p.holdout, p.select_every, Config(DCCParams(), DenoiseParams())
+    )
     assert "| DCC | 20.0 | **20.0 ± 10.0** | 10.0 | 20.0 | 30.0 |" in md  # sample std (ddof 1); every seed
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from wtalcli.core.errors import InputError, WtalError
+from wtalcli.data import named_gt
 from wtalcli.data.annotations import (
     AMBIGUOUS,
     read_anet_json,
@@ -19,9 +20,9 @@ from wtalcli.data.annotations import (
     read_class_list,
     read_thumos_txt,
 )
-from wtalcli.data.importers import import_folder, override_annotations
+from wtalcli.data.importers import ImportOptions, import_folder, override_annotations
 from wtalcli.data.schema import read_classes
-from wtalcli.evaluation.groundtruth import load_ground_truth, load_gt_json, load_gt_thumos_txt
+from wtalcli.evaluation.groundtruth import load_ground_truth
 
 
 def gt_doc(db: dict) -> dict:
@@ -40,7 +41,7 @@ def write(path: Path, doc) -> Path:
 def both_refuse(path: Path, subset: str = "test") -> str:
     """The importer's reader and the evaluation's loader refuse ``path`` with the same message."""
     with pytest.raises(WtalError) as imp:
-        read_annotations(path)
+        named_gt.read(path)
     with pytest.raises(WtalError) as ev:
         load_ground_truth(path, subset)
     assert imp.value.one_line() == ev.value.one_line()
@@ -100,7 +101,7 @@ def test_string_segments_as_basnet_writes_them(tmp_path):
     path = write(
         tmp_path / "gt.json", gt_doc({"v1": entry("test", ("Jump", "18.6", "24.8"), ("Run", 1, "2"))})
     )
-    gt = load_gt_json(path, "test")
+    gt = load_ground_truth(path, "test")
     assert gt.t_start.tolist() == [18.6, 1.0] and gt.t_end.tolist() == [24.8, 2.0]
     assert read_anet_json(path).rows[["start_s", "end_s"]].to_numpy().tolist() == [[18.6, 24.8], [1.0, 2.0]]
 
@@ -145,7 +146,7 @@ def test_compressed_json(tmp_path):
 
 def test_ambiguous_label_in_json_is_no_class(tmp_path):
     path = write(tmp_path / "gt.json", gt_doc({"v1": entry("test", ("Jump", 1, 2), (AMBIGUOUS, 5, 6))}))
-    gt = load_gt_json(path, "test")
+    gt = load_ground_truth(path, "test")
     assert gt.classes == ["Jump"] and len(gt.ambiguous) == 1 and gt.ambiguous.t_start.tolist() == [5.0]
     aset = read_anet_json(path)
     assert aset.instances()["label"].tolist() == ["Jump"] and aset.ambiguous()["label"].tolist() == [
@@ -181,10 +182,10 @@ def test_txt_folder_search_rule_recursive_hidden_skipped(tmp_path):
         "Ambiguous_test.txt", "Ambiguous_val.txt", "Jump_test.txt", "Jump_val.txt", "Run_test.txt",
     ]  # fmt: skip
     assert aset.subsets() == {"test": 2, "validation": 1}  # video_test_3: only Ambiguous, no video
-    test = load_gt_thumos_txt(ann, "test")
+    test = load_ground_truth(ann, "test")
     assert test.classes == ["Jump", "Run"] and test.videos == ("video_test_1", "video_test_2")
     assert test.ambiguous.video_ids.tolist() == ["video_test_3"]
-    assert load_gt_thumos_txt(ann / "annotations_test", "test").video_ids.tolist() == test.video_ids.tolist()
+    assert load_ground_truth(ann / "annotations_test", "test").video_ids.tolist() == test.video_ids.tolist()
     val = load_ground_truth(ann, "val")
     assert val.subset == "validation" and len(val) == 1 and len(val.ambiguous) == 1
 
@@ -262,7 +263,7 @@ def test_import_and_evaluate_agree_on_the_same_file(tmp_path, form):
         feats = folder_with_features(
             tmp_path / "f", {"video_test_1": "test", "video_test_2": "test", "video_validation_1": "train"}
         )
-    plan = import_folder(feats, gt_path)
+    plan = import_folder(ImportOptions(feats, gt=gt_path))
     gt = load_ground_truth(gt_path, "test")
     imported = plan.annotations.merge(plan.videos[["video_id", "subset"]])
     imported = imported[imported["subset"] == "test"]
@@ -295,7 +296,7 @@ def test_a_file_refused_by_one_is_refused_by_the_other(tmp_path):
     for name, text in cases.items():
         path = write(tmp_path / name, text)
         with pytest.raises(WtalError) as imp:
-            import_folder(feats, path)
+            import_folder(ImportOptions(feats, gt=path))
         with pytest.raises(WtalError) as ev:
             load_ground_truth(path, "test")
         assert imp.value.one_line() == ev.value.one_line(), name
@@ -318,7 +319,7 @@ def test_actionformer_style_json_capitalised_subsets_and_extra_keys(tmp_path):
     gt = load_ground_truth(path, "test")
     assert gt.subset == "Test" and gt.videos == ("video_test_1",) and gt.durations == {"video_test_1": 33.83}
     feats = folder_with_features(tmp_path / "f", {"video_test_1": "test", "video_validation_1": "train"})
-    plan = import_folder(feats, path)
+    plan = import_folder(ImportOptions(feats, gt=path))
     v = plan.videos.set_index("video_id")
     assert v.loc["video_validation_1", "subset"] == "train" and v.loc["video_test_1", "subset"] == "test"
     assert v.loc["video_test_1", "source_fps"] == 30.0 and v.loc["video_test_1", "duration_s"] == 33.83

@@ -6,21 +6,24 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from stages.evaluate import EvalParams, evaluate
-from stages.extract import extract_import
+from stages.evaluate import evaluate
 from wtalcli.core.errors import InputError
 from wtalcli.core.store import Store
 from wtalcli.data import named_gt
 from wtalcli.data.annotations import read_bytes
+from wtalcli.data.feature_artifact import extract_import
+from wtalcli.data.importers import ImportOptions, read_class_list
 from wtalcli.data.schema import FeatureSet
 from wtalcli.evaluation.detection import results_dict
-from wtalcli.evaluation.groundtruth import load_ground_truth, load_gt_json
+from wtalcli.evaluation.groundtruth import load_ground_truth
+from wtalcli.evaluation.params import EvalParams
 
 REPO = Path(__file__).resolve().parents[1]
 QUIET = {"log": lambda m: None}
@@ -75,9 +78,9 @@ def test_named_ground_truth_counts(name, subset, videos, instances, classes, amb
 
 
 def test_basnet_files_and_the_basnet_protocol():
-    bas = load_gt_json(named_gt.BASNET_THUMOS14 / "gt.json.xz", "test")
+    bas = load_ground_truth(named_gt.BASNET_THUMOS14 / "gt.json.xz", "test")
     assert (len(bas.videos), len(bas)) == (210, 3311)
-    assert (len(load_gt_json(named_gt.BASNET_THUMOS14 / "gt.json.xz", "train")), len(bas.classes)) == (
+    assert (len(load_ground_truth(named_gt.BASNET_THUMOS14 / "gt.json.xz", "train")), len(bas.classes)) == (
         3007,
         20,
     )
@@ -106,7 +109,6 @@ def test_names_subsets_and_paths(tmp_path, monkeypatch):
     (tmp_path / "thumos14" / "Jump_test.txt").write_text("v1 1 2\n")
     assert load_ground_truth("./thumos14", "test").classes == ["Jump"]
     assert len(load_ground_truth("thumos14", "test")) == 3358
-    assert "anet12: ActivityNet 1.2" in named_gt.describe()
 
 
 # ---------------------------------------------------------------------------------- stages
@@ -120,30 +122,49 @@ def predictions_of(gt, path: Path) -> Path:
 
 def test_evaluate_stage_with_a_named_ground_truth(tmp_path):
     store = Store(tmp_path / "wd")
-    bas = load_gt_json(named_gt.BASNET_THUMOS14 / "gt.json.xz", "test")
+    bas = load_ground_truth(named_gt.BASNET_THUMOS14 / "gt.json.xz", "test")
     preds = predictions_of(bas, tmp_path / "p.json")
-    result, art = evaluate(store, preds, "thumos14", EvalParams(protocol="basnet"), **QUIET)
+    result, art = evaluate(store, preds, EvalParams(protocol="basnet", gt="thumos14"), **QUIET)
     assert result["average_map"] == 1.0 and result["protocol"] == "basnet"
     assert result["ground_truth"].startswith("thumos14 [test]: 210 videos")
-    assert art.params["gt"] == "thumos14" and len(art.params["gt_sha256"]) == 64
+    identity = art.params["gt_identity"]  # the files the reader read, by name, not the install path
+    assert art.params["gt"] == "thumos14" and identity["path"] == identity["name"] == "thumos14"
+    assert len(identity["files"]) == 42 and all(len(h) == 64 for h in identity["files"].values())
     # the Ambiguous segments come with the name: --ambiguous exclude has them to use
     result, _ = evaluate(
-        store, preds, "thumos14", EvalParams(protocol="basnet", ambiguous="exclude"), **QUIET
+        store, preds, EvalParams(protocol="basnet", ambiguous="exclude", gt="thumos14"), **QUIET
     )
     assert result["average_map"] == 1.0 and result["options"]["ambiguous"] == "exclude"
     # without the protocol, 270 and 1496 hold instances nobody predicted: recall falls below 1
-    result, _ = evaluate(store, preds, "thumos14", EvalParams(), **QUIET)
+    result, _ = evaluate(store, preds, EvalParams(gt="thumos14"), **QUIET)
     assert result["ground_truth"].startswith("thumos14 [test]: 212 videos") and result["average_map"] < 1.0
     # ActivityNet: the default subset "test" is its validation subset
     anet = load_ground_truth("anet12", "validation")
     result, art = evaluate(
-        store, predictions_of(anet, tmp_path / "a.json"), "anet12", EvalParams(tiou="anet"), **QUIET
+        store, predictions_of(anet, tmp_path / "a.json"), EvalParams(tiou="anet", gt="anet12"), **QUIET
     )
     assert result["average_map"] == 1.0 and result["ground_truth"].startswith(
         "anet12 [validation]: 2383 videos"
     )
     with pytest.raises(InputError, match="ground-truth file not found.*thumos14, anet13, anet12"):
-        evaluate(store, preds, tmp_path / "missing.json", EvalParams(), **QUIET)
+        evaluate(store, preds, EvalParams(gt=str(tmp_path / "missing.json")), **QUIET)
+
+
+def test_evaluation_key_is_the_ground_truth_files_read(tmp_path):
+    """A file the reader skips (a README beside THUMOS14's txt files) keeps the evaluation; an
+    edited annotation file rebuilds it."""
+    store = Store(tmp_path / "wd")
+    folder = tmp_path / "th14"
+    shutil.copytree(named_gt.PACKAGE_DIR / "thumos14", folder)
+    preds = predictions_of(load_ground_truth("thumos14", "test"), tmp_path / "p.json")
+    _, first = evaluate(store, preds, EvalParams(gt=str(folder)), **QUIET)
+    (folder / "README.md").write_text("notes\n")
+    _, again = evaluate(store, preds, EvalParams(gt=str(folder)), **QUIET)
+    assert again.id == first.id and "README.md" not in first.params["gt_identity"]["files"]
+    jump = folder / "annotations_test" / "CliffDiving_test.txt"
+    jump.write_text(jump.read_text() + "\n")  # a blank line: the same instances, other bytes
+    _, edited = evaluate(store, preds, EvalParams(gt=str(folder)), **QUIET)
+    assert edited.id != first.id
 
 
 def test_extract_stage_with_a_named_ground_truth(tmp_path):
@@ -155,9 +176,8 @@ def test_extract_stage_with_a_named_ground_truth(tmp_path):
         (root / subset).mkdir(parents=True, exist_ok=True)
         np.save(root / subset / f"{vid}.npy", np.ones((5, 4), np.float32))
     store = Store(tmp_path / "wd")
-    art = extract_import(
-        store, "folder", root, gt_json="thumos14", allow_missing=True, **QUIET, warn=lambda m: None
-    )
+    opts = ImportOptions(root, gt="thumos14", allow_missing=True)
+    art = extract_import(store, "folder", opts, **QUIET, warn=lambda m: None)
     fs = FeatureSet(art.path)
     gt = load_ground_truth("thumos14", "test")
     want = int(np.isin(gt.video_ids, ["video_test_0000004", "video_test_0000324"]).sum())
@@ -176,9 +196,8 @@ def test_extract_stage_with_a_named_ground_truth(tmp_path):
         )
     )
     classes = REPO / "tests" / "data" / "thumos14_detclasslist.txt"  # the JSON names no class at all
-    art2 = extract_import(
-        store, "folder", root, annotations="thumos14", classes_file=classes, **QUIET, warn=lambda m: None
-    )
+    opts = ImportOptions(root, classes=read_class_list(classes))
+    art2 = extract_import(store, "folder", opts, annotations="thumos14", **QUIET, warn=lambda m: None)
     fs2 = FeatureSet(art2.path)
     assert art2.params["annotations"] == "thumos14"
     assert len(fs2.annotations) == len(fs.annotations)

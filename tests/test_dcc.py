@@ -10,12 +10,12 @@ from wtalcli.dcc.contrast import (
     ProjectionHead,
     RegionBank,
     Regions,
-    beta_at,
     dcc_loss,
     pair_masks,
     region_features,
     region_matrix,
 )
+from wtalcli.dcc.schedule import beta_at
 
 
 def regions_from(rows, feats):

@@ -118,11 +118,12 @@ def runs(tmp_path_factory):
     """One process (in this process) and two processes (torchrun) on copies of the same inputs."""
     from stages.baseline import baseline
     from stages.denoise import denoise
-    from stages.extract import extract_synthetic
     from stages.pseudolabel import pseudolabel
     from stages.train_dcc import train_dcc
     from wtalcli.core.store import Store
-    from wtalcli.dcc.params import DCCParams, DenoiseParams
+    from wtalcli.data.feature_artifact import extract_synthetic
+    from wtalcli.dcc.params import DenoiseParams
+    from wtalcli.dcc.train_params import DCCParams
     from wtalcli.model.config import BaselineParams
 
     tmp = tmp_path_factory.mktemp("dist")
@@ -221,9 +222,9 @@ def test_resume_under_torchrun(runs):
 
 
 def test_batch_must_split_over_the_processes(monkeypatch, tmp_path):
-    from stages.extract import extract_synthetic
     from wtalcli.core.errors import InputError
     from wtalcli.core.store import Store
+    from wtalcli.data.feature_artifact import extract_synthetic
     from wtalcli.data.schema import FeatureSet
     from wtalcli.model.config import TrainConfig
     from wtalcli.model.trainer import Trainer
@@ -321,7 +322,7 @@ def _worker(spec_path: str) -> None:
     from wtalcli.core.console import log
     from wtalcli.core.store import Store
     from wtalcli.dcc import contrast as dcc
-    from wtalcli.dcc.params import DCCParams
+    from wtalcli.dcc.train_params import DCCParams
     from wtalcli.model import trainer as training
     from wtalcli.model.config import BaselineParams
 

@@ -27,11 +27,8 @@ from wtalcli.evaluation.groundtruth import (
     GroundTruth,
     Segments,
     apply_protocol,
-    describe_protocol,
     gt_from_dataframe,
     load_ground_truth,
-    load_gt_json,
-    load_gt_thumos_txt,
 )
 
 TH14 = PACKAGE_DIR / "thumos14"  # the packaged THUMOS14 txt files (annotations_val/, annotations_test/)
@@ -407,14 +404,14 @@ def _gt_as_predictions(gt: GroundTruth, rng=None) -> Predictions:
 
 
 def test_thumos_ground_truth_scores_one():
-    gt = load_gt_thumos_txt(TH14 / "annotations_test", "test")
+    gt = load_ground_truth(TH14 / "annotations_test", "test")
     assert len(gt.videos) == 212 and len(gt) == 3358 and len(gt.classes) == 20
     assert len(gt.ambiguous) == 99
     rng = np.random.default_rng(0)
     for preset in ("thumos14", "thumos14-basnet"):
         res = evaluate_detection(gt, _gt_as_predictions(gt, rng), preset)
         np.testing.assert_allclose(res.ap, 1.0, rtol=0, atol=1e-12)
-    basnet = load_gt_json(BASNET_THUMOS14 / "gt.json.xz", "test")  # string segments
+    basnet = load_ground_truth(BASNET_THUMOS14 / "gt.json.xz", "test")  # string segments
     assert len(basnet.videos) == 210
     assert evaluate_detection(basnet, _gt_as_predictions(basnet), "thumos14").average_map == pytest.approx(
         1.0
@@ -427,15 +424,16 @@ def test_thumos_protocols_match_the_published_files():
     assert counts == {"all": 212, "basnet": 210, "opentad": 211}
     assert "video_test_0000270" not in apply_protocol(gt, "opentad").videos
     assert "video_test_0001496" in apply_protocol(gt, "opentad").videos
-    for p in THUMOS14_PROTOCOLS:
-        assert describe_protocol(p) and "\n" not in describe_protocol(p)
+    for p in THUMOS14_PROTOCOLS:  # the protocol is named in the one-line ground-truth summary
+        note = apply_protocol(gt, p).protocol
+        assert note.startswith(f"THUMOS14 protocol '{p}'") and "\n" not in apply_protocol(gt, p).summary()
     # the basnet protocol equals BaS-Net's own gt.json, instance for instance
     mine = apply_protocol(gt, "basnet")
-    theirs = load_gt_json(BASNET_THUMOS14 / "gt.json.xz", "test")
+    theirs = load_ground_truth(BASNET_THUMOS14 / "gt.json.xz", "test")
     key = lambda g: sorted(zip(g.video_ids, g.labels, g.t_start, g.t_end, strict=True))  # noqa: E731
     assert key(mine) == key(theirs)
     # the name, the parent folder and the test folder give the same ground truth, in the same order
-    for other in (load_gt_thumos_txt(TH14, "test"), load_gt_thumos_txt(TH14 / "annotations_test")):
+    for other in (load_ground_truth(TH14, "test"), load_ground_truth(TH14 / "annotations_test", "test")):
         assert (
             other.video_ids.tolist() == gt.video_ids.tolist() and other.labels.tolist() == gt.labels.tolist()
         )
@@ -557,30 +555,30 @@ def test_ground_truth_errors(tmp_path):
         )
     )
     with pytest.raises(InputError, match="not a number"):
-        load_gt_json(bad, "test")
+        load_ground_truth(bad, "test")
     bad.write_text(
         json.dumps({"database": {"v": {"subset": "test", "annotations": [{"segment": [0], "label": "c"}]}}})
     )
     with pytest.raises(InputError, match="start, end"):
-        load_gt_json(bad, "test")
+        load_ground_truth(bad, "test")
     bad.write_text(json.dumps({"database": {"v": {"subset": "training", "annotations": []}}}))
     with pytest.raises(InputError, match="training"):
-        load_gt_json(bad, "validation")
+        load_ground_truth(bad, "validation")
     bad.write_text("[]")
     with pytest.raises(InputError, match="database"):
-        load_gt_json(bad, "test")
+        load_ground_truth(bad, "test")
     folder = tmp_path / "txt"
     folder.mkdir()
     (folder / "Jump_test.txt").write_text("video_test_1 1.0 2.0\nvideo_test_2 3.0\n")
     with pytest.raises(InputError, match="line 2"):
-        load_gt_thumos_txt(folder, "test")
+        load_ground_truth(folder, "test")
     (folder / "Jump_test.txt").write_text("video_test_1 1.0 2.0\n")
     (folder / "Ambiguous_test.txt").write_text("video_test_1 5.0 6.0\n")
     gt = load_ground_truth(folder, "test")
     assert gt.classes == ["Jump"] and len(gt.ambiguous) == 1
     with pytest.raises(InputError, match=r"no video of subset 'val'.*\['test'\]"):
-        load_gt_thumos_txt(folder, "val")
+        load_ground_truth(folder, "val")
     with pytest.raises(InputError, match="subset"):
-        load_gt_thumos_txt(folder, "train")
+        load_ground_truth(folder, "train")
     with pytest.raises(InputError, match="protocol"):
         apply_protocol(gt, "nope")

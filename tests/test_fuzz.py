@@ -23,9 +23,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from wtalcli.core.errors import WtalError
-from wtalcli.data.importers import read_annotations
+from wtalcli.data.named_gt import read as read_annotations
 from wtalcli.evaluation.detection import load_predictions, parse_tiou_thresholds
-from wtalcli.evaluation.groundtruth import load_gt_json
+from wtalcli.evaluation.groundtruth import load_ground_truth
 from wtalcli.evaluation.localization import parse_act_thresholds
 
 FUZZ = settings(
@@ -139,7 +139,7 @@ def test_import_and_evaluate_agree_on_every_file(data, scratch):
         assert set(df["video_id"]) <= set(aset.videos)
     for subset in ("training", "validation"):
         try:
-            gt, error = load_gt_json(path, subset), None
+            gt, error = load_ground_truth(path, subset), None
         except WtalError as exc:
             gt, error = None, exc.one_line()
         if refused is not None:
@@ -163,7 +163,7 @@ def test_gt_json_for_evaluation(data, subset, scratch):
     path = scratch / "gt_eval.json"
     path.write_bytes(data)
     try:
-        gt = load_gt_json(path, subset)
+        gt = load_ground_truth(path, subset)
     except WtalError:
         return
     assert len(gt.videos) > 0
@@ -263,7 +263,7 @@ def test_known_nasty_inputs_are_clean_errors(scratch):
     for data in bad_json:
         path.write_bytes(data)
         with pytest.raises(WtalError) as ev:
-            load_gt_json(path, "training")
+            load_ground_truth(path, "training")
         with pytest.raises(WtalError) as imp:  # the importers refuse every one too, alike
             read_annotations(path)
         assert imp.value.one_line() == ev.value.one_line()

@@ -17,20 +17,21 @@ import pandas as pd
 import pytest
 
 from wtalcli.core.errors import InputError
+from wtalcli.data import named_gt
 from wtalcli.data.annotations import read_bytes, read_thumos_txt
 from wtalcli.data.importers import (
+    ImportOptions,
     import_basnet,
     import_folder,
     import_wtalc,
     override_annotations,
-    read_annotations,
     read_class_list,
     subset_map_for,
 )
 from wtalcli.data.named_gt import BASNET_THUMOS14, NAMES, PACKAGE_DIR
 from wtalcli.data.schema import FeatureSet
 from wtalcli.data.timegrid import TimeGrid
-from wtalcli.data.unpickle import safe_load_object_npy, safe_unpickle
+from wtalcli.data.unpickle import safe_load_object_npy
 
 THUMOS_CLASSES = [
     "BaseballPitch", "BasketballDunk", "Billiards", "CleanAndJerk", "CliffDiving", "CricketBowling",
@@ -93,7 +94,7 @@ def basnet_root(tmp_path_factory) -> Path:
 
 
 def test_basnet_real_gt_counts(basnet_root):
-    plan = import_basnet(basnet_root)
+    plan = import_basnet(ImportOptions(basnet_root))
     v = plan.videos
     assert len(v) == 410
     assert v["subset"].value_counts().to_dict() == {"train": 200, "test": 210}
@@ -126,7 +127,7 @@ def test_basnet_real_gt_counts(basnet_root):
 
 
 def test_basnet_plan_writes_a_feature_set(basnet_root, tmp_path):
-    plan = import_basnet(basnet_root)
+    plan = import_basnet(ImportOptions(basnet_root))
     plan.write(tmp_path / "fs")
     fs = FeatureSet(tmp_path / "fs")
     assert len(fs) == 410 and fs.dim == 2048 and fs.classes == THUMOS_CLASSES
@@ -138,8 +139,8 @@ def test_basnet_plan_writes_a_feature_set(basnet_root, tmp_path):
 
 
 def test_basnet_gt_equals_thumos_txt_override(basnet_root):
-    plan = import_basnet(basnet_root)
-    over = override_annotations(plan, read_annotations("thumos14"))
+    plan = import_basnet(ImportOptions(basnet_root))
+    over = override_annotations(plan, named_gt.read("thumos14"))
     cols = ["video_id", "label", "start_s", "end_s"]
     a = plan.annotations.sort_values(cols).reset_index(drop=True)
     b = over.annotations.sort_values(cols).reset_index(drop=True)
@@ -160,10 +161,10 @@ def test_basnet_with_a_named_ground_truth(basnet_root, tmp_path):
     root = tmp_path / "b"
     shutil.copytree(basnet_root, root, ignore=shutil.ignore_patterns("gt.json"))
     with pytest.raises(InputError, match="missing BaS-Net ground truth") as err:
-        import_basnet(root)
+        import_basnet(ImportOptions(root))
     assert "thumos14" in str(err.value)
-    plan = import_basnet(root, gt_json="thumos14")
-    ref = import_basnet(basnet_root)
+    plan = import_basnet(ImportOptions(root, gt="thumos14"))
+    ref = import_basnet(ImportOptions(basnet_root))
     cols = ["video_id", "label", "start_s", "end_s"]
     pd.testing.assert_frame_equal(
         plan.annotations.sort_values(cols).reset_index(drop=True),
@@ -183,9 +184,9 @@ def test_basnet_split_without_features_is_an_error(basnet_root, tmp_path):
     root = tmp_path / "b"
     shutil.copytree(basnet_root, root, ignore=shutil.ignore_patterns("video_test_0000004.npy"))
     with pytest.raises(InputError, match="video_test_0000004") as err:
-        import_basnet(root)
+        import_basnet(ImportOptions(root))
     assert "no features" in str(err.value) and "fix:" in str(err.value)
-    plan = import_basnet(root, allow_missing=True)
+    plan = import_basnet(ImportOptions(root, allow_missing=True))
     assert len(plan.videos) == 409
     assert plan.unmatched["gt_without_features"] == ["video_test_0000004"]
     assert "video_test_0000004" not in set(plan.annotations["video_id"])
@@ -207,7 +208,7 @@ def small_basnet(root: Path, lengths: dict[str, tuple[int, int]], db: dict) -> P
 
 def test_basnet_stream_length_mismatch_truncates_with_warning(tmp_path):
     db = {"va": entry("train", ("A", "1.0", "2.5")), "vb": entry("test", ("B", "0.0", "1.0"))}
-    plan = import_basnet(small_basnet(tmp_path, {"va": (5, 4), "vb": (3, 3)}, db))
+    plan = import_basnet(ImportOptions(small_basnet(tmp_path, {"va": (5, 4), "vb": (3, 3)}, db)))
     assert plan.videos.set_index("video_id")["n_snippets"].to_dict() == {"va": 4, "vb": 3}
     assert [w for w in plan.warnings if "va" in w and "truncated to 4" in w]
     assert not [w for w in plan.warnings if w.startswith("vb")]
@@ -221,8 +222,8 @@ def test_basnet_single_stream_and_missing_stream(tmp_path):
     root = small_basnet(tmp_path, {"va": (3, 3)}, db)
     (root / "features/train/flow/va.npy").unlink()
     with pytest.raises(InputError, match="no flow features"):
-        import_basnet(root)
-    assert import_basnet(root, streams="rgb").dim == 4
+        import_basnet(ImportOptions(root))
+    assert import_basnet(ImportOptions(root, streams="rgb")).dim == 4
 
 
 def test_basnet_duplicate_id_across_subsets(tmp_path):
@@ -232,22 +233,22 @@ def test_basnet_duplicate_id_across_subsets(tmp_path):
         (root / "features/test" / stream).mkdir(parents=True)
         shutil.copy(root / "features/train" / stream / "va.npy", root / "features/test" / stream / "va.npy")
     with pytest.raises(InputError, match="duplicate video id 'va'"):
-        import_basnet(root)
+        import_basnet(ImportOptions(root))
 
 
 def test_basnet_unsafe_id_in_split_file(tmp_path):
     root = small_basnet(tmp_path, {"va": (3, 3)}, {"va": entry("train", ("A", 1, 2))})
     (root / "split_train.txt").write_text("va\n../../etc/passwd\n")
     with pytest.raises(InputError, match="unsafe video id") as err:
-        import_basnet(root)
+        import_basnet(ImportOptions(root))
     assert "split_train.txt" in str(err.value)
 
 
 def test_unknown_class_against_given_list(tmp_path):
     root = small_basnet(tmp_path, {"va": (3, 3)}, {"va": entry("train", ("Zumba", 1, 2))})
     with pytest.raises(InputError, match="'Zumba'.*not in the class list"):
-        import_basnet(root, classes=["A", "B"])
-    assert import_basnet(root).classes == ["Zumba"]
+        import_basnet(ImportOptions(root, classes=["A", "B"]))
+    assert import_basnet(ImportOptions(root)).classes == ["Zumba"]
 
 
 def test_duplicate_key_in_gt_json(tmp_path):
@@ -255,13 +256,13 @@ def test_duplicate_key_in_gt_json(tmp_path):
     text = '{"database": {"va": {"subset": "train", "annotations": []}, "va": {"subset": "test", "annotations": []}}}'
     (root / "gt.json").write_text(text)
     with pytest.raises(InputError, match="duplicate key 'va'"):
-        import_basnet(root)
+        import_basnet(ImportOptions(root))
 
 
 def test_reversed_segment_is_refused(tmp_path):
     root = small_basnet(tmp_path, {"va": (3, 3)}, {"va": entry("train", ("A", 5, 2))})
     with pytest.raises(InputError, match="reversed"):
-        import_basnet(root)
+        import_basnet(ImportOptions(root))
 
 
 # ---------------------------------------------------------------------------------- W-TALC, real arrays
@@ -286,7 +287,7 @@ def wtalc_root(tmp_path_factory) -> Path:
 
 
 def test_wtalc_real_arrays(wtalc_root):
-    plan = import_wtalc(wtalc_root)
+    plan = import_wtalc(ImportOptions(wtalc_root))
     v = plan.videos
     assert len(v) == 412
     assert v["subset"].value_counts().to_dict() == {"train": 200, "test": 212}
@@ -308,7 +309,7 @@ def test_wtalc_real_arrays(wtalc_root):
     xs = list(plan.iter_features())
     assert len(xs) == 412
     np.testing.assert_array_equal(xs[0], feats(v["video_id"].iloc[0], 16))
-    alt = import_wtalc(wtalc_root, video_labels="labels_all")
+    alt = import_wtalc(ImportOptions(wtalc_root, video_labels="labels_all"))
     assert alt.videos.set_index("video_id").loc["video_test_0001496", "labels"] == ["FrisbeeCatch"]
 
 
@@ -322,12 +323,12 @@ def test_wtalc_feature_count_mismatch_and_file_choice(wtalc_root, tmp_path):
         root / "Thumos14reduced-I3D-JOINTFeatures.npy", short, allow_pickle=True
     )  # a pickle on purpose: the reader under test is the restricted one
     with pytest.raises(InputError, match="412 videos"):
-        import_wtalc(root)
+        import_wtalc(ImportOptions(root))
     shutil.copy(root / "Thumos14reduced-I3D-JOINTFeatures.npy", root / "Other-I3D-JOINTFeatures.npy")
     with pytest.raises(InputError, match="several"):
-        import_wtalc(root)
+        import_wtalc(ImportOptions(root))
     with pytest.raises(InputError, match="412 videos"):  # an explicit choice is honoured
-        import_wtalc(root, features_file=Path("Other-I3D-JOINTFeatures.npy"))
+        import_wtalc(ImportOptions(root, features_file=Path("Other-I3D-JOINTFeatures.npy")))
 
 
 def test_wtalc_nan_row_names_the_video(wtalc_root, tmp_path):
@@ -339,7 +340,7 @@ def test_wtalc_nan_row_names_the_video(wtalc_root, tmp_path):
     np.save(
         root / "Thumos14reduced-I3D-JOINTFeatures.npy", arr, allow_pickle=True
     )  # a pickle on purpose: the reader under test is the restricted one
-    plan = import_wtalc(root)
+    plan = import_wtalc(ImportOptions(root))
     with pytest.raises(InputError, match="video_validation_0000051.*row 1"):
         list(plan.iter_features())
 
@@ -388,12 +389,12 @@ def test_class_lists():
 
 
 def test_folder_with_the_named_thumos14_ground_truth(tmp_path):
-    aset = read_annotations("thumos14")
+    aset = named_gt.read("thumos14")
     for vid, info in aset.videos.items():
         folder = tmp_path / ("train" if info.subset == "validation" else "test")
         folder.mkdir(exist_ok=True)
         np.save(folder / f"{vid}.npy", feats(vid, 8))
-    plan = import_folder(tmp_path, "thumos14")
+    plan = import_folder(ImportOptions(tmp_path, gt="thumos14"))
     v = plan.videos
     assert len(v) == 412 and v["subset"].value_counts().to_dict() == {"train": 200, "test": 212}
     per_subset = plan.annotations.merge(v[["video_id", "subset"]]).groupby("subset").size().to_dict()
@@ -408,7 +409,7 @@ def test_folder_with_the_named_thumos14_ground_truth(tmp_path):
 
 
 def test_folder_with_the_named_anet12_ground_truth_keeps_its_durations(tmp_path):
-    aset = read_annotations("anet12")
+    aset = named_gt.read("anet12")
     picked = ["--0edUL8zmA", next(v for v, i in aset.videos.items() if i.subset == "validation")]
     (tmp_path / "train").mkdir()
     (tmp_path / "test").mkdir()
@@ -416,8 +417,8 @@ def test_folder_with_the_named_anet12_ground_truth_keeps_its_durations(tmp_path)
         subset = "train" if aset.videos[vid].subset == "training" else "test"
         np.save(tmp_path / subset / f"{vid}.npy", feats(vid, 8))
     with pytest.raises(InputError, match="7200 videos have ground truth .* but no features"):
-        import_folder(tmp_path, "anet12")
-    plan = import_folder(tmp_path, "anet12", allow_missing=True)
+        import_folder(ImportOptions(tmp_path, gt="anet12"))
+    plan = import_folder(ImportOptions(tmp_path, gt="anet12", allow_missing=True))
     v = plan.videos.set_index("video_id")
     assert v.loc["--0edUL8zmA", "duration_s"] == 92.18 and v.loc["--0edUL8zmA", "labels"] == ["Dodgeball"]
     assert (
@@ -440,18 +441,18 @@ def test_folder_unmatched_videos(tmp_path):
     np.save(tmp_path / "train/a.npy", np.ones((3, 5), np.float32))
     np.save(tmp_path / "test/b.npy", np.ones((2, 5), np.float32))
     np.save(tmp_path / "test/stray.npy", np.ones((2, 5), np.float32))
-    plan = import_folder(tmp_path)  # finds gt.json; ActivityNet names: validation -> test
+    plan = import_folder(ImportOptions(tmp_path))  # finds gt.json; ActivityNet names: validation -> test
     assert plan.videos["video_id"].tolist() == ["a", "b"]
     assert plan.videos["subset"].tolist() == ["train", "test"]
     assert plan.unmatched == {"features_without_gt": ["stray"]}
     assert [w for w in plan.warnings if "stray" in w and "left out" in w]
-    kept = import_folder(tmp_path, gt, keep_unlabeled=True)
+    kept = import_folder(ImportOptions(tmp_path, gt=gt, keep_unlabeled=True))
     assert kept.videos.set_index("video_id").loc["stray", "labels"] == []
     assert kept.videos.set_index("video_id").loc["stray", "subset"] == "test"
     (tmp_path / "test/b.npy").unlink()
     with pytest.raises(InputError, match="1 videos have ground truth .* but no features: b"):
-        import_folder(tmp_path, gt)
-    plan = import_folder(tmp_path, gt, allow_missing=True)
+        import_folder(ImportOptions(tmp_path, gt=gt))
+    plan = import_folder(ImportOptions(tmp_path, gt=gt, allow_missing=True))
     assert plan.unmatched["gt_without_features"] == ["b"] and plan.videos["video_id"].tolist() == ["a"]
 
 
@@ -462,40 +463,40 @@ def test_folder_input_errors(tmp_path):
     x = np.ones((3, 4), np.float32)
     np.save(tmp_path / "train/a.npy", x)
     np.save(tmp_path / "test/b.npy", x)
-    assert len(import_folder(tmp_path, gt).videos) == 2
+    assert len(import_folder(ImportOptions(tmp_path, gt=gt)).videos) == 2
 
     np.save(tmp_path / "test/a.npy", x)  # same id in two folders
     with pytest.raises(InputError, match="duplicate video id 'a'"):
-        import_folder(tmp_path, gt)
+        import_folder(ImportOptions(tmp_path, gt=gt))
     (tmp_path / "test/a.npy").unlink()
 
     np.save(tmp_path / "train/b.npy", x)  # ground truth says test
     (tmp_path / "test/b.npy").unlink()
     with pytest.raises(InputError, match="feature folder 'train' says train"):
-        import_folder(tmp_path, gt)
+        import_folder(ImportOptions(tmp_path, gt=gt))
     (tmp_path / "train/b.npy").rename(tmp_path / "test/b.npy")
 
     np.save(tmp_path / "test/b.npy", np.zeros((0, 4), np.float32))
     with pytest.raises(InputError, match="0 snippets") as err:
-        import_folder(tmp_path, gt)
+        import_folder(ImportOptions(tmp_path, gt=gt))
     assert "b.npy" in str(err.value)
 
     bad = x.copy()
     bad[2, 1] = np.nan
     np.save(tmp_path / "test/b.npy", bad)
-    plan = import_folder(tmp_path, gt)  # headers only: the NaN is found while streaming
+    plan = import_folder(ImportOptions(tmp_path, gt=gt))  # headers only: the NaN is found while streaming
     with pytest.raises(InputError, match="row 2 holds NaN") as err:
         list(plan.iter_features())
     assert "b.npy" in str(err.value)
 
     np.save(tmp_path / "test/b.npy", np.ones((3, 6), np.float32))
     with pytest.raises(InputError, match="dim 6"):
-        import_folder(tmp_path, gt)
+        import_folder(ImportOptions(tmp_path, gt=gt))
     np.save(tmp_path / "test/b.npy", x)
 
     np.save(tmp_path / "test/bad..id.npy", x)
     with pytest.raises(InputError, match="unsafe video id 'bad..id'"):
-        import_folder(tmp_path, gt)
+        import_folder(ImportOptions(tmp_path, gt=gt))
 
 
 def test_pickled_per_video_features_are_refused_unexecuted(tmp_path):
@@ -508,7 +509,7 @@ def test_pickled_per_video_features_are_refused_unexecuted(tmp_path):
         tmp_path / "train/a.npy", arr, allow_pickle=True
     )  # a pickle on purpose: the reader under test is the restricted one
     with pytest.raises(InputError, match="pickled Python objects") as err:
-        import_folder(tmp_path, gt)
+        import_folder(ImportOptions(tmp_path, gt=gt))
     assert "a.npy" in str(err.value) and "np.float32" in str(err.value)
     assert not marker.exists()
 
@@ -530,12 +531,12 @@ def test_subset_map_detection():
 
 
 def test_read_annotations_dispatch():
-    bas = read_annotations(BASNET_THUMOS14 / "gt.json.xz")  # a compressed JSON, string segments
+    bas = named_gt.read(BASNET_THUMOS14 / "gt.json.xz")  # a compressed JSON, string segments
     assert len(bas) == 6318 and len(bas.videos) == 410 and not bas.rows["ambiguous"].any()
     assert bas.subsets() == {"test": 210, "train": 200}
-    txt = read_annotations("thumos14")
+    txt = named_gt.read("thumos14")
     assert len(txt.instances()) == 6365 and len(txt.ambiguous()) == 188 and txt.name == "thumos14"
-    assert read_annotations(THUMOS14).rows.equals(txt.rows)  # the name is the packaged folder
+    assert named_gt.read(THUMOS14).rows.equals(txt.rows)  # the name is the packaged folder
 
 
 # ---------------------------------------------------------------------------------- restricted unpickler
@@ -562,9 +563,10 @@ def test_malicious_pickles_are_refused_and_not_run(tmp_path):
     with pytest.raises(InputError, match="refusing to unpickle"):
         safe_load_object_npy(tmp_path / "bare.npy")
     with pytest.raises(InputError, match=r"builtins\.eval"):
-        safe_unpickle(pickle.dumps(eval), "x.pkl")
+        safe_load_object_npy(write_raw_npy(tmp_path / "eval.npy", pickle.dumps(eval)))
+    rot13 = b"\x80\x02c_codecs\nencode\nX\x03\x00\x00\x00abcX\x05\x00\x00\x00rot13\x86R."
     with pytest.raises(InputError, match=r"_codecs\.encode"):  # only encode(str, 'latin1') is allowed
-        safe_unpickle(b"\x80\x02c_codecs\nencode\nX\x03\x00\x00\x00abcX\x05\x00\x00\x00rot13\x86R.", "x.pkl")
+        safe_load_object_npy(write_raw_npy(tmp_path / "rot13.npy", rot13))
     assert not marker.exists()
 
 

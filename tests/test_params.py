@@ -9,7 +9,8 @@ import pytest
 from wtalcli.app import main
 from wtalcli.core.errors import InputError
 from wtalcli.core.params import check_choices, from_dict, key_dict, record_dict, spec
-from wtalcli.dcc.params import DCCParams, DenoiseParams, PseudolabelParams
+from wtalcli.dcc.params import DenoiseParams, PseudolabelParams
+from wtalcli.dcc.train_params import DCCParams
 from wtalcli.model.config import BaselineParams, TrainConfig
 
 ALL = (BaselineParams, PseudolabelParams, DenoiseParams, DCCParams, TrainConfig)
@@ -72,3 +73,28 @@ def test_run_options_come_from_the_stage_classes(capsys):
     assert main(["run", "--help"]) == 0
     out = capsys.readouterr().out
     assert "--clusters" in out and "--iterations" in out and str(DenoiseParams().clusters) in out
+
+
+def test_a_parameter_is_declared_once():
+    """A field that sets a TrainConfig field carries TrainConfig's declaration (help, key), and the
+    seed and the device read the same in every class."""
+    from stages.run import RunParams
+    from wtalcli.dcc.ablation import AblationParams
+    from wtalcli.video.params import ExtractParams
+
+    train = {f.name: spec(f) for f in dataclasses.fields(TrainConfig)}
+    for cls in (BaselineParams, DCCParams):
+        shared = [f for f in dataclasses.fields(cls) if f.name in train]
+        assert len(shared) >= 5
+        for f in shared:
+            mine, theirs = spec(f), train[f.name]
+            assert mine.key == theirs.key and mine.help.startswith(theirs.help.rstrip(".")), (
+                f"{cls.__name__}.{f.name}"
+            )
+    every = (*ALL, RunParams, AblationParams, ExtractParams)
+    seeds = {spec(f).help for cls in every for f in dataclasses.fields(cls) if f.name == "seed"}
+    devices = {
+        spec(f).help.split(": ")[-1] for cls in every for f in dataclasses.fields(cls) if f.name == "device"
+    }
+    assert len(seeds) == 1 and len(devices) == 1
+    assert not any(spec(f).key for cls in every for f in dataclasses.fields(cls) if f.name == "device")

@@ -9,15 +9,17 @@ import torch
 
 from stages.baseline import baseline
 from stages.denoise import denoise
-from stages.evaluate import EvalParams, evaluate
-from stages.extract import extract_synthetic
+from stages.evaluate import evaluate
 from stages.localize import localize
 from stages.pseudolabel import pseudolabel
 from stages.train_dcc import train_dcc
 from wtalcli.core.errors import InputError, MismatchError
 from wtalcli.core.store import Store
+from wtalcli.data.feature_artifact import extract_synthetic
 from wtalcli.data.schema import TCAS, write_tcas
-from wtalcli.dcc.params import DCCParams, DenoiseParams
+from wtalcli.dcc.params import DenoiseParams
+from wtalcli.dcc.train_params import DCCParams
+from wtalcli.evaluation.params import EvalParams
 from wtalcli.model.config import BaselineParams
 from wtalcli.model.trainer import read_checkpoint
 
@@ -193,7 +195,7 @@ def test_the_control_skips_its_weightless_contrast_without_changing_the_model(tr
     are bitwise those of the same control that computes it (and its gradient share) every step."""
     import pandas as pd
 
-    from wtalcli.dcc.params import control_of
+    from wtalcli.dcc.train_params import control_of
 
     store, fs, model, tcas = trained
     pl = pseudolabel(store, tcas.id, **QUIET)

@@ -19,16 +19,19 @@ from PIL import Image
 from stages.baseline import baseline
 from stages.denoise import denoise
 from stages.evaluate import evaluate
-from stages.extract import extract_synthetic
 from stages.localize import localize
 from stages.pseudolabel import pseudolabel
-from stages.report import choose, evaluation_curves, report, select_artifacts
+from stages.report import report
 from stages.train_dcc import train_dcc
 from wtalcli.core.errors import InputError
 from wtalcli.core.store import Store
+from wtalcli.data.feature_artifact import extract_synthetic
 from wtalcli.data.schema import FeatureSet
-from wtalcli.dcc.params import DCCParams, DenoiseParams
+from wtalcli.dcc.params import DenoiseParams
+from wtalcli.dcc.train_params import DCCParams
 from wtalcli.model.config import BaselineParams
+from wtalcli.report.inputs import ReportParams, choose, select_artifacts
+from wtalcli.report.sections import evaluation_curves
 
 QUIET = {"log": lambda m: None}
 IMG = re.compile(r"<img\b[^>]*\bsrc=\"([^\"]*)\"")
@@ -54,7 +57,7 @@ def workdir(tmp_path_factory) -> Store:
 
 @pytest.fixture(scope="module")
 def page(workdir, tmp_path_factory) -> tuple[Path, str]:
-    out = report(workdir, tmp_path_factory.mktemp("out") / "sub" / "report.html", n_videos=4, seed=0, **QUIET)
+    out = report(workdir, tmp_path_factory.mktemp("out") / "sub" / "report.html", ReportParams(4, 0), **QUIET)
     return out, out.read_text()
 
 
@@ -161,7 +164,7 @@ def test_features_only_and_empty_workdirs_render_with_notes(tmp_path):
     assert len(found) >= 5 and any("No T-CAS artifact" in n for n in found)
     assert any("No model artifact" in n for n in found) and any("No evaluation" in n for n in found)
     with pytest.raises(InputError, match="--videos"):
-        report(store, tmp_path / "x.html", n_videos=-1, **QUIET)
+        report(store, tmp_path / "x.html", ReportParams(videos=-1), **QUIET)
 
 
 def test_damaged_and_partial_workdir_still_renders(workdir, tmp_path):
@@ -172,7 +175,7 @@ def test_damaged_and_partial_workdir_still_renders(workdir, tmp_path):
     shutil.rmtree(sel.evaluations["baseline"].path)
     shutil.rmtree(sel.rounds[1].confidence.path)
     (sel.proposals["baseline"].path / "proposals.parquet").write_bytes(b"not parquet")
-    text = report(store, tmp_path / "r.html", n_videos=1, **QUIET).read_text()
+    text = report(store, tmp_path / "r.html", ReportParams(videos=1), **QUIET).read_text()
     found = notes(text)
     assert any(n.startswith("DCC T-CAS not shown") and sel.tcas["dcc"].id in n for n in found)
     assert any("No confidence map for round(s) [1]" in n for n in found)
@@ -183,7 +186,7 @@ def test_damaged_and_partial_workdir_still_renders(workdir, tmp_path):
     assert len(pngs(text)) == 1 + 3 + 1 + 2 + 1 + 1
     assert len(re.findall(r'alt="T-CAS of ', text)) == 1
     shutil.rmtree(sel.features.path)  # without the feature set: no ground truth, no embedding split
-    text = report(store, tmp_path / "r2.html", n_videos=1, **QUIET).read_text()
+    text = report(store, tmp_path / "r2.html", ReportParams(videos=1), **QUIET).read_text()
     found = notes(text)
     assert any(f"feature set {sel.features.id}" in n and "is gone" in n for n in found)
     assert any("cannot be split into action and background" in n for n in found)

@@ -156,3 +156,27 @@ def test_fingerprint_depends_on_content(tmp_path):
     b = make(s2, payload=np.arange(4).tobytes())
     assert a.id == b.id  # same plan
     assert a.fingerprint != b.fingerprint
+
+
+def test_refresh_round_names_are_written_and_read_back(tmp_path):
+    from wtalcli.core import rounds
+
+    store = Store(tmp_path)
+
+    def made_in(run: str, n: int, payload: bytes):
+        plan = store.plan(
+            "thing", "s", {"n": n}, lineage={"model": rounds.model_ref(run, n)}, tag=rounds.tag(n)
+        )
+
+        def work(tmp):
+            (tmp / "x").write_bytes(payload)
+            return {}
+
+        return build_or_skip(store, plan, False, lambda m: None, work)
+
+    second, first = made_in("model-a", 2, b"2"), made_in("model-a", 1, b"1")
+    made_in("model-b", 3, b"3")  # another run's round
+    untagged = make(store, lineage={"model": "model-a"})
+    assert rounds.number(second) == 2 and rounds.number(untagged) is None
+    assert [(n, a.id) for n, a in rounds.of_run(store, "thing", "model-a")] == [(1, first.id), (2, second.id)]
+    assert rounds.of_run(store, "thing", "model-c") == []

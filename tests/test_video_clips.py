@@ -33,6 +33,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("torchvision")
 av = pytest.importorskip("av")
 
+from clips import read_clips  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 from wtalcli.core import console  # noqa: E402
@@ -43,7 +44,6 @@ from wtalcli.video.decode import (  # noqa: E402
     VideoStream,
     n_output_frames,
     probe_duration,
-    read_clips,
     resized_size,
 )
 

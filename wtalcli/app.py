@@ -17,17 +17,19 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from stages.evaluate import EvalParams
 from wtalcli import __version__
 from wtalcli.core import params
 from wtalcli.core.console import emit, err, show
 from wtalcli.core.errors import InputError, WtalError
 from wtalcli.core.params import Values
 from wtalcli.core.store import Store, code_version
-from wtalcli.data.params import ExtractParams
-from wtalcli.dcc.params import DCCParams, DenoiseParams, PseudolabelParams
+from wtalcli.dcc.params import DenoiseParams, PseudolabelParams
+from wtalcli.dcc.train_params import DCCParams
 from wtalcli.evaluation.localization import LocalizeParams
+from wtalcli.evaluation.params import EvalParams
 from wtalcli.model.config import BaselineParams
+from wtalcli.report.inputs import ReportParams
+from wtalcli.video.params import ExtractParams
 
 app = typer.Typer(
     name="wtal",
@@ -52,7 +54,6 @@ Workdir = Annotated[
 ]
 Force = Annotated[bool, typer.Option("--force", help="Rebuild even if an up-to-date artifact exists.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of a table.")]
-Seed = Annotated[int, typer.Option("--seed", help="Random seed (fixes the result on CPU).")]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
 DEFAULT_WORKDIR = Path("artifacts")
 
@@ -325,16 +326,6 @@ def _evaluate(
         str | None,
         typer.Argument(help="Results JSON file, - for stdin, or a proposals artifact (default: newest)."),
     ] = None,
-    gt: Annotated[
-        str | None,
-        typer.Option(
-            "--gt",
-            help=(
-                "Ground truth: thumos14, anet13 or anet12 (packaged public annotations), an ActivityNet-style "
-                "JSON (.json, .json.gz, .json.xz) or a THUMOS14 txt folder (default: the feature set's)."
-            ),
-        ),
-    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the full result as JSON on stdout instead of the table.")
     ] = False,
@@ -345,7 +336,7 @@ def _evaluate(
 ) -> None:
     from stages.evaluate import evaluate, result_table
 
-    result, art = evaluate(_store(workdir), proposals, gt, values.build(0), force=force)
+    result, art = evaluate(_store(workdir), proposals, values.build(0), force=force)
     if as_json:
         emit({"artifact": art.id, **result})
     else:
@@ -437,7 +428,7 @@ def _ablate(
 
 
 def _ablate_groups():
-    from stages.ablate import AblationParams
+    from wtalcli.dcc.ablation import AblationParams
 
     return [params.Group(AblationParams), params.Group(DCCParams, "dcc_", only=("tau", "beta_end"))]
 
@@ -460,7 +451,19 @@ app.command(
 # ---------------------------------------------------------------- report
 
 
-@app.command(
+def _report(
+    out: Annotated[Path, typer.Option("--out", help="HTML file to write.")] = Path("report.html"),
+    workdir: Workdir = DEFAULT_WORKDIR,
+    *,
+    values: Values,
+) -> None:
+    from stages.report import report
+
+    path = report(_store(workdir), out, values.build(0))
+    emit({"report": str(path)})
+
+
+app.command(
     "report",
     help=(
         "Write a self-contained HTML report with figures of every stage: T-CAS against ground truth "
@@ -468,17 +471,7 @@ app.command(
         "DCC), precision-recall curves, mAP against tIoU.\n\n"
         "Examples:\n\n  wtal report\n\n  wtal report --out report.html --videos 6"
     ),
-)
-def report_cmd(
-    out: Annotated[Path, typer.Option("--out", help="HTML file to write.")] = Path("report.html"),
-    videos: Annotated[int, typer.Option("--videos", help="How many test videos to plot.")] = 4,
-    seed: Seed = 0,
-    workdir: Workdir = DEFAULT_WORKDIR,
-) -> None:
-    from stages.report import report
-
-    path = report(_store(workdir), out, n_videos=videos, seed=seed)
-    emit({"report": str(path)})
+)(params.command([params.Group(ReportParams)], _report))
 
 
 # ---------------------------------------------------------------- status / show

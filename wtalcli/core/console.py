@@ -40,6 +40,11 @@ def log(message: str) -> None:
     err.print(f"[dim]wtal:[/dim] {escape(message)}")
 
 
+def silent(message: str) -> None:
+    """The log that says nothing: the ranks other than 0 under torchrun (rank 0 speaks for the
+    job), and the stages a study runs whose every artifact it lists itself."""
+
+
 def warn(message: str) -> None:
     err.print(f"[yellow]warning:[/yellow] {escape(message)}")
 

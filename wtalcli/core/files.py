@@ -49,3 +49,8 @@ def file_sha256(path: Path) -> str:
     """The hex sha256 of a file's bytes (read in blocks)."""
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def file_record(path: Path) -> dict:
+    """A file's provenance record for a manifest: path, size and sha256."""
+    return {"path": str(path), "bytes": path.stat().st_size, "sha256": file_sha256(path)}

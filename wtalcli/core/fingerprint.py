@@ -60,6 +60,13 @@ def _imported_cached(path: Path, name: str, root: Path, mtime_ns: int, size: int
     return {m for m in found if module_file(m, root) is not None}
 
 
+def imported_modules(module: str, root: Path = ROOT) -> set[str]:
+    """The project modules that ``module``'s source imports (anywhere in the file), not following
+    them further: one edge list of the import graph (``tests/test_layers.py`` checks its layers)."""
+    path = module_file(module, root)
+    return set() if path is None else set(_imported(path, module, root))
+
+
 def closure(module: str, root: Path = ROOT) -> list[str]:
     """``module`` and every project module it can run, with their parent packages, sorted."""
     seen: set[str] = set()

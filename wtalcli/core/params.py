@@ -7,6 +7,11 @@ the cache key. A field that says *how* the work runs (device, threads, checkpoin
 ``key=False``: changing it reuses what was built. The CLI builds its options from the dataclass
 (:func:`cli_parameters`), the store keys artifacts with :func:`key_dict`, and ``run``, ``ablate``
 and DCC's refresh rounds pass the same objects around, so a setting cannot be dropped on the way.
+
+A parameter is declared once: the fields several stages share (the seed, the device, the loader
+threads) by :func:`seed_param`, :func:`device_param` and :func:`loader_threads_param` here, and a
+field that sets another class's field (``baseline``'s training options are
+:class:`wtalcli.model.config.TrainConfig`'s) by :func:`like`, which copies that field's declaration.
 """
 
 from __future__ import annotations
@@ -76,6 +81,40 @@ def param(
 
 def spec(f: dataclasses.Field) -> Spec:
     return f.metadata.get(META) or Spec(help="")
+
+
+def like(cls: type, name: str, default: Any = MISSING, **changes: Any) -> Any:
+    """A field declared as ``cls``'s field ``name`` (help, flag, choices, cache-key membership),
+    with another default and the :class:`Spec` ``changes`` given (e.g. ``cli=False``)."""
+    f = next(f for f in fields(cls) if f.name == name)
+    value = f.default if default is MISSING else default
+    return dataclasses.field(default=value, metadata={META: dataclasses.replace(spec(f), **changes)})
+
+
+def preset_default(cls: type, name: str, source: str = "the preset's") -> Any:
+    """``cls``'s field ``name`` as an override that defaults to None: ``source``'s value (the scale
+    preset's, the baseline's)."""
+    f = next(f for f in fields(cls) if f.name == name)
+    return like(cls, name, None, help=f"{spec(f).help.rstrip('.')} (default: {source}).")
+
+
+# ------------------------------------------------------------------------------ shared fields
+
+
+def seed_param(help: str = "Random seed (fixes the result on CPU).") -> Any:
+    """The seed of a stage's work (enters the cache key)."""
+    return param(0, help)
+
+
+def device_param(only: str | None = None) -> Any:
+    """Where the work runs (never in the cache key); ``only``: the source that reads it."""
+    prefix = f"{only}: " if only else ""
+    return param("auto", prefix + "auto (a GPU if present), cpu, cuda or cuda:N.", key=False)
+
+
+def loader_threads_param() -> Any:
+    """Background batch-loading threads of a training run (never in the cache key)."""
+    return param(0, "Background batch-loading threads (0: load in the training thread).", key=False)
 
 
 def _value(v: Any) -> Any:

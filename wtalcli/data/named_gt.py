@@ -12,14 +12,21 @@ subset (THUMOS14 ``validation``, ActivityNet ``training``), ``test`` its evaluat
 
 A value is a name only when it is exactly one of :data:`NAMES` (no folder part); a local file or
 folder of the same name is reached by writing a path, e.g. ``./thumos14``.
+
+A ground truth's identity (:func:`identity`: its name or path and the sha256 of every file the
+reader read) is what the importers record in a feature set's key and ``wtal evaluate`` in an
+evaluation's: the same files give the same identity, and a file the reader skips (a README beside
+THUMOS14's txt files) changes nothing.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from wtalcli.core.errors import InputError
+from wtalcli.core.files import file_record, file_sha256
 from wtalcli.data.annotations import AnnotationSet, read_annotations
 
 PACKAGE_DIR = Path(__file__).resolve().parent / "datasets"
@@ -100,12 +107,46 @@ def locate(value: str | Path) -> tuple[Path, NamedGT | None]:
 
 
 def read(value: str | Path) -> AnnotationSet:
-    """The annotations behind a ground-truth argument (a packaged name or a path)."""
+    """The annotations behind a ground-truth argument (a packaged name or a path), resolved once."""
     path, named = locate(value)
+    if not path.exists():
+        raise InputError(
+            "ground-truth file not found",
+            f"give an ActivityNet-style JSON, a THUMOS14 txt folder or a packaged name ({', '.join(NAMES)})",
+            path=value,
+        )
     aset = read_annotations(path)
     return aset.renamed(named.name) if named is not None else aset
 
 
-def describe() -> str:
-    """One line per name, for help texts."""
-    return "\n".join(f"{g.name}: {g.title}" for g in NAMES.values())
+def packaged(aset: AnnotationSet) -> NamedGT | None:
+    """The packaged ground truth ``aset`` was read from (by name or by its install path), if any."""
+    g = NAMES.get(aset.name)
+    return g if g is not None and Path(aset.source).resolve() == g.path else None
+
+
+def source_subset(aset: AnnotationSet, subset: str) -> str:
+    """The source's name for ``subset``: a packaged ground truth maps ours (``test`` -> its
+    evaluation subset, ``train`` -> its training subset); any other source keeps it."""
+    g = packaged(aset)
+    return g.subset(subset) if g is not None else subset
+
+
+def identity(aset: AnnotationSet) -> dict[str, Any]:
+    """What identifies a ground truth: the files the reader read with their sha256 (a THUMOS14
+    folder: by name relative to it; a single file: its size and hash), under the packaged name
+    instead of the install path."""
+    named = packaged(aset)
+    source = Path(aset.source)
+    if source.is_dir():
+        rec: dict[str, Any] = {
+            "path": named.name if named else str(source),
+            "files": {str(p.relative_to(source)): file_sha256(p) for p in aset.files},
+        }
+    else:
+        rec = file_record(source)
+        if named:
+            rec["path"] = source.name
+    if named:
+        rec["name"] = named.name
+    return rec

@@ -11,7 +11,6 @@ Anything else (``os.system``, ``builtins.eval``, ``subprocess.Popen``, ...) is r
 
 from __future__ import annotations
 
-import io
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,11 +130,6 @@ class RestrictedUnpickler(pickle.Unpickler):
             "re-create the file from a trusted source",
             path=self.source,
         )
-
-
-def safe_unpickle(data: bytes, source: str | Path, encoding: str = "latin1") -> Any:
-    """Unpickle ``data`` with :class:`RestrictedUnpickler`; decoding problems become InputError."""
-    return _restricted_load(io.BytesIO(data), source, encoding)
 
 
 def _restricted_load(f: BinaryIO, source: str | Path, encoding: str) -> Any:

@@ -1,5 +1,6 @@
 """Denoised Cross-Video Contrast: projection head, denoised region features, the region memory
-bank, contrast pairs, the InfoNCE loss and the contrast weight schedule (``docs/method.md`` §6).
+bank, contrast pairs, and the InfoNCE loss (``docs/method.md`` §6; the contrast weight's schedule is
+:mod:`wtalcli.dcc.schedule`).
 
 Shapes: B videos in a batch, T sampled snippets, H embedding width, P projection width (``--proj-dim``),
 C action classes (pseudo-label/confidence channels are C+1, the last one background, which the
@@ -342,20 +343,3 @@ def _info_nce(logits: torch.Tensor, pos: torch.Tensor, allowed: torch.Tensor) ->
     lse_pos = torch.logsumexp(logits.masked_fill(~pos, ninf), dim=1)
     lse_all = torch.logsumexp(logits.masked_fill(~allowed, ninf), dim=1)
     return lse_all - lse_pos
-
-
-def beta_at(step: int, total: int, start: float, end: float, shape: str, warmup: int = 0) -> float:
-    """The contrast weight at ``step`` of ``total``: ``constant`` (= end), ``linear`` or ``exp``
-    (geometric) from start to end after ``warmup`` steps of ``start``."""
-    if shape == "constant":
-        return float(end)
-    if step < warmup or total <= warmup + 1:
-        return float(start)
-    f = min(1.0, (step - warmup) / max(1, total - warmup - 1))
-    if shape == "linear":
-        return float(start + f * (end - start))
-    if shape == "exp":
-        if start <= 0 or end <= 0:
-            raise ValueError("an exp beta schedule needs positive start and end")
-        return float(start * (end / start) ** f)
-    raise ValueError(f"unknown beta shape {shape!r} (constant, linear, exp)")

@@ -1,15 +1,16 @@
 """DCC as a training objective: its parameters, the snippet targets it reads, the loss it adds to
-BaS-Net's, its memory banks, its refresh rounds and its diagnostics. No artifact I/O: the
-``train-dcc`` stage plugs :class:`DCC` into the trainer and decides where refresh rounds are
-written; tests drive it on arrays.
+BaS-Net's, its memory banks, its refresh rounds and its diagnostics. No artifact I/O:
+:mod:`wtalcli.dcc.training` plugs :class:`DCC` into the trainer and writes the refresh rounds;
+tests drive it on arrays.
 
 One training step (:meth:`DCC.extra_loss`): gather the pseudo-labels ``A`` and confidence ``S`` of
 the batch's sampled snippets; project the chosen branch's embedding (``head``); pool denoised region
 features (``pooling``, ``background``); InfoNCE against the batch and the bank (``scope``,
 ``tau``); update the bank; return ``beta(step) * L_dcc``. Every ``refresh_every`` steps the targets
-are recomputed from the current model (:func:`round_targets`: inference over the training videos,
-mean-threshold pseudo-labels, k-means confidence) with the *same* pseudo-label and denoise
-parameters as the targets the run started from.
+are recomputed from the current model (the ``refresh`` callback: inference over the training
+videos, mean-threshold pseudo-labels, k-means confidence, written as artifacts by
+:mod:`wtalcli.dcc.training`) with the *same* pseudo-label and denoise parameters as the targets the
+run started from.
 
 Diagnostics: ``targets="oracle"`` replaces ``A`` by the ground-truth snippet labels of the
 training videos and ``S`` by 1 (a bound on what the contrast itself can do; never a method);
@@ -20,7 +21,6 @@ and the cosine between the two gradients.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -29,20 +29,17 @@ from torch import Tensor, nn
 from wtalcli.core import distributed
 from wtalcli.core.errors import InputError
 from wtalcli.data.schema import FeatureSet, label_matrix
-from wtalcli.dcc.confidence import confidence_voters, denoise_confidence
 from wtalcli.dcc.contrast import (
     ProjectionHead,
     RegionBank,
     Regions,
-    beta_at,
     dcc_loss,
     gather_regions,
     region_features,
 )
-from wtalcli.dcc.params import DCCParams, DenoiseParams, PseudolabelParams
-from wtalcli.dcc.pseudolabels import mean_threshold_labels
+from wtalcli.dcc.schedule import beta_at
+from wtalcli.dcc.train_params import DCCParams
 from wtalcli.model.basnet import BaSNet, BaSOutput
-from wtalcli.model.inference import infer
 from wtalcli.model.losses import basnet_loss
 from wtalcli.model.sampling import batch_eval_indices
 
@@ -94,43 +91,6 @@ def oracle_targets(fs: FeatureSet, rows: np.ndarray) -> Targets:
     truth &= np.repeat(y, n, axis=0)  # a video's ground truth of a class it is not labelled with is unused
     labels = np.concatenate([truth, ~truth.any(1, keepdims=True)], axis=1).astype(np.uint8)
     return Targets(labels, None, off)
-
-
-@dataclass
-class RoundResult:
-    """What one refresh round computes from the current model (training videos only)."""
-
-    cas: np.ndarray  # (N, C+1) T-CAS of the training snippets
-    scores: np.ndarray  # (V, C+1)
-    h: np.ndarray  # (N, hidden) float16 base-branch embeddings
-    targets: Targets
-
-
-def round_targets(
-    model: BaSNet,
-    fs: FeatureSet,
-    rows: np.ndarray,
-    num_segments: int,
-    device,
-    pl: PseudolabelParams,
-    dn: DenoiseParams | None,
-    batch: int = 16,
-    amp: str = "none",
-) -> RoundResult:
-    """Targets recomputed from ``model``: one inference pass over the training videos gives the
-    T-CAS and the embeddings; then pseudo-labels (``pl``) and, unless ``dn`` is None, confidence."""
-    res = infer(model, fs, rows, num_segments, device, batch=batch, amp=amp, with_h=True)
-    off, n = training_offsets(fs, rows)
-    y = label_matrix(fs.videos["labels"].iloc[rows], fs.classes, bool)
-    labels = mean_threshold_labels(res.cas, off, n, y, rule=pl.rule, source="refresh round")
-    conf = None
-    if dn is not None:
-        x = res.h.astype(np.float32)
-        if dn.normalize:
-            x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-        voters = confidence_voters(off, n, y, len(labels), dn.scope)
-        conf = denoise_confidence(x, labels, voters, dn)[1]
-    return RoundResult(res.cas, res.scores, res.h, Targets(labels, conf, off))
 
 
 # ------------------------------------------------------------------------------ the objective

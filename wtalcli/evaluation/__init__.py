@@ -1,3 +1,4 @@
 """Localization and evaluation: BaS-Net inference from a T-CAS to scored segments, ground truth
-under the THUMOS14 / ActivityNet protocols, the one mAP implementation, and diagnostics that
-compare a T-CAS or pseudo-labels with the ground truth (never used for training)."""
+under the THUMOS14 / ActivityNet protocols, the one mAP implementation, what an evaluation reads
+(predictions, ground truth) and its parameters, in-memory scoring for held-out selection, and the
+diagnostics against the ground truth (never used for training), one definition each."""

@@ -860,20 +860,11 @@ def _interpolated_ap(
     return ap
 
 
-def average_map_text(result: EvalResult) -> str:
-    """A compact one-line summary: mAP at each threshold and the average."""
-    parts = [
-        f"{t:.2f}:{100 * m:.2f}" for t, m in zip(result.tiou_thresholds, result.map_per_tiou, strict=True)
-    ]
-    return "mAP@" + " ".join(parts) + f" | avg {100 * result.average_map:.2f}"
-
-
 __all__ = [
     "TIOU_PRESETS",
     "ClassPR",
     "EvalResult",
     "Predictions",
-    "average_map_text",
     "evaluate_detection",
     "load_predictions",
     "parse_tiou_thresholds",

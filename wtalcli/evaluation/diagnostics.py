@@ -1,10 +1,16 @@
-"""Sanity figures computed from a T-CAS and the ground truth (never used for training)."""
+"""Diagnostics against the ground truth (never used for training), one definition each: the
+ground-truth snippet labels, the inside/outside sanity figure of a T-CAS, pseudo-label quality and
+the AUC of the confidence, the embedding's geometry and its action/background centroid separation.
+Stages record them in their artifacts' summaries; ``report`` and ``ablate`` read them there or call
+these functions."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
+from wtalcli.core import rounds as refresh_rounds
+from wtalcli.core.store import Store
 from wtalcli.data.schema import SnippetTable
 from wtalcli.evaluation.localization import minmax_norm
 
@@ -182,4 +188,67 @@ def embedding_geometry(
         out["intra_inter_ratio"] = intra / inter if inter > 0 else float("nan")
     else:
         out["intra_inter_ratio"] = float("nan")
+    return out
+
+
+def centroid_separation(x: np.ndarray, is_action: np.ndarray) -> float:
+    """Distance between the action and background centroids over the RMS distance of points to
+    their own group's centroid (higher = better separated); NaN with fewer than two points in a
+    group. ``x`` (N, H) embeddings (the report passes them L2-normalised), ``is_action`` (N,) bool."""
+    a, b = x[is_action], x[~is_action]
+    if len(a) < 2 or len(b) < 2:
+        return float("nan")
+    ma, mb = a.mean(0), b.mean(0)
+    within = np.concatenate([((a - ma) ** 2).sum(1), ((b - mb) ** 2).sum(1)])
+    return float(np.linalg.norm(ma - mb) / max(np.sqrt(within.mean()), 1e-12))
+
+
+def run_diagnostics(store: Store, model: str, tcas: str) -> dict:
+    """A training run's diagnostics as its artifacts recorded them (NaN where the run has none):
+    the quality of the pseudo-labels in use at the end (the last refresh round's, else the run's
+    inputs) and the AUC of their confidence, the gradient share and cosine logged in training
+    (means over the logged iterations), and the test embedding's geometry (``model`` and ``tcas``
+    are the run's artifact ids)."""
+    nan = float("nan")
+    out = {
+        "pl_precision": nan,
+        "pl_recall": nan,
+        "pl_iou": nan,
+        "s_auc": nan,
+        "grad_ratio": nan,
+        "grad_cos": nan,
+        "emb_action_auc": nan,
+        "emb_intra_inter": nan,
+    }
+    m = store.get(store.root / model)
+    t = store.get(store.root / tcas)
+    geo = t.manifest.get("summary", {}).get("embedding_test") or {}
+    out["emb_action_auc"] = geo.get("action_background_auc", nan)
+    out["emb_intra_inter"] = geo.get("intra_inter_ratio", nan)
+    log_path = m.path / "train_log.parquet"
+    if log_path.exists():
+        tl = pd.read_parquet(log_path)
+        for k in ("grad_ratio", "grad_cos"):
+            if k in tl:
+                out[k] = float(tl[k].dropna().mean()) if tl[k].notna().any() else nan
+    # the pseudo-labels and confidence in use at the end: the last round's, else the inputs'
+    rounds = refresh_rounds.of_run(store, "pseudolabels", m.id)
+    pl = rounds[-1][1] if rounds else None
+    if pl is None and "pseudolabels" in m.manifest.get("inputs", {}):
+        pl = store.get(store.root / m.manifest["inputs"]["pseudolabels"]["id"])
+    if pl is not None:
+        q = pl.manifest.get("summary", {}).get("quality") or {}
+        out.update(
+            pl_precision=q.get("precision", nan), pl_recall=q.get("recall", nan), pl_iou=q.get("iou", nan)
+        )
+        # a refresh round's confidence map is the only one made from its pseudo-labels; without
+        # rounds, the map the run read (the same pseudo-labels may have maps for several K)
+        used = m.manifest.get("inputs", {}).get("confidence", {}).get("id") if not rounds else None
+        confs = [
+            a
+            for a in store.artifacts("confidence")
+            if a.manifest["inputs"]["pseudolabels"]["id"] == pl.id and (used is None or a.id == used)
+        ]
+        if confs:
+            out["s_auc"] = (confs[-1].manifest.get("summary", {}).get("quality") or {}).get("s_auc", nan)
     return out

@@ -7,7 +7,7 @@ holds only the instances of one subset.  It is built from
 - any annotation source the importers read too (an ActivityNet-style JSON, a folder of THUMOS14
   per-class txt files, or a packaged ground truth by name: ``thumos14``, ``anet13``, ``anet12``),
   parsed by :mod:`wtalcli.data.annotations` under its one rule set: :func:`load_ground_truth`
-  (and :func:`load_gt_json`, :func:`load_gt_thumos_txt`, :func:`gt_from_annotations`);
+  (a name or a path) and :func:`gt_from_annotations` (an annotation set already read);
 - a DataFrame ``video_id, label, start_s, end_s`` plus the subset's video ids (a feature set's
   ``annotations.parquet``): :func:`gt_from_dataframe`.
 
@@ -27,7 +27,7 @@ import pandas as pd
 
 from wtalcli.core.errors import InputError
 from wtalcli.data import named_gt
-from wtalcli.data.annotations import AnnotationSet, read_anet_json, read_thumos_txt
+from wtalcli.data.annotations import AnnotationSet
 
 # THUMOS14 test-set protocols.  "basnet": Pilhyeon/BaSNet-pytorch dataset/THUMOS14/gt.json and
 # split_test.txt (210 videos; 270 and 1496 have wrong annotations, 1292 only Ambiguous ones).
@@ -197,27 +197,12 @@ def gt_from_annotations(aset: AnnotationSet, subset: str) -> GroundTruth:
     )
 
 
-def load_gt_json(path: str | Path, subset: str) -> GroundTruth:
-    """Instances of ``subset`` from an ActivityNet-style JSON (ActivityNet, BaS-Net, ActionFormer)."""
-    return gt_from_annotations(read_anet_json(Path(path)), subset)
-
-
-def load_gt_thumos_txt(folder: str | Path, subset: str = "test") -> GroundTruth:
-    """THUMOS14 original annotations (``<Class>_<val|test>.txt`` under ``folder``); ``Ambiguous``
-    kept apart.  Classes in file-name order, instances in file order; the subset's videos are those
-    with at least one class instance (``video_test_0001292``, which has only Ambiguous segments,
-    is therefore not one of the 212 test videos).  ``subset``: ``test``, ``val`` or ``validation``."""
-    return gt_from_annotations(read_thumos_txt(Path(folder)), subset)
-
-
 def load_ground_truth(source: str | Path, subset: str) -> GroundTruth:
     """Ground truth from a packaged name (``thumos14``, ``anet13``, ``anet12``: ``subset`` in
     their own names or ours, see :mod:`wtalcli.data.named_gt`), a folder of THUMOS14 txt files,
     or an ActivityNet-style JSON."""
     aset = named_gt.read(source)
-    if named_gt.is_name(source):
-        subset = named_gt.get(str(source)).subset(subset)
-    return gt_from_annotations(aset, subset)
+    return gt_from_annotations(aset, named_gt.source_subset(aset, subset))
 
 
 def gt_from_dataframe(
@@ -269,12 +254,3 @@ def apply_protocol(gt: GroundTruth, protocol: str) -> GroundTruth:
             f"unknown THUMOS14 protocol {protocol!r}", f"use one of {sorted(THUMOS14_PROTOCOLS)}"
         )
     return gt.drop_videos(THUMOS14_PROTOCOLS[protocol], protocol=THUMOS14_PROTOCOL_NOTES[protocol])
-
-
-def describe_protocol(protocol: str) -> str:
-    """The one-line description to print for a protocol name."""
-    if protocol not in THUMOS14_PROTOCOL_NOTES:
-        raise InputError(
-            f"unknown THUMOS14 protocol {protocol!r}", f"use one of {sorted(THUMOS14_PROTOCOLS)}"
-        )
-    return THUMOS14_PROTOCOL_NOTES[protocol]

@@ -12,7 +12,15 @@ from types import MappingProxyType
 from typing import Any
 
 from wtalcli.core.errors import InputError
-from wtalcli.core.params import param, spec
+from wtalcli.core.params import (
+    device_param,
+    like,
+    loader_threads_param,
+    param,
+    preset_default,
+    seed_param,
+    spec,
+)
 
 AMP_CHOICES = ("none", "bf16")
 
@@ -21,24 +29,26 @@ AMP_CHOICES = ("none", "bf16")
 class TrainConfig:
     """Everything that determines a training run (recorded in checkpoints and manifests)."""
 
-    iterations: int = param(1500, "training iterations")
-    batch_size: int = param(16, "videos per batch (the global batch under torchrun)")
-    lr: float = param(1e-4, "Adam learning rate")
-    weight_decay: float = param(5e-4, "Adam weight decay")
-    num_segments: int = param(750, "T: every training video is sampled to this many snippets")
-    topk_div: int = param(8, "top-k pooling with k = max(1, T // topk_div)")
-    hidden: int = param(2048, "embedding width of the CAS module")
-    attn_hidden: int = param(512, "hidden width of the filtering module")
-    dropout: float = param(0.7, "dropout before the classifier")
-    attn_l1: float = param(1e-4, "weight of mean_b ||w_b||_1")
-    seed: int = param(0, "seed of batches, jitter, dropout and initial weights")
-    device: str = param("auto", "auto | cpu | cuda | cuda:N", key=False)
-    num_workers: int = param(0, "background loader threads (0: load in the training thread)", key=False)
-    amp: str = param("none", "mixed precision on GPU", choices=AMP_CHOICES)
-    tf32: bool = param(False, "allow TF32 GEMMs/convolutions on CUDA when amp == none")
-    compile: bool = param(False, "torch.compile the model (the same mathematics)", key=False)
-    deterministic: bool = param(True, "deterministic kernels while training")
-    checkpoint_every: int = param(0, "save every N steps (0: only when train() returns)", key=False)
+    iterations: int = param(1500, "Training iterations.")
+    batch_size: int = param(16, "Videos per batch (the global batch under torchrun).")
+    lr: float = param(1e-4, "Adam learning rate.")
+    weight_decay: float = param(5e-4, "Adam weight decay.")
+    num_segments: int = param(750, "T: snippets sampled per training video.")
+    topk_div: int = param(8, "Top-k pooling with k = max(1, T // topk_div).")
+    hidden: int = param(2048, "Embedding width of the CAS module.")
+    attn_hidden: int = param(512, "Filtering-module width.")
+    dropout: float = param(0.7, "Dropout before the classifier.")
+    attn_l1: float = param(1e-4, "Weight of mean_b ||w_b||_1.")
+    seed: int = seed_param()
+    device: str = device_param()
+    num_workers: int = loader_threads_param()
+    amp: str = param("none", "Mixed precision on GPU.", choices=AMP_CHOICES)
+    tf32: bool = param(False, "Allow TF32 GEMMs/convolutions on CUDA when amp == none.")
+    compile: bool = param(False, "torch.compile the model (the same mathematics).", key=False)
+    deterministic: bool = param(True, "Deterministic kernels while training.")
+    checkpoint_every: int = param(
+        0, "Save a resumable checkpoint every N iterations (0: only when training returns).", key=False
+    )
 
     def validate(self) -> TrainConfig:
         """Raise :class:`InputError` on an impossible setting; return ``self``."""
@@ -120,34 +130,51 @@ def _preset_choices() -> tuple[str, ...]:
     return ("auto", *PRESETS)
 
 
+def resolve_preset(features_params: Mapping[str, Any], preset: str = "auto") -> str:
+    """The scale preset of a run on the feature set whose parameters are ``features_params``:
+    ``preset`` when named, else (``auto``) the synthetic feature set's own preset, else thumos."""
+    if preset != "auto":
+        if preset not in PRESETS:
+            raise InputError(f"unknown preset {preset!r}", f"use one of auto, {', '.join(PRESETS)}")
+        return preset
+    synthetic = features_params.get("preset") if features_params.get("source") == "synthetic" else None
+    return synthetic if synthetic in PRESETS else "thumos"
+
+
 @dataclass
 class BaselineParams:
-    """Everything the user can set; ``None`` means "from the scale preset"."""
+    """Everything ``wtal baseline`` can set: the scale preset, the held-out split, and the training
+    options, each :class:`TrainConfig`'s own field (``None``: the preset's value)."""
 
     preset: str = param(
         "auto",
         "Model/training scale (auto: the synthetic feature set's own preset, else thumos).",
         choices=_preset_choices(),
     )
-    iterations: int | None = param(None, "Training iterations (default: the preset's).")
-    batch_size: int = param(16, "Videos per batch (the global batch under torchrun).")
-    lr: float | None = param(None, "Adam learning rate (default 1e-4; the tiny preset 1e-3).")
-    weight_decay: float = param(5e-4, "Adam weight decay.")
-    num_segments: int | None = param(None, "T: snippets sampled per video (default: the preset's).")
-    hidden: int | None = param(None, "Embedding width (default: the preset's; 2048 for real features).")
-    attn_hidden: int | None = param(None, "Filtering-module width (default: the preset's).")
+    iterations: int | None = preset_default(TrainConfig, "iterations")
+    batch_size: int = like(TrainConfig, "batch_size")
+    lr: float | None = preset_default(TrainConfig, "lr")
+    weight_decay: float = like(TrainConfig, "weight_decay")
+    num_segments: int | None = preset_default(TrainConfig, "num_segments")
+    hidden: int | None = preset_default(TrainConfig, "hidden")
+    attn_hidden: int | None = preset_default(TrainConfig, "attn_hidden")
     holdout: float = param(0.0, "Share of training videos held out as subset 'val' (for selection).")
     holdout_seed: int = param(0, "Seed of the held-out draw.")
     select_every: int = param(
         0,
-        "With --holdout: score the held-out videos every N iterations and keep the best iteration's "
-        "weights (0: the last iteration).",
+        "Score the held-out training videos (baseline --holdout) every N iterations and keep the best "
+        "iteration's weights (0: the last iteration).",
     )
-    amp: str = param("none", "Mixed precision on GPU.", choices=AMP_CHOICES)
-    compile: bool = param(False, "torch.compile the model.", key=False)
-    num_workers: int = param(0, "Background batch-loading threads.", key=False)
-    checkpoint_every: int = param(
-        100, "Save a resumable checkpoint every N iterations.", key=False, cli=False
-    )
-    seed: int = param(0, "Random seed (fixes the result on CPU).")
-    device: str = param("auto", "auto (a GPU if present), cpu, cuda or cuda:N.", key=False)
+    amp: str = like(TrainConfig, "amp")
+    compile: bool = like(TrainConfig, "compile")
+    num_workers: int = like(TrainConfig, "num_workers")
+    checkpoint_every: int = like(TrainConfig, "checkpoint_every", 100, cli=False)
+    seed: int = like(TrainConfig, "seed")
+    device: str = like(TrainConfig, "device")
+
+    def train_config(self, preset: str) -> TrainConfig:
+        """The run's :class:`TrainConfig`: the preset's values, then those set here."""
+        train = {f.name for f in fields(TrainConfig)}
+        return preset_config(
+            preset, **{f.name: getattr(self, f.name) for f in fields(self) if f.name in train}
+        )

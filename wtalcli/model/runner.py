@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from wtalcli.core.errors import InputError
 from wtalcli.core.files import atomic_write, atomic_write_bytes
 from wtalcli.core.store import Artifact, Plan, Store, build_or_skip
 from wtalcli.data.schema import FeatureSet, rebase, write_tcas, write_videos
+from wtalcli.model.config import TrainConfig
 from wtalcli.model.inference import infer
 from wtalcli.model.trainer import Trainer, save_checkpoint
 
@@ -116,10 +118,6 @@ class StepLog:
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows)
-
-
-def quiet(message: str) -> None:
-    """The log of the ranks other than 0: rank 0 speaks for the job."""
 
 
 @contextlib.contextmanager
@@ -264,21 +262,6 @@ def run_training(
     return trainer, steps, work
 
 
-def already_built(
-    store: Store,
-    model_plan: Plan,
-    tcas_plan: Plan,
-    log,
-    why: str = "up to date (same inputs, parameters and code)",
-) -> tuple[Artifact, Artifact] | None:
-    """The run's two artifacts if both exist (a training stage then has nothing to do)."""
-    model, tcas = store.existing(model_plan), store.existing(tcas_plan)
-    if model is None or tcas is None:
-        return None
-    log(f"{model.id} and {tcas.id} are {why}: skipped; --force redoes them")
-    return model, tcas
-
-
 def world_summary(summary: dict) -> dict:
     """``summary`` plus the number of processes, when there were several (one-process manifests
     stay as they were)."""
@@ -286,21 +269,81 @@ def world_summary(summary: dict) -> dict:
     return {**summary, "world_size": world} if world > 1 else summary
 
 
-def publish(
-    store: Store,
-    model_plan: Plan,
-    tcas_plan: Plan,
+def plan_run(
+    store: Store, stage: str, params: dict, key: dict, inputs: dict[str, Artifact], seed: int
+) -> tuple[Plan, Plan]:
+    """The ``model`` and ``tcas`` plans of a training stage's run (the T-CAS names the model in
+    its lineage)."""
+    common = {"inputs": inputs, "seed": seed, "key_params": key}
+    model_plan = store.plan("model", stage, params, lineage={"model": "self"}, **common)
+    tcas_plan = store.plan("tcas", stage, params, lineage={"model": model_plan.id}, **common)
+    return model_plan, tcas_plan
+
+
+@dataclass
+class TrainingRun:
+    """One run of a training stage (``baseline``, ``train-dcc``): its two plans, what it trains on
+    and how the training length is chosen (``select_every`` > 0: on the ``val_rows`` held-out
+    videos, :class:`Selection`)."""
+
+    store: Store
+    model_plan: Plan
+    tcas_plan: Plan
+    fs: FeatureSet
+    cfg: TrainConfig
+    train_rows: np.ndarray
+    val_rows: np.ndarray
+    select_every: int = 0
+
+    def built(self, log, why: str = "up to date (same inputs, parameters and code)"):
+        """The run's two artifacts if both exist (the stage then has nothing to do); decided by rank 0."""
+
+        def find() -> tuple[Artifact, Artifact] | None:
+            model, tcas = self.store.existing(self.model_plan), self.store.existing(self.tcas_plan)
+            if model is None or tcas is None:
+                return None
+            log(f"{model.id} and {tcas.id} are {why}: skipped; --force redoes them")
+            return model, tcas
+
+        return distributed.on_main(find)
+
+    def train_and_publish(
+        self, resume: bool, force: bool, log, summary: Callable[[], dict], **hooks
+    ) -> tuple[Artifact, Artifact]:
+        """Under the store's lock for this run: skip it if another process just built it, else
+        train (resuming; ``hooks``: :func:`run_training`'s ``trainer_kwargs``, ``before_train``,
+        ``after_resume``) and publish the ``model`` and ``tcas`` artifacts; ``summary()`` adds to the
+        model's summary once training is done."""
+        with distributed.main_only(lambda: self.store.lock(f"run-{self.model_plan.id}")):
+            if not force and (done := self.built(log, "just built by another process")):
+                return done
+            select = Selection(self.select_every, self.val_rows) if self.select_every else None
+            trainer, steps, work = run_training(
+                self.store,
+                self.model_plan,
+                self.fs,
+                self.cfg,
+                self.train_rows,
+                resume,
+                log,
+                select=select,
+                **hooks,
+            )
+            device = distributed.resolve_device(self.cfg.device)
+            return distributed.on_main(
+                lambda: _publish(self, trainer, steps, work, device, log, world_summary(summary()), select)
+            )
+
+
+def _publish(
+    run: TrainingRun,
     trainer,
     steps: StepLog,
     work: Path,
-    fs: FeatureSet,
-    cfg,
     device,
-    train_rows: np.ndarray,
-    val_rows: np.ndarray,
     log,
     summary_extra: dict,
-    select: Selection | None = None,
+    select: Selection | None,
 ) -> tuple[Artifact, Artifact]:
     """Publish a finished training run as its ``model`` artifact (checkpoint, training log,
     training-snippet embeddings) and its ``tcas`` artifact (with the inside/outside sanity figure);
@@ -308,7 +351,7 @@ def publish(
     from wtalcli.data.schema import TCAS
     from wtalcli.evaluation.diagnostics import inside_outside
 
-    model = trainer.model
+    store, fs, cfg, model = run.store, run.fs, run.cfg, trainer.model
 
     def write_model(tmp: Path) -> dict:
         if select is None:
@@ -319,7 +362,7 @@ def publish(
             state["selected"] = {"step": select.best_step, "curve": [list(x) for x in select.curve]}
             save_checkpoint(state, tmp / "checkpoint.pt")
         steps.frame().to_parquet(tmp / "train_log.parquet")
-        summary = export_embeddings(model, fs, cfg, device, tmp, train_rows)
+        summary = export_embeddings(model, fs, cfg, device, tmp, run.train_rows)
         last = steps.rows[-1] if steps.rows else {}
         summary.update({"iterations": trainer.step, "final_loss": last.get("total"), **summary_extra})
         if select is not None:
@@ -334,14 +377,14 @@ def publish(
         return summary
 
     def write_tcas_art(tmp: Path) -> dict:
-        summary = export_tcas(model, fs, cfg, device, tmp, train_rows, val_rows)
+        summary = export_tcas(model, fs, cfg, device, tmp, run.train_rows, run.val_rows)
         t = TCAS(tmp)
         summary["sanity_test"] = inside_outside(t, t.cas, fs.annotations, fs.classes, "test")
         return summary
 
     out = (
-        build_or_skip(store, model_plan, True, log, write_model),
-        build_or_skip(store, tcas_plan, True, log, write_tcas_art),
+        build_or_skip(store, run.model_plan, True, log, write_model),
+        build_or_skip(store, run.tcas_plan, True, log, write_tcas_art),
     )
     shutil.rmtree(work, ignore_errors=True)  # under the caller's lock: a waiting run may resume from it
     return out

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-import numpy as np
 import torch
 import torchvision
 from torch import nn
@@ -40,8 +39,8 @@ from torchvision import models
 from wtalcli.core.errors import InputError, WtalError
 from wtalcli.core.files import file_sha256
 from wtalcli.data.timegrid import TimeGrid
+from wtalcli.video.params import BACKBONES
 
-BACKBONES = ("r2plus1d_18", "r3d_18", "s3d", "mvit_v2_s", "swin3d_t")
 FEATURE_DIMS = {"r2plus1d_18": 512, "r3d_18": 512, "s3d": 1024, "mvit_v2_s": 768, "swin3d_t": 768}
 RANDOM = "random"
 HUB = "hub"
@@ -346,54 +345,3 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if device != "cpu" and not device.startswith("cuda"):
         raise InputError(f"unknown device {device!r}", "use auto, cpu or cuda")
     return torch.device(device)
-
-
-# ------------------------------------------------------------------------------- predictions
-
-
-@dataclass
-class ClipPrediction:
-    index: int  # snippet index
-    start_s: float
-    end_s: float
-    top: list[tuple[str, float]]  # (Kinetics-400 class, softmax probability), best first
-
-
-def show_pred(
-    path: Path,
-    backbone: Backbone,
-    grid: TimeGrid,
-    n_clips: int = 3,
-    top: int = 5,
-    backend: str = "pyav",
-) -> list[ClipPrediction]:
-    """Top-``top`` Kinetics-400 classes for ``n_clips`` clips spread over the video (a sanity check).
-
-    The clips are spread over the snippet count the container's header implies; the whole video
-    is still decoded once, as a stream.
-    """
-    from wtalcli.video.decode import VideoStream, n_output_frames, probe_duration
-
-    dur = probe_duration(path)
-    n_est = grid.n_snippets(n_output_frames(dur, grid.fps)) if dur else n_clips
-    wanted = set(np.linspace(0, max(n_est - 1, 0), num=max(1, n_clips)).round().astype(int).tolist())
-    stream = VideoStream(path, grid.fps, backbone.preprocess.resize, backend)
-    out: list[ClipPrediction] = []
-    cats = backbone.spec.categories
-    with torch.inference_mode():
-        for t, clip in enumerate(stream.clips(grid, backbone.preprocess.crop)):
-            if t not in wanted:
-                continue
-            feat = backbone(torch.from_numpy(clip[None]))
-            prob = torch.softmax(backbone.logits(feat).float(), dim=1)[0].cpu()
-            p, idx = prob.topk(min(top, prob.numel()))
-            start = t * grid.stride / grid.fps
-            out.append(
-                ClipPrediction(
-                    t,
-                    start,
-                    start + grid.clip_len / grid.fps,
-                    [(cats[i], float(q)) for q, i in zip(p.tolist(), idx.tolist(), strict=True)],
-                )
-            )
-    return out

@@ -40,11 +40,11 @@ import numpy as np
 
 from wtalcli.core.errors import InputError
 from wtalcli.data.timegrid import TimeGrid
+from wtalcli.video.params import DECODERS
 
 VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts", ".mts"}
 )
-BACKENDS = ("pyav", "torchcodec")
 TIE_EPS = 1e-6  # seconds: output times this close to a midpoint count as ties (earlier frame wins)
 
 P = TypeVar("P")
@@ -217,8 +217,8 @@ class VideoStream:
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
-        if self.backend not in BACKENDS:
-            raise InputError(f"unknown video backend {self.backend!r}", f"use one of {BACKENDS}")
+        if self.backend not in DECODERS:
+            raise InputError(f"unknown video backend {self.backend!r}", f"use one of {DECODERS}")
         self.info = SourceInfo(path=self.path, backend=self.backend)
 
     def frames(self) -> Iterator[np.ndarray]:
@@ -398,22 +398,6 @@ def iter_clips(
             start += grid.stride
             for _ in range(min(grid.stride, len(window))):
                 window.popleft()
-
-
-def read_clips(
-    path: Path,
-    grid: TimeGrid,
-    resize: tuple[int, ...] | None = None,
-    crop: tuple[int, int] | None = None,
-    backend: str = "pyav",
-) -> tuple[np.ndarray, SourceInfo]:
-    """All clips of a (short) video at once, ``(n_snippets, clip_len, H, W, 3)``: for tests and tools."""
-    stream = VideoStream(path, grid.fps, resize, backend)
-    clips = list(stream.clips(grid, crop))
-    if clips:
-        return np.stack(clips), stream.info
-    h, w = crop if crop is not None else resized_size(stream.info.height, stream.info.width, resize)
-    return np.zeros((0, grid.clip_len, h, w, 3), np.uint8), stream.info
 
 
 def probe_duration(path: Path) -> float | None:

@@ -1,5 +1,8 @@
 """The parameters of ``extract``, declared once (:mod:`wtalcli.core.params`): the command line reads
-this class and :func:`stages.extract.extract` dispatches it to the source's builder.
+this class and :func:`stages.extract.extract` dispatches it to the source's builder. They live with
+the video package because the video source is the highest layer they name (the synthetic data and
+the importers are below it, in :mod:`wtalcli.data`); so do the names of the decoders and backbones,
+which :mod:`wtalcli.video.decode` and :mod:`wtalcli.video.backbones` (torchvision) check against.
 
 Which of them enter the feature set's cache key depends on the source, because each source is keyed
 by what determines its output: the synthetic set by its preset, seed and dtype; an import by its
@@ -16,18 +19,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from wtalcli.core.errors import UsageError
-from wtalcli.core.params import check_choices, param
-from wtalcli.data.importers import STREAMS
+from wtalcli.core.params import check_choices, device_param, param, seed_param
+from wtalcli.data.importers import IMPORTERS, STREAMS
 from wtalcli.data.schema import FEATURE_DTYPES
 from wtalcli.data.synthetic import PRESETS as SYNTHETIC
 from wtalcli.data.timegrid import DEFAULT_CLIP_LEN, DEFAULT_FPS, DEFAULT_STRIDE, TimeGrid
-from wtalcli.video.decode import BACKENDS as DECODERS
 
-SOURCES = ("synthetic", "basnet", "wtalc", "folder", "videos")
-IMPORT_SOURCES = ("basnet", "wtalc", "folder")
-# the backbones live with the video stage (wtalcli/video/backbones.py, which imports torchvision): named
-# here for the help, checked there (a test holds the two lists equal)
-BACKBONE_NAMES = "r2plus1d_18, r3d_18, s3d, mvit_v2_s or swin3d_t"
+SOURCES = ("synthetic", *IMPORTERS, "videos")
+DECODERS = ("pyav", "torchcodec")  # wtalcli/video/decode.py
+BACKBONES = ("r2plus1d_18", "r3d_18", "s3d", "mvit_v2_s", "swin3d_t")  # wtalcli/video/backbones.py
 
 
 @dataclass
@@ -56,16 +56,16 @@ class ExtractParams:
     clip_len: int = param(DEFAULT_CLIP_LEN, "Feature time grid: frames per snippet.")
     allow_missing: bool = param(False, "Warn (not fail) on ground-truth videos without features.")
     keep_unlabeled: bool = param(False, "Import videos with features but no labels.")
-    backbone: str = param("r2plus1d_18", f"videos: {BACKBONE_NAMES}.")
+    backbone: str = param("r2plus1d_18", f"videos: {', '.join(BACKBONES[:-1])} or {BACKBONES[-1]}.")
     weights: str = param("hub", "videos: a weights file, 'hub' (torch hub cache) or 'random'.")
     batch_size: int = param(32, "videos: clips per forward pass.", key=False)
-    device: str = param("auto", "videos: auto, cpu or cuda.", key=False)
+    device: str = device_param("videos")
     shard: str | None = param(None, "videos: extract only shard i/N (rerun without it to merge).", key=False)
     labels: str | None = param(None, "videos: CSV video_id,label of video-level labels.")
     size: int | None = param(None, "videos: crop side override (quick runs).")
     decoder: str = param("pyav", "videos: the decoding library.", choices=DECODERS)
     workers: int = param(1, "videos: decoder threads.", key=False)
-    seed: int = param(0, "Random seed (fixes the result on CPU).")
+    seed: int = seed_param()
 
     def grid(self) -> TimeGrid:
         try:

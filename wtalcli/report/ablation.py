@@ -1,0 +1,87 @@
+"""The DCC study's tables (``table.md`` of an ``ablation`` artifact): test mAP, mean ± sample std
+over seeds and every seed, the diagnostics of the main table, and the selection path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from wtalcli.dcc.ablation import TABLES, Config
+
+
+def _mean_std(x) -> str:
+    x = 100 * np.asarray(x, dtype=float)
+    if len(x) < 2:
+        return f"{x.mean():.1f}"
+    return f"{x.mean():.1f} ± {x.std(ddof=1):.1f}"
+
+
+TITLES = {
+    "main": "DCC against the same-length control (selected configuration)",
+    "scope": "Where the contrast pairs come from (with denoising)",
+    "clusters": "Number of clusters K for denoising",
+}
+DIAG = (
+    ("pl_precision", "PL prec"),
+    ("pl_recall", "PL rec"),
+    ("s_auc", "S AUC"),
+    ("grad_ratio", "grad ratio"),
+    ("grad_cos", "grad cos"),
+    ("emb_action_auc", "emb act/bg AUC"),
+    ("emb_intra_inter", "emb intra/inter"),
+)
+
+
+def ablation_markdown(
+    res: pd.DataFrame, sel: pd.DataFrame, holdout: float, select_every: int, best: Config
+) -> str:
+    """Mean ± sample std over seeds of test mAP (%) per tIoU and of the average; every seed; the
+    diagnostics; the selection path."""
+    tcols = [c for c in res.columns if c.startswith("map@")]
+    seeds = sorted(res["seed"].unique())
+    lines = [
+        f"Test mAP (%), mean ± sample std over seeds {', '.join(map(str, seeds))}. Every arm trains on the "
+        f"same {100 * (1 - holdout):g}% of the training videos and keeps its best iteration on the other "
+        f"{100 * holdout:g}% (scored every {select_every} iterations). Selected: {best.describe()}.",
+        "",
+    ]
+    for table in [t for t in TABLES if t in set(res["table"])]:
+        sub = res[res["table"] == table]
+        lines += [f"### {TITLES[table]}", ""]
+        head = [
+            "run",
+            *[c.split("@")[1] for c in tcols],
+            "avg",
+            *[f"seed {s}" for s in seeds],
+            "held-out",
+            "iter",
+        ]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for name, g in sub.groupby("variant", sort=False):
+            g = g.sort_values("seed")
+            cells = [name, *[f"{100 * g[c].mean():.1f}" for c in tcols], f"**{_mean_std(g['average_map'])}**"]
+            cells += [f"{100 * v:.1f}" for v in g["average_map"]]
+            cells += [_mean_std(g["heldout_map"]), f"{g['iteration'].mean():.0f}"]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+        if table == "main":
+            lines += ["Diagnostics (mean over seeds; from the runs' artifacts):", ""]
+            head = ["run", *[d[1] for d in DIAG]]
+            lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            for name, g in sub.groupby("variant", sort=False):
+                cells = [name] + [
+                    f"{g[k].mean():.3f}" if k in g and g[k].notna().any() else "-" for k, _ in DIAG
+                ]
+                lines.append("| " + " | ".join(cells) + " |")
+            lines.append("")
+    if len(sel):
+        lines += ["### Selection on the held-out training videos (coordinate ascent, in order)", ""]
+        lines += ["| option | value | held-out mAP (%) | seeds |", "|---|---|---|---|"]
+        for (opt, val), g in sel.groupby(["option", "value"], sort=False):
+            lines.append(
+                f"| {opt} | {val} | {_mean_std(g['heldout_map'])} | "
+                + ", ".join(f"{100 * v:.1f}" for v in g.sort_values("seed")["heldout_map"])
+                + " |"
+            )
+        lines.append("")
+    return "\n".join(lines)
