@@ -425,8 +425,8 @@ def test_exit_is_clean_under_load(tmp_path):
     finalization aborted a rank (SIGABRT, "terminate called without an active exception") after
     the artifacts were written: 7 of 12 runs of a minimal DDP + broadcast script failed this way
     under this load, 3 of 30 plain `wtal baseline` runs with three busy processes on two cores."""
-    from stages.extract import extract_synthetic
     from wtalcli.core.store import Store
+    from wtalcli.data.feature_artifact import extract_synthetic
 
     hook = tmp_path / "hook"
     hook.mkdir()

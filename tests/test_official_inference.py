@@ -262,9 +262,9 @@ def test_localize_official_on_a_stored_tcas_equals_the_port(tmp_path, capsys):
     stored arrays; two videos' scores are rewritten to keep class 0 alone (the official code drops
     them). An explicit switch beside ``--official`` wins."""
     from stages.baseline import baseline
-    from stages.extract import extract_synthetic
     from wtalcli.app import main
     from wtalcli.core.store import Store
+    from wtalcli.data.feature_artifact import extract_synthetic
     from wtalcli.data.schema import TCAS, write_tcas
     from wtalcli.model.config import BaselineParams
 
