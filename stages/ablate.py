@@ -48,6 +48,7 @@ from wtalcli.dcc.ablation import GRID_KEYS, TABLES, AblationParams, Config, grid
 from wtalcli.dcc.params import DenoiseParams
 from wtalcli.dcc.train_params import DCCParams
 from wtalcli.evaluation.diagnostics import run_diagnostics
+from wtalcli.evaluation.localization import LocalizeParams
 from wtalcli.evaluation.params import EvalParams
 from wtalcli.model.config import PRESETS, BaselineParams, resolve_preset
 from wtalcli.report.ablation import ablation_markdown
@@ -66,7 +67,7 @@ def _dcc_job(root: str, model: str, pl: str, conf: str | None, params: DCCParams
 
 
 def _score(store: Store, tcas: str, subset: str, log) -> dict:
-    prop = localize(store, tcas, subset=subset, log=log)
+    prop = localize(store, tcas, LocalizeParams(subset=subset), log=log)
     res, ev = evaluate(store, prop.id, params=EvalParams(subset=subset), log=log)
     per_tiou = {
         f"{t:.2f}": float(m) for t, m in zip(res["tiou_thresholds"], res["map_per_tiou"], strict=True)

@@ -12,7 +12,7 @@ import pandas as pd
 from wtalcli.core.console import log as _log
 from wtalcli.core.errors import InputError
 from wtalcli.core.store import Artifact, Store, build_or_skip
-from wtalcli.data.schema import SUBSETS, TCAS
+from wtalcli.data.schema import TCAS
 
 RESULTS = "proposals.json"
 
@@ -30,18 +30,16 @@ def localize(
     store: Store,
     tcas: str | None = None,
     params=None,
-    subset: str = "test",
     force: bool = False,
     log=_log,
 ) -> Artifact:
-    """Proposals for the ``subset`` videos (``all`` for every video) of a T-CAS artifact."""
+    """Proposals for the ``params.subset`` videos (``all`` for every video) of a T-CAS artifact."""
     from wtalcli.evaluation.localization import LocalizeParams, localize_all
 
     p = params or LocalizeParams()
-    if subset != "all" and subset not in SUBSETS:
-        raise InputError(f"unknown subset {subset!r}", f"use all or one of {', '.join(SUBSETS)}")
+    subset = p.subset
     tcas_art = store.resolve("tcas", tcas, log)
-    plan = store.plan("proposals", "localize", {"subset": subset, **p.as_dict()}, {"tcas": tcas_art})
+    plan = store.plan("proposals", "localize", p.as_dict(), {"tcas": tcas_art})
 
     def work(tmp: Path) -> dict:
         t = TCAS(tcas_art.path)

@@ -17,6 +17,7 @@ from wtalcli.data.schema import FeatureSet, read_parquet
 from wtalcli.dcc.ablation import AblationParams, Config, grid_option, table_rows
 from wtalcli.dcc.params import DenoiseParams
 from wtalcli.dcc.train_params import DCCParams
+from wtalcli.evaluation.localization import LocalizeParams
 from wtalcli.evaluation.params import EvalParams
 from wtalcli.model.config import BaselineParams
 from wtalcli.report.ablation import ablation_markdown
@@ -182,7 +183,7 @@ def test_evaluate_holdout_uses_the_tcas_val_videos(tmp_path):
     tv = read_parquet(tcas.path / "videos.parquet", "videos")
     val = set(tv.loc[tv["subset"] == "val", "video_id"])
     assert val and "val" not in set(FeatureSet(fs.path).videos["subset"])
-    prop = localize(store, tcas.id, subset="val", **QUIET)
+    prop = localize(store, tcas.id, LocalizeParams(subset="val"), **QUIET)
     res, _ = evaluate(store, prop.id, params=EvalParams(subset="val"), **QUIET)
     ann = FeatureSet(fs.path).annotations
     expected = int(ann["video_id"].isin(val).sum())

@@ -39,7 +39,13 @@ import numpy as np
 import pytest
 
 from wtalcli.data.timegrid import TimeGrid
-from wtalcli.evaluation.localization import BASNET_ACT_THRESHOLDS, OFFICIAL, LocalizeParams, localize_all
+from wtalcli.evaluation.localization import (
+    BASNET_ACT_THRESHOLDS,
+    OFFICIAL,
+    WTAL_DEFAULTS,
+    LocalizeParams,
+    localize_all,
+)
 
 GRID = TimeGrid(25.0, 16, 16)  # BaS-Net's 16 frames per snippet at 25 fps
 
@@ -174,7 +180,9 @@ def test_official_settings_equal_the_port_on_random_tcas():
     for seed in range(12):
         rng = np.random.default_rng(seed)
         videos = [random_tcas(rng, T, 5) for T in LENGTHS]
-        det = localize_all([v[0] for v in videos], [v[1] for v in videos], GRID, LocalizeParams.official())
+        det = localize_all(
+            [v[0] for v in videos], [v[1] for v in videos], GRID, LocalizeParams(official=True)
+        )
         for i, (cas, sc) in enumerate(videos):
             want, crash = official_or_wtal(cas, sc, cas.shape[0])
             assert_same(detections_of(det, i), want, f"seed {seed}, T={cas.shape[0]}")
@@ -193,7 +201,7 @@ def test_official_settings_on_the_t_sample_output(seed):
     v_lens = [int(x) for x in rng.integers(1, 3 * T, size=4)]
     videos = [random_tcas(rng, T, 4) for _ in v_lens]
     det = localize_all(
-        [v[0] for v in videos], [v[1] for v in videos], GRID, LocalizeParams.official(), spans=v_lens
+        [v[0] for v in videos], [v[1] for v in videos], GRID, LocalizeParams(official=True), spans=v_lens
     )
     for i, ((cas, sc), v_len) in enumerate(zip(videos, v_lens, strict=True)):
         want, _ = official_or_wtal(cas, sc, v_len)
@@ -319,3 +327,18 @@ def test_localize_official_on_a_stored_tcas_equals_the_port(tmp_path, capsys):
     assert all(len(kept[names[r]]) > 0 for r in rows[:2])
     for v in want_kept:
         assert_same(kept[v], want_kept[v], f"video {v}, --no-drop-class0-only")
+
+
+def test_official_flag_resolves_the_switches_not_given():
+    p = LocalizeParams(official=True, alignment="center")
+    assert (p.alignment, p.oic_class_score, p.nms_plus_one, p.drop_class0_only) == (
+        "center",
+        "binary",
+        True,
+        True,
+    )
+    assert LocalizeParams().as_dict() == LocalizeParams(official=False, **WTAL_DEFAULTS).as_dict()
+    # the flag is spelled out in the switches: the same settings, the same cache key
+    assert LocalizeParams(official=True).as_dict() == LocalizeParams(**OFFICIAL).as_dict()
+    assert "official" not in LocalizeParams(official=True).as_dict()
+    assert LocalizeParams(official=True).as_dict() != LocalizeParams().as_dict()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import sys
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -262,44 +261,17 @@ app.command(
 # ---------------------------------------------------------------- localize / evaluate
 
 
-class Subset(StrEnum):
-    test = "test"
-    val = "val"
-    train = "train"
-    all = "all"
-
-
 def _localize(
-    ctx: typer.Context,
     tcas: Annotated[str | None, typer.Option("--tcas", help="T-CAS artifact (default: newest).")] = None,
-    subset: Annotated[Subset, typer.Option(help="Videos to localize.")] = Subset.test,
-    official: Annotated[
-        bool,
-        typer.Option(
-            "--official",
-            help=(
-                "The official BaS-Net code's quirks: --alignment basnet --oic-class-score binary "
-                "--nms-plus-one --drop-class0-only; a switch also given explicitly wins "
-                "(--official --alignment center keeps wtal's alignment)."
-            ),
-        ),
-    ] = False,
     out: Annotated[Path | None, typer.Option("--out", help="Write the JSON here instead of stdout.")] = None,
     workdir: Workdir = DEFAULT_WORKDIR,
     force: Force = False,
     *,
     values: Values,
 ) -> None:
-    from dataclasses import replace
-
     from stages.localize import RESULTS, localize
-    from wtalcli.evaluation.localization import OFFICIAL
 
-    p = values.build(0)
-    if official:  # the official value of every switch not given explicitly
-        given = values.given(0, ctx)
-        p = replace(p, **{k: v for k, v in OFFICIAL.items() if k not in given})
-    art = localize(_store(workdir), tcas, p, subset=subset.value, force=force)
+    art = localize(_store(workdir), tcas, values.build(0), force=force)
     data = (art.path / RESULTS).read_bytes()
     if out is not None:
         from wtalcli.core.files import atomic_write_bytes
@@ -316,7 +288,8 @@ app.command(
         "BaS-Net inference on a T-CAS: ActivityNet results JSON on stdout (or --out FILE), also kept "
         "as a proposals artifact (docs/inference.md says what differs from the official code).\n\n"
         "Examples:\n\n  wtal localize > proposals.json\n\n  wtal localize --threshold 0.5 > proposals.json\n\n"
-        "  wtal localize --threshold 0:0.25:0.025 --nms 0.6 --out p.json\n\n  wtal localize --official > p.json"
+        "  wtal localize --threshold 0:0.25:0.025 --nms 0.6 --out p.json\n\n  wtal localize --official > p.json\n\n"
+        "  wtal localize --official --alignment center > p.json   # official, but wtal's alignment"
     ),
 )(params.command([params.Group(LocalizeParams)], _localize))
 

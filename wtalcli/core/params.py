@@ -263,7 +263,7 @@ def cli_fields(
                 hint = hint | None
             else:
                 default = hint(default)
-        elif hint is bool:
+        elif hint is bool or hint == bool | None:  # None: not given (the class resolves it)
             names = [f"{names[0]}/{s.negative or '--no-' + names[0][2:]}", *s.aliases]
         elif _origin_is_tuple(hint):
             optional = default is None
@@ -337,17 +337,6 @@ class Values:
     def build(self, i: int, **fixed: Any) -> Any:
         group, cli = self._groups[i]
         return build(group.cls, self._kwargs, cli, **fixed)
-
-    def given(self, i: int, ctx: Any) -> set[str]:
-        """Field names of the i-th group set on the command line (or by an environment variable),
-        not left at their defaults; ``ctx``: the command's ``typer.Context``."""
-        _, cli = self._groups[i]
-        out = set()
-        for cf in cli:
-            source = ctx.get_parameter_source(cf.name)
-            if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP"):
-                out.add(cf.field.name)
-        return out
 
 
 def command(groups: Sequence[Group], own: Callable[..., Any]) -> Callable[..., Any]:

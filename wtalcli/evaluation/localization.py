@@ -65,13 +65,22 @@ import numpy as np
 
 from wtalcli.core.errors import InputError
 from wtalcli.core.params import param
+from wtalcli.data.schema import SUBSETS
 from wtalcli.data.timegrid import TimeGrid
 from wtalcli.evaluation.detection import results_dict
 
 # BaS-Net's config.py: act_thresh = np.arange(0.0, 0.25, 0.025) (ten values, 0.225 the last)
 BASNET_ACT_THRESHOLDS: tuple[float, ...] = tuple(float(x) for x in np.arange(0.0, 0.25, 0.025))
 
-# the official code's value of every switchable deviation (docs/inference.md)
+# the videos localize reads: a subset of the T-CAS, or all of them
+LOCALIZE_SUBSETS = (*reversed(SUBSETS), "all")  # test, val, train, all
+# every switchable deviation: wtal's value, and the official code's (docs/inference.md)
+WTAL_DEFAULTS: dict[str, object] = {
+    "alignment": "center",
+    "oic_class_score": "real",
+    "nms_plus_one": False,
+    "drop_class0_only": False,
+}
 OFFICIAL: dict[str, object] = {
     "alignment": "basnet",
     "oic_class_score": "binary",
@@ -127,14 +136,20 @@ def parse_act_thresholds(spec: str | float | Sequence[float]) -> tuple[float, ..
 
 @dataclass(frozen=True)
 class LocalizeParams:
-    """Inference settings (defaults: BaS-Net's, minus its quirks; ``docs/inference.md``).
+    """Everything ``localize`` can set: inference settings (defaults: BaS-Net's, minus its quirks;
+    ``docs/inference.md``) and the videos it reads (``subset``; :func:`localize_all` takes its videos
+    directly and ignores it).
 
     The deliberate deviations from the official code each have a switch back:
     ``alignment="basnet"`` (values at ``u = j/upsample``, segments half a snippet early),
     ``oic_class_score="binary"`` (the class score in the OIC score is 1 for every kept class,
     i.e. a constant ``oic_gamma``), ``nms_plus_one=True`` (NMS adds 1 to every length and
     intersection, measured in seconds) and ``drop_class0_only=True`` (no detections for a video
-    whose only kept class is class 0). :data:`OFFICIAL` holds the four together.
+    whose only kept class is class 0). A switch left ``None`` takes wtal's value, or the official
+    one (:data:`OFFICIAL`) with ``official=True``: a switch given explicitly always wins. After
+    construction every switch holds its resolved value; ``official`` itself is not part of
+    :meth:`as_dict` (the cache key), so ``official=True`` and the four switches set by hand make the
+    same artifact.
     """
 
     class_threshold: float = param(0.25, "Keep classes whose video score is at least this.")
@@ -152,28 +167,40 @@ class LocalizeParams:
     oic_gamma: float = param(0.2, "Weight of the class score in the proposal score.")
     nms_tiou: float = param(0.7, "Per-class NMS tIoU.", flag="--nms")
     max_proposals: int | None = param(None, "Keep at most this many proposals per video.")
-    alignment: Alignment = param(
-        "center",
-        "Where upsampled samples sit: center = each snippet's value at the centre of its cell; basnet = "
-        "u = j/upsample as the official code (segments half a snippet early).",
+    alignment: Alignment | None = param(
+        None,
+        "Where upsampled samples sit: center (default) = each snippet's value at the centre of its cell; "
+        "basnet (--official) = u = j/upsample as the official code (segments half a snippet early).",
         choices=("center", "basnet"),
     )
-    oic_class_score: ClassScore = param(
-        "real",
-        "Class score in the proposal score: real = the video-level score; binary = 1 for every kept "
-        "class, a constant gamma (official).",
+    oic_class_score: ClassScore | None = param(
+        None,
+        "Class score in the proposal score: real (default) = the video-level score; binary (--official) = "
+        "1 for every kept class, a constant gamma.",
         choices=("real", "binary"),
     )
-    nms_plus_one: bool = param(
-        False, "Add 1 (second) to lengths and intersections in NMS, as the official code does."
+    nms_plus_one: bool | None = param(
+        None,
+        "Add 1 (second) to lengths and intersections in NMS, as the official code does "
+        "(default: no; yes with --official).",
     )
-    drop_class0_only: bool = param(
-        False,
+    drop_class0_only: bool | None = param(
+        None,
         "No detections for a video whose only kept class is class 0, as the official code's "
-        "`if pred.any()` on the kept class indices does.",
+        "`if pred.any()` on the kept class indices does (default: no; yes with --official).",
     )
+    official: bool = param(
+        False,
+        "The official BaS-Net code's inference: --alignment basnet --oic-class-score binary "
+        "--nms-plus-one --drop-class0-only, unless a switch is given explicitly (it wins).",
+    )
+    subset: str = param("test", "Videos to localize.", choices=LOCALIZE_SUBSETS)
 
     def __post_init__(self) -> None:
+        chosen = OFFICIAL if self.official else WTAL_DEFAULTS
+        for name, value in chosen.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
         if not (isinstance(self.upsample, (int, np.integer)) and self.upsample >= 1):
             raise InputError(f"upsample={self.upsample!r}", "use a whole number >= 1")
         if self.alignment not in ("center", "basnet"):
@@ -183,8 +210,12 @@ class LocalizeParams:
                 f"oic_class_score={self.oic_class_score!r}",
                 "use 'real' (the video-level score) or 'binary' (BaS-Net's: 1 for every kept class)",
             )
-        if not isinstance(self.nms_plus_one, (bool, np.bool_)):
-            raise InputError(f"nms_plus_one={self.nms_plus_one!r}", "use True or False")
+        for name in ("nms_plus_one", "drop_class0_only", "official"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise InputError(f"{name}={getattr(self, name)!r}", "use True or False")
+            object.__setattr__(self, name, bool(getattr(self, name)))
+        if self.subset not in LOCALIZE_SUBSETS:
+            raise InputError(f"unknown subset {self.subset!r}", f"use one of {', '.join(LOCALIZE_SUBSETS)}")
         if not 0 < self.nms_tiou <= 1:
             raise InputError(f"nms_tiou={self.nms_tiou!r}", "use a tIoU in (0, 1]")
         if self.max_proposals is not None and self.max_proposals < 1:
@@ -195,21 +226,13 @@ class LocalizeParams:
             raise InputError(f"oic_gamma={self.oic_gamma!r}", "use a finite weight")
         if not 0 <= self.class_threshold <= 1:
             raise InputError(f"class_threshold={self.class_threshold!r}", "use a score in [0, 1]")
-        if not isinstance(self.drop_class0_only, (bool, np.bool_)):
-            raise InputError(f"drop_class0_only={self.drop_class0_only!r}", "use True or False")
-        object.__setattr__(self, "nms_plus_one", bool(self.nms_plus_one))
-        object.__setattr__(self, "drop_class0_only", bool(self.drop_class0_only))
         object.__setattr__(self, "act_thresholds", parse_act_thresholds(list(self.act_thresholds)))
 
-    @classmethod
-    def official(cls, **overrides) -> LocalizeParams:
-        """The official code's settings: every switchable deviation switched back (:data:`OFFICIAL`);
-        ``overrides`` win (e.g. ``official(alignment="center")``: one deviation kept)."""
-        return cls(**{**OFFICIAL, **overrides})
-
     def as_dict(self) -> dict:
+        """The resolved settings (``official`` left out: it is spelled out in the switches)."""
         d = asdict(self)
         d["act_thresholds"] = list(self.act_thresholds)
+        del d["official"]
         return d
 
 
