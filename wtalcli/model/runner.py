@@ -286,6 +286,9 @@ def run_training(
 
     if select.score_start and trainer.step == 0 and ctx.is_main and not select.curve:
         score(0)  # the start is a candidate: a run never ends below the model it started from
+    due = trainer.step > 0 and (trainer.step % select.every == 0 or trainer.step == cfg.iterations)
+    if ctx.is_main and due and not any(s == trainer.step for s, _ in select.curve):
+        score(trainer.step)  # resumed from a checkpoint saved before its scoring was recorded
     with training_progress(cfg.iterations, trainer.step, show=ctx.is_main) as bar_step:
         while trainer.step < cfg.iterations:
             target = min(cfg.iterations, (trainer.step // select.every + 1) * select.every)
