@@ -27,8 +27,8 @@
 #   WTAL_ITERATIONS      baseline iterations [empty: the preset's]
 #   WTAL_DCC_ITERATIONS  train-dcc iterations [empty: the baseline's]
 #   WTAL_CLUSTERS        K, k-means clusters of the denoising [64]
-#   WTAL_HOLDOUT         share of training videos held out for selection [0: report the last iteration]
-#   WTAL_SELECT_EVERY    with WTAL_HOLDOUT: keep the best held-out iteration, scored every N [0]
+#   WTAL_HOLDOUT         share of training videos held out to choose the training length [wtal's 0.2; 0: the last iteration]
+#   WTAL_SELECT_EVERY    keep the best held-out iteration, scored every N [wtal's: 50 with held-out videos]
 #   WTAL_CONTROL         1: also train and evaluate the same-length control (train-dcc, beta = 0) [1]
 #   WTAL_FPS WTAL_STRIDE WTAL_CLIP_LEN   the features' time grid [25 16 16]
 #   WTAL_EXTRA_EXTRACT WTAL_EXTRA_BASELINE WTAL_EXTRA_PSEUDOLABEL WTAL_EXTRA_DENOISE WTAL_EXTRA_DCC

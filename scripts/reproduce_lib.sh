@@ -47,8 +47,11 @@ reproduce_settings() {
   seed="${WTAL_SEED:-0}"
   preset="${WTAL_PRESET:-$default_preset}"
   clusters="${WTAL_CLUSTERS:-64}"
-  holdout="${WTAL_HOLDOUT:-0}"
-  select_every="${WTAL_SELECT_EVERY:-0}"
+  # the training length is chosen on held-out training videos unless told otherwise (wtal's defaults)
+  split_opts=()
+  if [ -n "${WTAL_HOLDOUT:-}" ]; then split_opts+=(--holdout "$WTAL_HOLDOUT"); fi
+  select_opts=()
+  if [ -n "${WTAL_SELECT_EVERY:-}" ]; then select_opts=(--select-every "$WTAL_SELECT_EVERY"); fi
   control="${WTAL_CONTROL:-1}"
   grid=(--fps "${WTAL_FPS:-25}" --stride "${WTAL_STRIDE:-16}" --clip-len "${WTAL_CLIP_LEN:-16}")
   read -r -a x_extract <<<"${WTAL_EXTRA_EXTRACT:-}"
@@ -68,7 +71,8 @@ reproduce_settings() {
 
 settings_line() {
   echo "== settings: preset $preset, device $device, seed $seed, K $clusters," \
-    "iterations ${WTAL_ITERATIONS:-of the preset}, same-length control $([ "$control" = 1 ] && echo on || echo off)," \
+    "iterations ${WTAL_ITERATIONS:-of the preset}, held out ${WTAL_HOLDOUT:-the default share}," \
+    "selection every ${WTAL_SELECT_EVERY:-the default}, same-length control $([ "$control" = 1 ] && echo on || echo off)," \
     "workdir $workdir, results $results"
 }
 
@@ -100,7 +104,7 @@ step() {
 train_all() {
   local features="$1" base_model base_tcas pseudolabels confidence
   step baseline --features "$features" --preset "$preset" --device "$device" --seed "$seed" \
-    --holdout "$holdout" --select-every "$select_every" ${iters[@]+"${iters[@]}"} "${common[@]}" \
+    ${split_opts[@]+"${split_opts[@]}"} ${select_opts[@]+"${select_opts[@]}"} ${iters[@]+"${iters[@]}"} "${common[@]}" \
     ${x_baseline[@]+"${x_baseline[@]}"}
   base_model="$(field model "$out")"
   base_tcas="$(field tcas "$out")"
@@ -114,7 +118,7 @@ train_all() {
   confidence="$(field artifact "$out")"
 
   local dcc_common=(--model "$base_model" --pseudolabels "$pseudolabels" --confidence "$confidence"
-    --device "$device" --seed "$seed" --select-every "$select_every")
+    --device "$device" --seed "$seed" ${select_opts[@]+"${select_opts[@]}"})
   if [ "$control" = 1 ]; then
     step train-dcc "${dcc_common[@]}" --beta-start 0 --beta-end 0 --beta-shape constant --refresh-every 0 \
       ${dcc_iters[@]+"${dcc_iters[@]}"} "${common[@]}" ${x_dcc[@]+"${x_dcc[@]}"}

@@ -44,7 +44,7 @@ from wtalcli.core.params import key_dict, record_dict
 from wtalcli.core.pool import JobPool
 from wtalcli.core.store import Artifact, Store, build_or_skip
 from wtalcli.data.feature_artifact import extract_synthetic
-from wtalcli.dcc.ablation import GRID_KEYS, TABLES, AblationParams, Config, grid_option, table_rows
+from wtalcli.dcc.ablation import GRID_KEYS, TABLES, AblationParams, Config, grid_candidates, table_rows
 from wtalcli.dcc.params import DenoiseParams
 from wtalcli.dcc.train_params import DCCParams
 from wtalcli.evaluation.diagnostics import run_diagnostics
@@ -190,11 +190,12 @@ class Study:
         best = Config(self.p.dcc, self.p.denoise)
         rows = []
         for entry in self.p.grid:
-            option, values = grid_option(entry)
-            cands = [(f"{option}={v}", best.set(option, v)) for v in values]
+            option, settings = grid_candidates(entry)
+            cands = [(label, best.with_(setting)) for label, setting in settings]
+            value_of = {label: ", ".join(str(v) for v in setting.values()) for label, setting in settings}
             trained = self.train(cands)
             scores = {}
-            for label, cfg in cands:
+            for label, _cfg in cands:
                 vals = []
                 for s in self.p.seeds:
                     m, tc = trained[(label, s)]
@@ -203,7 +204,7 @@ class Study:
                     rows.append(
                         {
                             "option": option,
-                            "value": str(cfg.get(option)),
+                            "value": value_of[label],
                             "seed": s,
                             "heldout_map": val,
                             "iteration": it,
@@ -215,8 +216,8 @@ class Study:
             winner = max(cands, key=lambda c: scores[c[0]])  # first on ties (the order of the grid)
             self.log(
                 f"selection {option}: "
-                + ", ".join(f"{lab.split('=', 1)[1]} {100 * scores[lab]:.2f}" for lab, _ in cands)
-                + f" -> {winner[1].get(option)}"
+                + ", ".join(f"{value_of[lab]} {100 * scores[lab]:.2f}" for lab, _ in cands)
+                + f" -> {value_of[winner[0]]}"
             )
             best = winner[1]
         return best, pd.DataFrame(rows)

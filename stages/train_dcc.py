@@ -17,6 +17,8 @@ broadcasts it, runs the refresh rounds (writing their artifacts) and broadcasts 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from wtalcli.core import distributed
 from wtalcli.core.console import log as _log
 from wtalcli.core.console import silent
@@ -27,7 +29,7 @@ from wtalcli.data.schema import FeatureSet
 from wtalcli.dcc.train_params import DCCParams
 from wtalcli.dcc.training import dcc_train_config, refresh_period, train_with_dcc
 from wtalcli.model.config import TrainConfig
-from wtalcli.model.runner import TrainingRun, plan_run, split_rows
+from wtalcli.model.runner import TrainingRun, plan_run, resolve_select_every, split_rows
 from wtalcli.model.trainer import read_checkpoint
 
 
@@ -76,6 +78,7 @@ def train_dcc(
     cfg = dcc_train_config(TrainConfig.from_dict(ckpt["config"]), p)
     holdout, holdout_seed = base.params.get("holdout", 0.0), base.params.get("holdout_seed", 0)
     train_rows, val_rows = split_rows(fs, holdout, holdout_seed)
+    p = replace(p, select_every=resolve_select_every(p.select_every, len(val_rows)))
     refresh = refresh_period(p, len(train_rows), cfg.batch_size, cfg.iterations)
     split = {"holdout": holdout, "holdout_seed": holdout_seed, "refresh_every": refresh}
     mparams = {"dcc": record_dict(p), "train": record_dict(cfg), **split}
@@ -86,7 +89,10 @@ def train_dcc(
     if conf_art is not None:
         inputs["confidence"] = conf_art
     model_plan, tcas_plan = plan_run(store, "train-dcc", mparams, mkey, inputs, p.seed)
-    run = TrainingRun(store, model_plan, tcas_plan, fs, cfg, train_rows, val_rows, p.select_every)
+    # from a model, its own weights are a selection candidate: never a worse model than the start
+    run = TrainingRun(
+        store, model_plan, tcas_plan, fs, cfg, train_rows, val_rows, p.select_every, p.init == "baseline"
+    )
     if not force and (done := run.built(log)):
         return done
     return train_with_dcc(run, p, fs_art, base, ckpt, pl_art, conf_art, refresh, resume, force, log)

@@ -14,7 +14,7 @@ from wtalcli.core.errors import InputError
 from wtalcli.core.store import Store
 from wtalcli.data.feature_artifact import extract_synthetic
 from wtalcli.data.schema import FeatureSet, read_parquet
-from wtalcli.dcc.ablation import AblationParams, Config, grid_option, table_rows
+from wtalcli.dcc.ablation import AblationParams, Config, grid_candidates, grid_option, table_rows
 from wtalcli.dcc.params import DenoiseParams
 from wtalcli.dcc.train_params import DCCParams
 from wtalcli.evaluation.localization import LocalizeParams
@@ -35,7 +35,7 @@ def run(tmp_path_factory):
         clusters=(8, 64),
         holdout=0.25,
         select_every=4,
-        grid=("pooling=mean,weighted", "beta-end=1,100"),
+        grid=("pooling=mean,weighted x beta-end=1,100",),
         iterations=8,
         dcc=DCCParams(checkpoint_every=0, refresh_every=4),
         device="cpu",
@@ -116,7 +116,7 @@ def test_identical_runs_are_trained_once_and_seeds_differ(run):
 def test_selection_never_looks_at_test_videos(run):
     store, p, art = run
     sel = pd.read_parquet(art.path / "selection.parquet")
-    assert set(sel["option"]) == {"pooling", "beta-end"} and len(sel) == 4 * len(p.seeds)
+    assert set(sel["option"]) == {"pooling x beta-end"} and len(sel) == 4 * len(p.seeds)
     fs = FeatureSet(store.resolve("features", None, **QUIET).path)
     test_ids = set(fs.videos.loc[fs.videos["subset"] == "test", "video_id"])
     for model_id in sel["model"]:  # scored on their held-out training videos, never a test video
@@ -127,11 +127,10 @@ def test_selection_never_looks_at_test_videos(run):
     assert test_ids  # (and the tables' evaluations are the only ones, on the test subset)
     # the winner of each option is the best mean over seeds, and the tables' DCC trained with it
     chosen = art.manifest["summary"]["selected"]
-    for option, g in sel.groupby("option"):
+    for option, g in sel.groupby("option"):  # an option, or options varied together ("a x b")
         means = g.groupby("value", sort=False)["heldout_map"].mean()
-        assert str(means.idxmax()) == str(chosen[option]) or np.isclose(
-            means.max(), means[str(chosen[option])]
-        )
+        won = ", ".join(str(chosen[o]) for o in option.split(" x "))
+        assert str(means.idxmax()) == won or np.isclose(means.max(), means[won])
     res = pd.read_parquet(art.path / "results.parquet")
     model = store.get(store.root / res.loc[res["variant"] == "DCC", "model"].iloc[0])
     assert model.params["dcc"]["pooling"] == chosen["pooling"]
@@ -194,6 +193,12 @@ def test_grid_entries_set_the_cost_options():
     """The projection width and the refresh-round budget are grid options (typed as their fields),
     so a cheaper DCC is chosen on held-out videos like every other reading."""
     assert grid_option("head-dim=512,256") == ("head-dim", [512, 256])
+    name, cands = grid_candidates("pooling=mean,weighted x beta-end=1,10,100")
+    assert name == "pooling x beta-end" and len(cands) == 6
+    assert cands[0] == ("pooling=mean, beta-end=1.0", {"pooling": "mean", "beta-end": 1.0})
+    assert cands[-1][1] == {"pooling": "weighted", "beta-end": 100.0}
+    with pytest.raises(InputError, match="appears twice"):
+        grid_candidates("tau=0.1 x tau=0.2")
     assert grid_option("max-rounds=10,5") == ("max-rounds", [10, 5])
     cfg = Config(DCCParams(), DenoiseParams()).set("max-rounds", 3).set("head-dim", 128)
     assert (cfg.dcc.max_rounds, cfg.dcc.proj_dim) == (3, 128)

@@ -29,7 +29,8 @@ pytestmark = pytest.mark.slow  # about 3 minutes on a quiet 2-core machine (real
 WTAL = Path(sys.executable).with_name("wtal")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
-# checkpoint_every is 100 (not a CLI option): 150 iterations give one mid-run checkpoint
+# checkpoint_every is 100 (not a CLI option) and the held-out videos are scored every 50: 150
+# iterations give mid-run checkpoints
 BASELINE = ["baseline", "--device", "cpu", "--iterations", "150"]
 DENOISE = ["denoise", "--device", "cpu", "--clusters", "64", "--iterations", "2000"]
 DCC = [
@@ -84,6 +85,13 @@ def tmp_dir(wd: Path, kind: str) -> Callable[[], bool]:
 
 def work_checkpoint(wd: Path) -> Callable[[], bool]:
     return lambda: any((wd / ".work").glob("*/checkpoint.pt"))
+
+
+def checkpoint_step(wd: Path) -> int:
+    """The iteration of the (one) scratch checkpoint a killed run left: periodic (every 100), or a
+    pause to score the held-out videos (every 50)."""
+    (path,) = (wd / ".work").glob("*/checkpoint.pt")
+    return int(torch.load(path, weights_only=True)["step"])
 
 
 def manifests(wd: Path) -> dict[str, dict]:
@@ -166,11 +174,14 @@ def test_baseline_killed_then_resumed_to_the_same_model(ref, tmp_path, when):
     if when == "mid-training":
         kill_when(wd, BASELINE, work_checkpoint(wd))
         assert set(manifests(wd)) == {ids["features"]}
+        step = checkpoint_step(wd)
+        assert 0 < step < 150
     else:
         kill_when(wd, BASELINE, tmp_dir(wd, "tcas"))
         assert set(manifests(wd)) == {ids["features"], ids["model"]}
+        step = 150
     run = wtal(wd, *BASELINE)
-    assert f"resuming from iteration {100 if when == 'mid-training' else 150}" in run["err"]
+    assert f"resuming from iteration {step}" in run["err"]
     assert (run["out"]["model"], run["out"]["tcas"]) == (ids["model"], ids["tcas"])
     assert_same(ref_wd, wd, [ids["model"], ids["tcas"]])
     assert_clean(wd)
@@ -195,8 +206,10 @@ def test_train_dcc_killed_after_a_checkpoint_resumes_to_the_same_model(ref, tmp_
     copy_artifacts(ref_wd, wd, inputs)
     kill_when(wd, DCC, work_checkpoint(wd))
     assert not {ids["dcc_model"], ids["dcc_tcas"]} & set(manifests(wd))
+    step = checkpoint_step(wd)
+    assert 0 < step < 150
     run = wtal(wd, *DCC)
-    assert "resuming from iteration 100" in run["err"]
+    assert f"resuming from iteration {step}" in run["err"]
     assert (run["out"]["model"], run["out"]["tcas"]) == (ids["dcc_model"], ids["dcc_tcas"])
     # the DCC model, its T-CAS and both refresh rounds (steps 60 and 120) match the uninterrupted run
     rounds = sorted(set(manifests(ref_wd)) - set(inputs) - {ids["dcc_model"], ids["dcc_tcas"]})

@@ -14,6 +14,7 @@ The tables, on the test videos, with the configuration selected on held-out trai
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, replace
 
 from wtalcli.core.errors import InputError
@@ -51,12 +52,27 @@ DEFAULT_GRID = (
 
 
 def parse_grid(value) -> tuple[str, ...]:
-    """``"pooling=mean,weighted;tau=0.1,0.2"`` (or a sequence of such entries) -> entries."""
+    """``"pooling=mean,weighted;tau=0.1,0.2"`` (or a sequence of such entries) -> entries; an entry
+    ``"pooling=mean,weighted x beta-end=1,10,100"`` is one step over every combination."""
     items = value if isinstance(value, tuple | list) else str(value).split(";")
     out = tuple(i.strip() for i in items if str(i).strip())
     for entry in out:
-        grid_option(entry)
+        grid_candidates(entry)
     return out
+
+
+def grid_candidates(entry: str) -> tuple[str, list[tuple[str, dict]]]:
+    """One step of the selection: its name and its candidates ``(label, {option: value})``; options
+    joined by `` x `` are varied together (every combination, in order)."""
+    parts = [grid_option(part) for part in entry.split(" x ")]
+    names = [name for name, _ in parts]
+    if len(set(names)) < len(names):
+        raise InputError(f"bad grid entry {entry!r}: an option appears twice", "name each option once")
+    cands = []
+    for combo in itertools.product(*(values for _, values in parts)):
+        setting = dict(zip(names, combo, strict=True))
+        cands.append((", ".join(f"{o}={v}" for o, v in setting.items()), setting))
+    return " x ".join(names), cands
 
 
 def grid_option(entry: str) -> tuple[str, list]:
@@ -90,6 +106,13 @@ class Config:
         if which == "dcc":
             return Config(replace(self.dcc, **{field: value}), self.denoise)
         return Config(self.dcc, replace(self.denoise, **{field: value}))
+
+    def with_(self, setting: dict) -> Config:
+        """This configuration with every ``{option: value}`` of ``setting`` set."""
+        cfg = self
+        for option, value in setting.items():
+            cfg = cfg.set(option, value)
+        return cfg
 
     def get(self, option: str):
         which, field = GRID_KEYS[option]
@@ -143,14 +166,14 @@ class AblationParams:
     features: str | None = param(None, "Use this feature set instead of the synthetic one.")
     data_seed: int = param(0, "Seed of the synthetic dataset (kept apart so seeds compare on the same data).")
     seeds: tuple[int, ...] = param((0, 1, 2), "Training seeds, comma-separated.", parse=number_list(int))
-    holdout: float = like(BaselineParams, "holdout", 0.3)  # the same split for every arm
+    holdout: float = like(BaselineParams, "holdout")  # the same split for every arm, wtal's default share
     select_every: int = like(BaselineParams, "select_every", 50)
     select: bool = param(True, "Choose DCC's options on the held-out videos (--grid).")
     grid: tuple[str, ...] = param(
         DEFAULT_GRID,
-        "Coordinate ascent, in order: option=values entries separated by ';' (options: "
-        + ", ".join(GRID_KEYS)
-        + ").",
+        "Coordinate ascent, in order: option=values entries separated by ';', options joined by ' x ' "
+        "varied together (e.g. 'pooling=mean,weighted x beta-end=1,10,100;branch=base,suppression,both'; "
+        "options: " + ", ".join(GRID_KEYS) + ").",
         parse=parse_grid,
         show=lambda v: ";".join(v),
     )
@@ -171,7 +194,7 @@ class AblationParams:
         if not self.seeds:
             raise InputError("no seeds given", "e.g. --seeds 0,1,2")
         if not 0 < self.holdout < 1:
-            raise InputError(f"--holdout {self.holdout} must be in (0, 1)", "e.g. --holdout 0.3")
+            raise InputError(f"--holdout {self.holdout} must be in (0, 1)", "e.g. --holdout 0.2")
         if self.select_every < 0:
             raise InputError(f"--select-every {self.select_every} must be >= 0", "e.g. --select-every 50")
         if any(k < 1 for k in self.clusters):
@@ -179,6 +202,6 @@ class AblationParams:
         if self.jobs < 1:
             raise InputError(f"--jobs {self.jobs} must be >= 1", "e.g. --jobs 2")
         for entry in self.grid:
-            grid_option(entry)
+            grid_candidates(entry)
         self.dcc.validate()
         return self

@@ -106,7 +106,7 @@ class DCCParams:
             raise InputError(f"--tau {self.tau} must be > 0", "e.g. --tau 0.2")
         if not 0.0 <= self.momentum < 1.0:
             raise InputError(f"--momentum {self.momentum} must be in [0, 1)", "e.g. 0 (overwrite) or 0.5")
-        if min(self.grad_every, self.select_every, self.max_rounds) < 0:
+        if min(self.grad_every, self.select_every or 0, self.max_rounds) < 0:
             raise InputError("--grad-every, --select-every and --max-rounds must be >= 0", "e.g. 0")
         try:
             beta_at(0, 10, self.beta_start, self.beta_end, self.beta_shape)  # raises on a bad schedule

@@ -141,6 +141,11 @@ def resolve_preset(features_params: Mapping[str, Any], preset: str = "auto") -> 
     return synthetic if synthetic in PRESETS else "thumos"
 
 
+# The default share of training videos held out to choose the training length (docs/method.md):
+# a fifth, e.g. 40 of THUMOS14's 200 validation videos (about 600 instances) to rank checkpoints by.
+HOLDOUT = 0.2
+
+
 @dataclass
 class BaselineParams:
     """Everything ``wtal baseline`` can set: the scale preset, the held-out split, and the training
@@ -158,12 +163,16 @@ class BaselineParams:
     num_segments: int | None = preset_default(TrainConfig, "num_segments")
     hidden: int | None = preset_default(TrainConfig, "hidden")
     attn_hidden: int | None = preset_default(TrainConfig, "attn_hidden")
-    holdout: float = param(0.0, "Share of training videos held out as subset 'val' (for selection).")
+    holdout: float = param(
+        HOLDOUT,
+        "Share of training videos held out as subset 'val', on which the training length is chosen "
+        "(0: train on every training video and keep the last iteration; docs/method.md).",
+    )
     holdout_seed: int = param(0, "Seed of the held-out draw.")
-    select_every: int = param(
-        0,
+    select_every: int | None = param(
+        None,
         "Score the held-out training videos (baseline --holdout) every N iterations and keep the best "
-        "iteration's weights (0: the last iteration).",
+        "iteration's weights (default: every 50 when there are held-out videos; 0: the last iteration).",
     )
     amp: str = like(TrainConfig, "amp")
     compile: bool = like(TrainConfig, "compile")

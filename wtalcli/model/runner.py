@@ -137,18 +137,43 @@ def training_progress(total: int, start: int, show: bool = True):
         yield on_step
 
 
+# --select-every's default where there are held-out videos (every arm of docs/ablation.md's studies)
+SELECT_EVERY = 50
+
+
+def resolve_select_every(select_every: int | None, n_heldout: int) -> int:
+    """The selection period a run uses: ``select_every`` when given, else (``None``)
+    :data:`SELECT_EVERY` when there are held-out videos and 0 (the last iteration) without."""
+    if select_every is not None:
+        return int(select_every)
+    return SELECT_EVERY if n_heldout else 0
+
+
 @dataclass
 class Selection:
     """Choose the training length on held-out training videos: every ``every`` iterations the
     model's T-CAS of the ``val_rows`` videos is localized and scored (mAP averaged over ``tiou``),
-    and the best iteration's weights are the run's result. Ties keep the earlier iteration."""
+    and the best iteration's weights are the run's result. Ties keep the earlier iteration.
+
+    ``score_start``: the starting weights (iteration 0, e.g. the baseline a ``train-dcc`` run starts
+    from) are a candidate too, so the run never returns a model that scores below its start on the
+    held-out videos; :attr:`kept_start` says when the start won."""
 
     every: int
     val_rows: np.ndarray
     tiou: str = "thumos14"
+    score_start: bool = False
     curve: list = field(default_factory=list)  # [(iteration, held-out avg mAP)]
     best_step: int | None = None
     best_map: float = -1.0
+
+    @property
+    def start_map(self) -> float | None:
+        return next((m for s, m in self.curve if s == 0), None) if self.score_start else None
+
+    @property
+    def kept_start(self) -> bool:
+        return self.score_start and self.best_step == 0
 
     def to_dict(self) -> dict:
         return {"curve": self.curve, "best_step": self.best_step, "best_map": self.best_map}
@@ -156,6 +181,20 @@ class Selection:
     def load(self, d: dict) -> None:
         self.curve = [tuple(x) for x in d["curve"]]
         self.best_step, self.best_map = d["best_step"], float(d["best_map"])
+
+    def summary(self) -> dict:
+        """What the model's manifest records of the selection."""
+        out = {
+            "every": self.every,
+            "tiou": self.tiou,
+            "heldout_videos": int(len(self.val_rows)),
+            "selected_iteration": self.best_step,
+            "heldout_map": self.best_map,
+            "curve": [list(x) for x in self.curve],
+        }
+        if self.score_start:
+            out.update(start_heldout_map=self.start_map, kept_start=self.kept_start)
+        return out
 
 
 def heldout_map(model, fs: FeatureSet, rows: np.ndarray, cfg, device, tiou: str) -> float:
@@ -245,6 +284,11 @@ def run_training(
             atomic_write(best_path, lambda f: torch.save(trainer.model.state_dict(), f))
         atomic_write_bytes(sel_path, json.dumps(select.to_dict()).encode())
 
+    if select.score_start and trainer.step == 0 and ctx.is_main and not select.curve:
+        score(0)  # the start is a candidate: a run never ends below the model it started from
+    due = trainer.step > 0 and (trainer.step % select.every == 0 or trainer.step == cfg.iterations)
+    if ctx.is_main and due and not any(s == trainer.step for s, _ in select.curve):
+        score(trainer.step)  # resumed from a checkpoint saved before its scoring was recorded
     with training_progress(cfg.iterations, trainer.step, show=ctx.is_main) as bar_step:
         while trainer.step < cfg.iterations:
             target = min(cfg.iterations, (trainer.step // select.every + 1) * select.every)
@@ -253,12 +297,19 @@ def run_training(
                 score(trainer.step)
     if ctx.is_main and select.best_step is not None and select.best_step != trainer.step:
         trainer.model.load_state_dict(torch.load(best_path, map_location=trainer.device, weights_only=True))
-    best = distributed.broadcast_object((select.best_step, select.best_map))
-    select.best_step, select.best_map = best
+    best = distributed.broadcast_object((select.best_step, select.best_map, select.curve))
+    select.best_step, select.best_map, select.curve = best[0], best[1], [tuple(x) for x in best[2]]
     log(
         f"selected iteration {select.best_step} of {cfg.iterations} on {len(select.val_rows)} held-out videos "
         f"(avg mAP {100 * select.best_map:.2f})"
     )
+    if select.kept_start:
+        later = max((m for s, m in select.curve if s > 0), default=float("nan"))
+        log(
+            f"warning: no iteration scored above the start on the held-out videos (start "
+            f"{100 * select.best_map:.2f}, best later {100 * later:.2f} avg mAP): the published model is the "
+            "start's weights"
+        )
     return trainer, steps, work
 
 
@@ -284,7 +335,7 @@ def plan_run(
 class TrainingRun:
     """One run of a training stage (``baseline``, ``train-dcc``): its two plans, what it trains on
     and how the training length is chosen (``select_every`` > 0: on the ``val_rows`` held-out
-    videos, :class:`Selection`)."""
+    videos, :class:`Selection`, the start included with ``score_start``)."""
 
     store: Store
     model_plan: Plan
@@ -294,6 +345,7 @@ class TrainingRun:
     train_rows: np.ndarray
     val_rows: np.ndarray
     select_every: int = 0
+    score_start: bool = False  # the starting weights are a selection candidate (train-dcc from a model)
 
     def built(self, log, why: str = "up to date (same inputs, parameters and code)"):
         """The run's two artifacts if both exist (the stage then has nothing to do); decided by rank 0."""
@@ -317,7 +369,11 @@ class TrainingRun:
         with distributed.main_only(lambda: self.store.lock(f"run-{self.model_plan.id}")):
             if not force and (done := self.built(log, "just built by another process")):
                 return done
-            select = Selection(self.select_every, self.val_rows) if self.select_every else None
+            select = (
+                Selection(self.select_every, self.val_rows, score_start=self.score_start)
+                if self.select_every
+                else None
+            )
             trainer, steps, work = run_training(
                 self.store,
                 self.model_plan,
@@ -366,14 +422,7 @@ def _publish(
         last = steps.rows[-1] if steps.rows else {}
         summary.update({"iterations": trainer.step, "final_loss": last.get("total"), **summary_extra})
         if select is not None:
-            summary["selection"] = {
-                "every": select.every,
-                "tiou": select.tiou,
-                "heldout_videos": int(len(select.val_rows)),
-                "selected_iteration": select.best_step,
-                "heldout_map": select.best_map,
-                "curve": [list(x) for x in select.curve],
-            }
+            summary["selection"] = select.summary()
         return summary
 
     def write_tcas_art(tmp: Path) -> dict:
