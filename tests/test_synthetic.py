@@ -383,7 +383,12 @@ ALTERNATIVES: dict[str, object] = {
     "noise_ar": 0.0,
     "floor_std": 0.0,
     "edge_blur": 0.0,
+    "actionness_rest": 0.5,
+    "pattern_rest": 2.0,
+    "pattern_rank": 2,
 }
+# knobs that act only together with another one: the alternative is tried on top of these
+NEEDS: dict[str, dict[str, object]] = {"pattern_rank": {"pattern_rest": 2.0}}
 
 
 def test_every_knob_has_an_alternative_listed():
@@ -392,7 +397,9 @@ def test_every_knob_has_an_alternative_listed():
 
 @pytest.mark.parametrize("knob", sorted(ALTERNATIVES))
 def test_every_knob_changes_the_data(tiny, knob):
-    other = tiny_with(**{knob: ALTERNATIVES[knob]})
+    if knob in NEEDS:
+        tiny = tiny_with(**NEEDS[knob])
+    other = tiny_with(**{**NEEDS.get(knob, {}), knob: ALTERNATIVES[knob]})
     same_layout = other.videos.equals(tiny.videos) and other.annotations.equals(tiny.annotations)
     same_features = other.features.shape == tiny.features.shape and np.array_equal(
         other.features, tiny.features
@@ -663,3 +670,83 @@ def test_part_probe_on_a_known_answer(tiny):
     assert r["n_test_rest"] == int(
         ((tiny.snippet_class >= 0) & ~tiny.snippet_core)[tiny.videos["offset"].iat[40] :].sum()
     )
+
+
+# ---------------------------------------------------------------------------------- rest-of-instance knobs
+
+
+def test_new_knobs_off_leave_the_existing_presets_unchanged():
+    # digests taken with the generator before actionness_rest / pattern_rest / pattern_rank existed
+    # (main at 711f294): tiny's whole seed-0 features and realistic's first 20 videos (small's are
+    # pinned above)
+    for name, rows, want in (
+        ("tiny", None, "b66150b4d1c98cc655553e7cbfad5b7a5b0d26773ff522e9d1e3a7a4e35ec2e1"),
+        ("realistic", 20, "cda55a3ffc56fb80184b2669a988b62c9fbff5f31e20903ef077b1ede8e4ac04"),
+    ):
+        st = stream(PRESETS[name], 0)
+        h = hashlib.sha256()
+        for row in range(len(st.plans) if rows is None else rows):
+            h.update(st.video_features(row).tobytes())
+        assert h.hexdigest() == want, name
+        assert all(not p.patterns.any() for p in st.plans)  # no pattern drawn while it is off
+
+
+def test_pattern_directions_and_orientations():
+    data = realistic_with(pattern_rest=5.0, pattern_rank=2)
+    w, L = data.world, data.config.latent_dim
+    q = w.pattern_dirs.reshape(-1, L)
+    assert w.pattern_dirs.shape == (20, 2, L)
+    assert np.allclose(np.linalg.norm(q, axis=1), 1.0)
+    # orthogonal to the other directions and to each other while L has room (109 vectors before
+    # them in L = 128: the first 19 are), only normalised after that; the class and mode directions
+    # of a near-duplicate pair's later class hold a fresh vector built after the orthogonalisation
+    single = w.partner < 0
+    others = np.concatenate(
+        [w.actionness_dir[None], w.context_dirs, w.style_basis, w.action_dirs[single]]
+        + [w.mode_dirs[single].reshape(-1, L)]
+    )
+    room = L - 109
+    assert np.abs(q[:room] @ others.T).max() < 1e-9
+    assert np.abs(q[:room] @ q[:room].T - np.eye(room)).max() < 1e-9
+    # the other directions do not move when the pattern knobs change
+    plain = realistic_with()
+    assert np.array_equal(plain.world.mode_dirs, w.mode_dirs)
+    assert np.array_equal(plain.world.context_dirs, w.context_dirs)
+    # one unit orientation per instance; rank 1: a sign, both signs drawn about equally
+    for plan in data.plans:
+        assert plan.patterns.shape == (len(plan.instances), 2)
+        assert np.allclose(np.linalg.norm(plan.patterns, axis=1), 1.0)
+    signs = np.concatenate([p.patterns[:, 0] for p in realistic_with(pattern_rest=5.0).plans])
+    assert set(np.unique(signs)) == {-1.0, 1.0} and abs(signs.mean()) < 0.1
+
+
+def test_rest_pattern_is_zero_mean_with_its_energy_in_the_rest():
+    A = 5.0
+    data = realistic_with(pattern_rest=A, actionness_rest=0.4, edge_blur=0.0)
+    w = data.world
+    aligned, raw, core_proj, bg_proj = [], [], [], []
+    for r, plan in enumerate(data.plans):
+        off = int(data.videos["offset"].iat[r])
+        x = data.features_of(r)
+        for (s, e, c, cs, ce), g, o in zip(plan.instances, plan.gains, plan.patterns, strict=True):
+            rest = np.r_[s:cs, ce:e]
+            if len(rest) == 0:
+                continue
+            p = w.latent_projection(x, w.pattern_dirs[c, 0])
+            raw.append(p[rest].mean())
+            aligned.append(p[rest].mean() * o[0] / g)  # the orientation's sign undone
+            core_proj.append(p[cs:ce].mean())
+        bg = data.snippet_class[off : off + len(x)] < 0
+        if bg.any():
+            bg_proj.append(w.latent_projection(x[bg], w.pattern_dirs[plan.labels[0], 0]).mean())
+    # along the instance's own orientation: the amplitude; averaged over instances: about 0
+    assert np.mean(aligned) == pytest.approx(A, rel=0.1)
+    assert abs(np.mean(raw)) < 0.1 * A
+    assert abs(np.mean(core_proj)) < 0.3 and abs(np.mean(bg_proj)) < 0.3
+    # the actionness in the rest is the configured share of the core's
+    o = probes.oracle_projections(data)
+    assert o["act_fg"] < 0.8 * data.config.actionness
+    cls, core = data.snippet_class, data.snippet_core
+    act = w.latent_projection(data.features, w.actionness_dir)
+    assert act[(cls >= 0) & core].mean() == pytest.approx(2.5, rel=0.1)
+    assert act[(cls >= 0) & ~core].mean() == pytest.approx(0.4 * 2.5, rel=0.15)
