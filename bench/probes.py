@@ -339,6 +339,181 @@ def snippet_probe(
     return out
 
 
+def _fit_mlp(
+    x: np.ndarray, y: np.ndarray, decay: float, hidden: int, seed: int, max_iter: int = 200
+) -> torch.nn.Module:
+    """One hidden layer (``hidden`` LeakyReLU units) + softmax over ``y``'s columns, full-batch
+    L-BFGS, L2 ``decay`` on both weight matrices, initial weights from ``seed``."""
+    torch.manual_seed(seed)
+    X = torch.as_tensor(x, dtype=torch.float32)
+    Y = torch.as_tensor(y, dtype=torch.float32)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(X.shape[1], hidden), torch.nn.LeakyReLU(0.01), torch.nn.Linear(hidden, Y.shape[1])
+    )
+    weights = [net[0].weight, net[2].weight]
+    opt = torch.optim.LBFGS(
+        net.parameters(), lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe"
+    )
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = -(Y * torch.log_softmax(net(X), dim=1)).sum(dim=1).mean()
+        loss = loss + 0.5 * decay * sum((w * w).sum() for w in weights)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return net.eval()
+
+
+def _mlp_logits(x: np.ndarray, net: torch.nn.Module) -> np.ndarray:
+    with torch.no_grad():
+        return net(torch.as_tensor(x, dtype=torch.float32)).double().numpy()
+
+
+MLP_DECAYS = (1e-3, 1e-2, 1e-1)
+
+
+def _fit_probe(
+    model: str, x: np.ndarray, y: np.ndarray, reg: float, hidden: int, seed: int, mlp_iter: int = 200
+):
+    """A linear (softmax regression) or ``mlp`` probe, in float32 (the snippet probes' precision)."""
+    if model == "linear":
+        return _fit_softmax(x, y, reg, 100, torch.float32)
+    return _fit_mlp(x, y, reg, hidden, seed, mlp_iter)
+
+
+def _probe_logits(x: np.ndarray, fitted) -> np.ndarray:
+    return _mlp_logits(x, fitted) if isinstance(fitted, torch.nn.Module) else _logits(x, *fitted)
+
+
+@_single_threaded
+def part_probe(
+    data: FeatureData,
+    seed: int = 0,
+    max_train_snippets: int = 20000,
+    lambdas: tuple[float, ...] = LAMBDAS,
+    hidden: int = 256,
+    decays: tuple[float, ...] = MLP_DECAYS,
+    parts: tuple[str, ...] = ("rest", "core"),
+    readings: tuple[str, ...] = ("agnostic", "class"),
+    mlp_iter: int = 200,
+) -> dict[str, float]:
+    """Can one snippet's features tell a part of an action from the background, linearly or not?
+
+    Parts, from the hidden core mask (synthetic data): ``rest`` = the snippets inside an action
+    instance but outside its discriminative core; ``core`` = the core snippets. Background = the
+    snippets outside every instance. Each part against the background, in two readings:
+
+    - ``agnostic``: one binary probe for all classes (part vs background);
+    - ``class``: a (C+1)-way probe (the part's snippets labelled with their class, background
+      the extra class), read as a T-CAS is: a test snippet of a video labelled c scores
+      ``logit_c - logit_bg``, and for every (test video, label c) the part's class-c snippets are
+      positives and the video's background snippets negatives.
+
+    Each reading has a linear probe (softmax regression on the standardised features, L2 weight
+    from ``lambdas``) and, with ``hidden`` > 0, a nonlinear one (one hidden layer of ``hidden``
+    LeakyReLU units, L2 from ``decays``, at most ``mlp_iter`` L-BFGS iterations). The regularisation is chosen by log loss on a held-out
+    fifth of the training videos (a one-value grid skips that fit), then the probe is refitted on
+    all training videos (at most ``max_train_snippets`` snippets of the part and the background);
+    ``{linear,mlp}_{part}_{reading}_auc`` is the ROC AUC over every such test snippet, pooled.
+    ``parts`` and ``readings`` pick which of these to compute.
+
+    A linear AUC near the nonlinear one: the evidence is linear in one snippet. A nonlinear AUC far
+    above the linear one: it is there, but not linearly readable.
+    """
+    core = getattr(data, "snippet_core", None)
+    if core is None:
+        raise ValueError("part_probe needs the hidden core mask (synthetic data)")
+    core = np.asarray(core, bool)
+    C = len(data.classes)
+    index = {c: i for i, c in enumerate(data.classes)}
+    truth = snippet_labels(data)
+    bg = truth < 0
+    tr, te = _rows(data, "train"), _rows(data, "test")
+    fit_v, val_v = _holdout(len(tr), seed)
+
+    def snippets(rows: np.ndarray, keep: np.ndarray) -> np.ndarray:
+        idx = np.concatenate([np.arange(_span(data, int(r)).start, _span(data, int(r)).stop) for r in rows])
+        return idx[keep[idx]]
+
+    out: dict[str, float] = {}
+    for part in parts:
+        pos = (truth >= 0) & (core if part == "core" else ~core)
+        keep = pos | bg
+        rng = np.random.default_rng(seed)
+        sets = {}
+        for name, rows, cap in (
+            ("fit", tr[fit_v], int(max_train_snippets * 0.8)),
+            ("val", tr[val_v], int(max_train_snippets * 0.2)),
+            ("all", tr, max_train_snippets),
+        ):
+            idx = snippets(rows, keep)
+            if len(idx) > cap:
+                idx = np.sort(rng.choice(idx, cap, replace=False))
+            sets[name] = (idx, np.asarray(data.features[idx], np.float32))
+        x_fit, x_val = _standardise(sets["fit"][1], sets["val"][1])
+        x_all = sets["all"][1]
+        mu, sd = x_all.mean(axis=0), x_all.std(axis=0) + 1e-6
+        x_all = (x_all - mu) / sd
+        # test: per (video, label c), the part's class-c snippets and the video's background
+        te_idx, te_cls, te_pos = [], [], []
+        for r in te:
+            sl = _span(data, int(r))
+            t = truth[sl]
+            for lab in data.videos["labels"].iat[int(r)]:
+                c = index[lab]
+                p_i = np.flatnonzero(pos[sl] & (t == c)) + sl.start
+                n_i = np.flatnonzero(bg[sl]) + sl.start
+                te_idx += [p_i, n_i]
+                te_cls += [np.full(len(p_i) + len(n_i), c)]
+                te_pos += [np.ones(len(p_i), bool), np.zeros(len(n_i), bool)]
+        te_idx, te_cls, te_pos = np.concatenate(te_idx), np.concatenate(te_cls), np.concatenate(te_pos)
+        x_te = (np.asarray(data.features[te_idx], np.float32) - mu) / sd
+        # the agnostic reading scores each test snippet once (a background snippet of a two-label
+        # video appears twice in the class reading, once per label)
+        first = np.zeros(len(te_idx), bool)
+        first[np.unique(te_idx, return_index=True)[1]] = True
+
+        for reading in readings:
+
+            def targets(idx: np.ndarray, reading=reading) -> np.ndarray:
+                k = 2 if reading == "agnostic" else C + 1
+                col = np.where(bg[idx], 0, 1) if reading == "agnostic" else np.where(bg[idx], C, truth[idx])
+                y = np.zeros((len(idx), k))
+                y[np.arange(len(idx)), col] = 1.0
+                return y
+
+            y_fit, y_val, y_all = (targets(sets[n][0]) for n in ("fit", "val", "all"))
+            if reading == "agnostic":
+                sel = first
+                cols = (np.ones(sel.sum(), np.int64), np.zeros(sel.sum(), np.int64))
+            else:
+                sel = np.ones(len(te_idx), bool)
+                cols = (te_cls, np.full(len(te_idx), C))
+            rows_te = np.arange(sel.sum())
+            is_pos = te_pos[sel]
+            models = {"linear": lambdas}
+            if hidden > 0:
+                models["mlp"] = decays
+            for model, grid in models.items():
+                losses = {  # one value: nothing to choose, no held-out fit
+                    r: _log_loss(
+                        _probe_logits(x_val, _fit_probe(model, x_fit, y_fit, r, hidden, seed, mlp_iter)),
+                        y_val,
+                    )
+                    for r in (grid if len(grid) > 1 else ())
+                }
+                reg = min(losses, key=lambda k: (losses[k], k)) if losses else grid[0]
+                z = _probe_logits(x_te[sel], _fit_probe(model, x_all, y_all, reg, hidden, seed, mlp_iter))
+                score = z[rows_te, cols[0]] - z[rows_te, cols[1]]
+                out[f"{model}_{part}_{reading}_auc"] = _auc(score[is_pos], score[~is_pos])
+                out[f"{model}_{part}_{reading}_reg"] = float(reg)
+        out[f"n_train_{part}"] = int(len(sets["all"][0]))
+        out[f"n_test_{part}"] = int(te_pos.sum())
+    return out
+
+
 def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
     """Probability that a positive outscores a negative (ties count half)."""
     allv = np.concatenate([pos, neg])

@@ -17,8 +17,15 @@ per-video appearance shift); ``--off PRESET`` adds that preset (seed 0) with eac
 knobs switched off in turn, the reference that shows what each probe reads without its failure
 mode.
 
-Usage: ``.venv/bin/python bench/synthetic_probes.py [--presets tiny,small,realistic] [--seeds 3] [--thumos]
-[--sweep] [--off realistic] [--json out.json]``
+The premise table (:func:`probes.part_probe`) asks whether one snippet's features tell the rest
+of an action instance (outside its core) and the core from the background, with a linear probe and
+a one-hidden-layer probe (``--premise-hidden`` units; 0: linear only), class-agnostic and
+class-conditional: the figures behind the ``entangled`` preset, whose non-core evidence is there
+but not linearly readable. ``--premise-off PRESET`` adds that preset (seed 0) with its
+rest-of-instance pattern switched off.
+
+Usage: ``.venv/bin/python bench/synthetic_probes.py [--presets tiny,small,realistic,entangled] [--seeds 3]
+[--thumos] [--sweep] [--off realistic] [--premise-off entangled] [--premise-hidden 256] [--json out.json]``
 """
 
 from __future__ import annotations
@@ -90,7 +97,11 @@ def floor_seconds(n_samples: int) -> float:
     return best
 
 
-def run_preset(name: str, seed: int, overrides: dict | None = None) -> dict:
+# the entangled preset's rest-of-instance evidence switched off (``--premise-off``)
+PREMISE_OFF: dict[str, dict[str, object]] = {"no rest pattern": {"pattern_rest": 0.0}}
+
+
+def run_preset(name: str, seed: int, overrides: dict | None = None, premise_hidden: int = 256) -> dict:
     cfg = resolve_config(name, overrides or {})
     t = time.perf_counter()
     data = generate(cfg, seed)
@@ -115,6 +126,7 @@ def run_preset(name: str, seed: int, overrides: dict | None = None) -> dict:
         ("background", probes.background_probe),
         ("incompleteness", probes.incompleteness_probe),
         ("style", probes.style_probe),
+        ("part", lambda d: probes.part_probe(d, hidden=premise_hidden)),
     ):
         t = time.perf_counter()
         out[key] = fn(data)
@@ -228,6 +240,40 @@ def print_failure_modes(results: list[dict]) -> None:
         print("| " + " | ".join(row) + " |")
 
 
+def print_premise(results: list[dict]) -> None:
+    print("\n## Premise: part of an action vs background from one snippet (probes.part_probe)\n")
+    head = [
+        "preset",
+        "seed",
+        "overrides",
+        "rest: linear agnostic / class",
+        "rest: MLP agnostic / class",
+        "core: linear agnostic / class",
+        "core: MLP agnostic / class",
+        "probe s",
+    ]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for r in results:
+        p = r["part"]
+
+        def pair(model: str, part: str, p=p) -> str:
+            a = p.get(f"{model}_{part}_agnostic_auc")
+            return "-" if a is None else f"{a:.3f} / {p[f'{model}_{part}_class_auc']:.3f}"
+
+        row = [
+            r["preset"],
+            str(r["seed"]),
+            ",".join(f"{k}={x}" for k, x in r["overrides"].items()) or "-",
+            pair("linear", "rest"),
+            pair("mlp", "rest"),
+            pair("linear", "core"),
+            pair("mlp", "core"),
+            fmt(p["seconds"], 0),
+        ]
+        print("| " + " | ".join(row) + " |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per preset")
@@ -237,10 +283,14 @@ def main() -> None:
     ap.add_argument("--sweep", action="store_true", help="context self-check sweep on small")
     ap.add_argument("--presets", default="tiny,small", help="comma-separated presets")
     ap.add_argument("--off", default="", help="a preset to rerun (seed 0) with each failure mode off")
+    ap.add_argument("--premise-off", default="", help="a preset to rerun (seed 0) without its rest pattern")
+    ap.add_argument(
+        "--premise-hidden", type=int, default=256, help="hidden units of the nonlinear part probe (0: none)"
+    )
     ap.add_argument("--json", type=Path, help="write all results here")
     args = ap.parse_args()
     names = [p for p in args.presets.split(",") if p] + (["thumos"] if args.thumos else [])
-    for p in names + ([args.off] if args.off else []):
+    for p in names + [x for x in (args.off, args.premise_off) if x]:
         if p not in PRESETS:
             ap.error(f"unknown preset {p!r}; use {sorted(PRESETS)}")
     print(
@@ -251,20 +301,25 @@ def main() -> None:
     results = []
     for name in names:
         for seed in range(args.seeds):
-            results.append(run_preset(name, seed))
+            results.append(run_preset(name, seed, premise_hidden=args.premise_hidden))
             print(f"  done {name} seed {seed}", file=sys.stderr, flush=True)
     if args.sweep:
         bg = PRESETS["small"].context_bg
         for fg in (0.5 * bg, bg, PRESETS["small"].context_fg):
-            results.append(run_preset("small", 0, {"context_fg": fg}))
+            results.append(run_preset("small", 0, {"context_fg": fg}, args.premise_hidden))
             print(f"  done sweep context_fg={fg}", file=sys.stderr, flush=True)
     if args.off:
         for label, overrides in FAILURE_MODES_OFF.items():
-            results.append(run_preset(args.off, 0, overrides))
+            results.append(run_preset(args.off, 0, overrides, args.premise_hidden))
             print(f"  done {args.off} with {label}", file=sys.stderr, flush=True)
+    if args.premise_off:
+        for label, overrides in PREMISE_OFF.items():
+            results.append(run_preset(args.premise_off, 0, overrides, args.premise_hidden))
+            print(f"  done {args.premise_off} with {label}", file=sys.stderr, flush=True)
     print_stats(results)
     print_probes(results)
     print_failure_modes(results)
+    print_premise(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 

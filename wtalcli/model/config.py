@@ -109,6 +109,10 @@ PRESETS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
         "realistic": MappingProxyType(
             {"hidden": 256, "attn_hidden": 128, "iterations": 600, "num_segments": 128}
         ),
+        # the positive control for embedding methods (non-core evidence not linear): realistic's sizes
+        "entangled": MappingProxyType(
+            {"hidden": 256, "attn_hidden": 128, "iterations": 600, "num_segments": 128}
+        ),
         # official BaS-Net THUMOS14 setting
         "thumos": MappingProxyType({"num_segments": 750}),
         # ActivityNet: 50 to 75 sampled snippets are used in the field; 50 is the low end (k = 6)
