@@ -275,8 +275,9 @@ def run_diagnostics(store: Store, model: str, tcas: str) -> dict:
     """A training run's diagnostics as its artifacts recorded them (NaN where the run has none):
     the quality of the pseudo-labels in use at the end (the last refresh round's, else the run's
     inputs) and the AUC of their confidence; the gradient share and cosine logged in training
-    (means over the logged iterations; the cosine is a raw figure, no evidence either way: any two
-    losses over ~10^5 shared parameters give a cosine near 0); the contrast loss at the start and
+    (means over the logged iterations; the cosine is a raw figure, no evidence either way without a
+    control: over ~10^5 shared parameters the gradients of two objectives that both help can be
+    nearly orthogonal); the contrast loss at the start and
     the end of training against its uniform value (:func:`contrast_against_uniform`); the test
     videos' per-class separation of action from background (:func:`separation_columns`); and the
     test embedding's geometry (``emb_action_auc``: the legacy pooled-centroid score) (``model``

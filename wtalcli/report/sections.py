@@ -451,9 +451,10 @@ def _build_diagnostics(ctx: Context, sec: Section, roles: list[str]) -> None:
                     loss_figure([run], ["grad_ratio", "grad_cos"], []),
                     "On the CAS layers both losses train: <code>grad_ratio</code> = beta &times; |grad "
                     "L_dcc| / |grad L_base| (how much the contrast pushes, relative to BaS-Net's loss) and "
-                    "<code>grad_cos</code> their cosine, a raw figure: any two losses over the ~10<sup>5"
-                    "</sup> parameters of these layers give a cosine near 0, so a value near 0 is no "
-                    "evidence either way about how the contrast acts on localization.",
+                    "<code>grad_cos</code> their cosine, a raw figure: over the ~10<sup>5</sup> parameters of "
+                    "these layers the gradients of two objectives that both help can be nearly "
+                    "orthogonal, so without a control a value near 0 is no evidence either way about "
+                    "how the contrast acts on localization.",
                     "gradient share of the contrast",
                 )
             )
