@@ -24,9 +24,10 @@ from wtalcli.data.schema import SnippetTable
 
 def hidden_core(path: Path, table: SnippetTable, annotations: pd.DataFrame) -> np.ndarray | None:
     """``(N,)`` bool over the feature rows of the feature set at ``path`` (snippet t of ``table``'s
-    row r at ``table.span(r)``): the snippet lies in an action instance's discriminative core. ``None`` when the feature set is not
-    one the synthetic generator made, or when the generator's plan from the recorded configuration
-    does not reproduce its videos and ``annotations`` exactly."""
+    row r at ``table.span(r)``): the snippet lies in an action instance's discriminative core.
+    ``None`` when the feature set is not one the synthetic generator made, or when the generator's
+    plan from the recorded configuration does not reproduce its videos and ``annotations``
+    exactly."""
     from wtalcli.data import synthetic
 
     try:

@@ -25,13 +25,14 @@ bank spans the whole training set.  A video's slots are overwritten (or moved by
 its detached region features whenever it passes through training.
 
 Loss.  For each action region ``r`` of class c in the batch: positives are the action regions of
-class c of the same video (other regions) and of other videos; negatives are the background
-regions of the same and other videos, and the action regions of other classes of other videos.
+class c of the same video (other regions) and of other videos; negatives are the background regions
+of the same and other videos, and the action regions of other classes of other videos.
 ``L = -log(sum_pos exp(r.p/tau) / sum_{pos+neg} exp(r.n/tau))``, averaged over the anchors that
-have at least one positive. Its uniform value, what ``L`` is when every logit is equal (features
-that say nothing), is the mean over the same anchors of ``log((#pos + #neg) / #pos)``; the loss
-logs it beside ``L`` (``dcc_uniform``), so a training log says how far below chance the contrast is.  ``scope`` limits where pairs come from: ``video`` (same video only),
-``batch`` (the mini-batch), ``bank`` (the batch plus the bank's slots of every other video).
+have at least one positive. Its uniform value, what ``L`` is when every logit is equal (features that say
+nothing), is the mean over the same anchors of ``log((#pos + #neg) / #pos)``; the loss logs it
+beside ``L`` (``dcc_uniform``), so a training log says how far below chance the contrast is.
+``scope`` limits where pairs come from: ``video`` (same video only), ``batch`` (the mini-batch),
+``bank`` (the batch plus the bank's slots of every other video).
 
 Several processes (``torchrun``): :func:`gather_regions` collects every rank's regions in rank order,
 which is the order one process lists them for the whole global batch (ranks hold consecutive

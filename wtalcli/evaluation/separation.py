@@ -13,10 +13,10 @@ truth (never used for training), one definition each:
 - the linear probes of :mod:`wtalcli.evaluation.probes` on the input features and the embedding.
 
 :func:`separation_summary` puts them together as a T-CAS artifact's summary records them
-(``separation_test``; its keys: :data:`wtalcli.evaluation.diagnostics.SEPARATION_SOURCES`). One pooled action centroid against one background centroid
-(:func:`wtalcli.evaluation.diagnostics.embedding_geometry`'s ``action_background_auc``) mixes the
-classes: when classes tighten it can fall while every class separates better, so conclusions read
-these per-class figures.
+(``separation_test``; its keys: :data:`wtalcli.evaluation.diagnostics.SEPARATION_SOURCES`). One
+pooled action centroid against one background centroid (``action_background_auc`` of
+:func:`wtalcli.evaluation.diagnostics.embedding_geometry`) mixes the classes: when classes tighten
+it can fall while every class separates better, so conclusions read these per-class figures.
 """
 
 from __future__ import annotations

@@ -395,8 +395,8 @@ def _build_losses(ctx: Context, sec: Section, roles: list[str]) -> None:
             "One panel per logged term against the iteration: <code>total</code> is what was "
             "optimised, <code>base</code>/<code>supp</code> the base- and suppression-branch "
             "classification losses, <code>norm</code> the L1 norm of the foreground attention (logged "
-            "unweighted), <code>dcc</code> the contrastive loss, <code>dcc_uniform</code> its value with every "
-            "logit equal (chance), its weight <code>beta</code> and the "
+            "unweighted), <code>dcc</code> the contrastive loss, <code>dcc_uniform</code> its value "
+            "with every logit equal (chance), its weight <code>beta</code> and the "
             "number of action-region <code>anchors</code> per batch. A DCC run initialised from the "
             "baseline shown is drawn after the baseline's last iteration (dotted line). Long logs are "
             "drawn raw (faint) with a moving average. Losses should fall and flatten; under DCC "
@@ -451,8 +451,8 @@ def _build_diagnostics(ctx: Context, sec: Section, roles: list[str]) -> None:
                     loss_figure([run], ["grad_ratio", "grad_cos"], []),
                     "On the CAS layers both losses train: <code>grad_ratio</code> = beta &times; |grad "
                     "L_dcc| / |grad L_base| (how much the contrast pushes, relative to BaS-Net's loss) and "
-                    "<code>grad_cos</code> their cosine, a raw figure: over the ~10<sup>5</sup> parameters of "
-                    "these layers the gradients of two objectives that both help can be nearly "
+                    "<code>grad_cos</code> their cosine, a raw figure: over the ~10<sup>5</sup> "
+                    "parameters of these layers the gradients of two objectives that both help can be nearly "
                     "orthogonal, so without a control a value near 0 is no evidence either way about "
                     "how the contrast acts on localization.",
                     "gradient share of the contrast",
@@ -520,7 +520,8 @@ def _separation_tables(sec: Section, runs: list[tuple[str, Artifact, Artifact | 
                 else "(no discriminative cores are known for this feature set) "
             )
             + "from the same video's background snippets, mean / median over the "
-            f"{pairs if pairs is not None else 'recorded'} pairs (0.5: chance). <b>T-CAS</b>: the class's raw T-CAS channel; <b>embedding</b>: "
+            f"{pairs if pairs is not None else 'recorded'} pairs (0.5: chance). <b>T-CAS</b>: the "
+            "class's raw T-CAS channel; <b>embedding</b>: "
             "cos(h, class centroid) &minus; cos(h, background centroid), centroids of the L2-normalised base "
             "embedding fitted on the other half of the videos; <b>probe on h</b> / <b>on input</b>: a linear "
             "probe (logistic regression, L2 strength chosen on a held-out share of the fitting videos) of "
