@@ -35,7 +35,7 @@ def _objective(theta: np.ndarray, x: np.ndarray, sign: np.ndarray, weight: np.nd
     return loss, np.concatenate([x.T @ dz + l2 * w, [dz.sum()]])
 
 
-def _lbfgs(fg, theta: np.ndarray, max_iter: int = 300, memory: int = 10, tol: float = 1e-6) -> np.ndarray:
+def _lbfgs(fg, theta: np.ndarray, max_iter: int = 300, memory: int = 10, tol: float = 1e-4) -> np.ndarray:
     """Minimise a smooth convex function (``fg(theta) -> (value, gradient)``) by L-BFGS with a
     backtracking (Armijo) line search; stops at a gradient below ``tol`` (max norm), a relative
     decrease below 1e-10, or ``max_iter`` iterations."""
