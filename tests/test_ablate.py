@@ -66,6 +66,15 @@ def test_every_row_and_seed_is_scored(run):
     dcc = res[res["variant"] == "DCC"]
     assert dcc["pl_precision"].between(0, 1).all() and dcc["s_auc"].between(0, 1).all()
     assert dcc["grad_ratio"].gt(0).all() and dcc["emb_action_auc"].between(0, 1).all()
+    # the per-class separation recorded in each run's T-CAS (the tiny preset knows its cores) and
+    # the contrast against its uniform value from each run's log
+    for col in ("tcas_noncore_auc", "emb_class_noncore_auc", "probe_h_noncore_auc", "probe_input_core_auc"):
+        assert res[col].between(0, 1).all(), col
+    assert res["noncore_pairs"].gt(0).all()
+    assert res.groupby("seed")["probe_input_noncore_auc"].nunique().eq(1).all()  # one input per seed
+    assert dcc["dcc_end_ratio"].between(0, 1.5).all() and dcc["dcc_uniform_start"].gt(0).all()
+    assert res[res["variant"] == "BaS-Net baseline"]["dcc_start"].isna().all()
+    assert "probe on input" in table and "non-core action snippets" in table
     oracle = res[res["variant"].str.startswith("DCC on oracle")]
     assert oracle["s_auc"].isna().all()  # no pseudo-labels, no confidence
     # a run without refresh rounds reports the confidence map it read, though the same
@@ -160,6 +169,15 @@ def test_markdown_mean_and_sample_std():
         res, pd.DataFrame(), p.holdout, p.select_every, Config(DCCParams(), DenoiseParams())
     )
     assert "| DCC | 20.0 | **20.0 ± 10.0** | 10.0 | 20.0 | 30.0 |" in md  # sample std (ddof 1); every seed
+    # diagnostics: means over seeds, a dash where a run has none; without known cores, the
+    # separation of all action snippets
+    res["tcas_action_auc"], res["tcas_noncore_auc"] = [0.6, 0.7, 0.8], float("nan")
+    res["dcc_end_ratio"] = [0.5, float("nan"), 0.7]
+    md = ablation_markdown(
+        res, pd.DataFrame(), p.holdout, p.select_every, Config(DCCParams(), DenoiseParams())
+    )
+    assert "| DCC | - | - | - | - | - | 0.600 |" in md  # PL prec, PL rec, S AUC, grad ratio, start, end
+    assert "| DCC | 0.700 | - | - | - | - | - | - |" in md and "class's action against" in md
 
 
 def test_bad_parameters_are_refused():

@@ -176,6 +176,32 @@ def test_loss_against_hand_computation():
     assert loss_b.item() == pytest.approx(lb, rel=1e-5)
 
 
+def test_uniform_value_from_the_candidate_counts():
+    # batch: video 0 class 0 act r0, r1, r2 and bg r0; video 1 class 1 act r0, bg r0, r1.
+    # bank: video 2 class 0 act r0 (bg r0 empty). Counts, scope bank:
+    #   anchors of video 0 (3): pos = 2 other regions + 1 bank act = 3; neg = bg of v0 + v1 act
+    #   + 2 bg of v1 = 4 -> log(7/3); the anchor of video 1 has no positive (not counted).
+    rows = [(0, 0, 0, ACT, 1), (0, 0, 1, ACT, 1), (0, 0, 2, ACT, 1), (0, 0, 0, BG, 1)]
+    rows += [(1, 1, 0, ACT, 1), (1, 1, 0, BG, 1), (1, 1, 1, BG, 1)]
+    batch = regions_from(rows, [[1.0, 0.0]] * len(rows))  # every logit equal
+    labels = np.array([[1, 0], [0, 1], [1, 0]])
+    bank = RegionBank(labels, n_regions=3, dim=2)
+    bank.update(regions_from([(2, 0, 0, ACT, 1), (2, 0, 0, BG, 0)], [[1.0, 0.0], [1.0, 0.0]]))
+    loss, terms = dcc_loss(batch, bank, "bank", 0.1)
+    assert terms["anchors"] == 3
+    assert terms["dcc_uniform"] == pytest.approx(math.log(7 / 3), rel=1e-9)
+    assert loss.item() == pytest.approx(terms["dcc_uniform"], rel=1e-6)  # equal logits: the uniform value
+    # batch scope: pos 2, neg 1 (bg of v0) + 1 (v1's act) + 2 (v1's bg) -> log(6/2)
+    loss_b, terms_b = dcc_loss(batch, bank, "batch", 0.1)
+    assert terms_b["dcc_uniform"] == pytest.approx(math.log(3), rel=1e-9)
+    assert loss_b.item() == pytest.approx(math.log(3), rel=1e-6)
+    # features that separate the classes bring the loss below the uniform value
+    feats = [[1.0, 0.0]] * 3 + [[0.0, 1.0]] * 4
+    loss_s, terms_s = dcc_loss(regions_from(rows, feats), bank, "bank", 0.1)
+    assert terms_s["dcc_uniform"] == pytest.approx(math.log(7 / 3), rel=1e-9)
+    assert loss_s.item() < 0.5 * terms_s["dcc_uniform"]
+
+
 def test_bank_update_overwrite_and_momentum():
     labels = np.array([[1, 0], [1, 1]])
     bank = RegionBank(labels, n_regions=2, dim=2)
@@ -336,6 +362,8 @@ def test_loss_matches_a_per_anchor_reference(scope, tau, pooling):
     assert terms["anchors"] == n_anchors
     assert terms["positives"] == pytest.approx(np.mean(positives))
     assert terms["negatives"] == pytest.approx(np.mean(negatives))
+    uniform = np.mean([math.log((p + n) / p) for p, n in zip(positives, negatives, strict=True)])
+    assert terms["dcc_uniform"] == pytest.approx(uniform, rel=1e-9)
     bank.update(random_regions(np.arange(n_videos)))  # as a training step does, before its backward
     loss.backward()
     want.backward()

@@ -107,8 +107,15 @@ def test_diagnostics_section_shows_rounds_embeddings_and_the_oracle(workdir, pag
     assert f"<td>1</td><td>{q1['precision']:.3f}</td><td>{q1['recall']:.3f}</td>" in diag
     auc0 = sel.rounds[0].confidence.manifest["summary"]["quality"]["s_auc"]
     assert f"<td>{auc0:.3f}</td>" in diag and 0.0 <= auc0 <= 1.0
+    sep = sel.tcas["dcc"].manifest["summary"]["separation_test"]
+    assert sep["core_known"]  # a synthetic feature set: the non-core snippets are scored
+    cells = [
+        f"{sep[k]['noncore']['mean']:.3f} / {sep[k]['noncore']['median']:.3f}" for k in ("tcas", "embedding")
+    ]
+    assert f"<td>DCC</td><td>{cells[0]}</td><td>{cells[1]}</td>" in diag
     geo = sel.tcas["dcc"].manifest["summary"]["embedding_test"]
-    assert f"<td>DCC</td><td>{geo['action_background_auc']:.3f}</td>" in diag
+    assert f"<td>{geo['action_background_auc']:.3f}</td><td>{geo['intra_inter_ratio']:.3f}</td></tr>" in diag
+    assert "L_dcc start" in diag  # the contrast against its uniform value
     oracle = [m for m in workdir.artifacts("model") if m.params.get("dcc", {}).get("targets") == "oracle"]
     assert len(oracle) == 1 and f"oracle {oracle[0].id}" in diag
     assert 'alt="gradient share of the contrast"' in diag

@@ -25,11 +25,14 @@ bank spans the whole training set.  A video's slots are overwritten (or moved by
 its detached region features whenever it passes through training.
 
 Loss.  For each action region ``r`` of class c in the batch: positives are the action regions of
-class c of the same video (other regions) and of other videos; negatives are the background
-regions of the same and other videos, and the action regions of other classes of other videos.
+class c of the same video (other regions) and of other videos; negatives are the background regions
+of the same and other videos, and the action regions of other classes of other videos.
 ``L = -log(sum_pos exp(r.p/tau) / sum_{pos+neg} exp(r.n/tau))``, averaged over the anchors that
-have at least one positive.  ``scope`` limits where pairs come from: ``video`` (same video only),
-``batch`` (the mini-batch), ``bank`` (the batch plus the bank's slots of every other video).
+have at least one positive. Its uniform value, what ``L`` is when every logit is equal (features that say
+nothing), is the mean over the same anchors of ``log((#pos + #neg) / #pos)``; the loss logs it
+beside ``L`` (``dcc_uniform``), so a training log says how far below chance the contrast is.
+``scope`` limits where pairs come from: ``video`` (same video only), ``batch`` (the mini-batch),
+``bank`` (the batch plus the bank's slots of every other video).
 
 Several processes (``torchrun``): :func:`gather_regions` collects every rank's regions in rank order,
 which is the order one process lists them for the whole global batch (ranks hold consecutive
@@ -253,6 +256,8 @@ def dcc_loss(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """InfoNCE over action-region anchors of the batch at temperature ``tau``; returns
     ``(loss, terms)``. (``scope`` and ``tau`` have their defaults in :class:`DCCParams` only.)
+    ``terms["dcc_uniform"]``: the loss's value with every logit equal, from the same anchors'
+    candidate counts (the module docstring).
 
     The batch's candidates get explicit pair masks (:func:`pair_masks`). The bank's are never
     gathered: a usable bank slot (valid, of a video outside the batch) is always allowed, and a
@@ -264,7 +269,7 @@ def dcc_loss(
     anchors = ok & (regions.kind == ACT)
     zero = regions.feat.sum() * 0.0
     if not anchors.any():
-        return zero, {"dcc": 0.0, "anchors": 0.0, "positives": 0.0, "negatives": 0.0}
+        return zero, {"dcc": 0.0, "dcc_uniform": 0.0, "anchors": 0.0, "positives": 0.0, "negatives": 0.0}
     a_video, a_cls = regions.video[anchors], regions.cls[anchors]
     pos, neg = pair_masks(
         a_video,
@@ -291,7 +296,13 @@ def dcc_loss(
         n_pos, n_neg = n_pos + bank_pos, n_neg + per_class[-1] - bank_pos
     has_pos = n_pos > 0
     if not has_pos.any():
-        return zero, {"dcc": 0.0, "anchors": 0.0, "positives": 0.0, "negatives": float(n_neg.sum())}
+        return zero, {
+            "dcc": 0.0,
+            "dcc_uniform": 0.0,
+            "anchors": 0.0,
+            "positives": 0.0,
+            "negatives": float(n_neg.sum()),
+        }
     a = regions.feat[anchors][has_pos] / tau  # (A', P)
     pos, allowed, a_cls = pos[has_pos], (pos | neg)[has_pos], a_cls[has_pos]
     logits = a @ regions.feat[ok].T  # (A', Rb)
@@ -318,8 +329,11 @@ def dcc_loss(
             allowed = torch.cat([allowed, s_use], dim=1)
         per_anchor = _info_nce(logits, pos, allowed)
     loss = per_anchor.mean()
+    kept_pos, kept_neg = n_pos[has_pos].double(), n_neg[has_pos].double()
+    uniform = ((kept_pos + kept_neg).log() - kept_pos.log()).mean()  # every logit equal
     return loss, {
         "dcc": float(loss.detach()),
+        "dcc_uniform": float(uniform),
         "anchors": float(has_pos.sum()),
         "positives": float(n_pos[has_pos].float().mean()),
         "negatives": float(n_neg[has_pos].float().mean()),

@@ -178,16 +178,22 @@ class DCC:
         device = out.h_base.device
         a, s = self.targets.gather(batch.positions, batch.snippets, device)
         positions = torch.from_numpy(batch.positions).to(device)
-        losses, anchors = [], 0.0
+        losses, uniform, anchors = [], [], 0.0
         for branch, bank in self.banks.items():
             h = out.h_base if branch == "base" else out.h_supp  # (B, T, H)
             regions = self.regions(h, a, s, batch.y, positions)
             loss, terms = dcc_loss(regions, bank, self.p.scope, self.p.tau)
             bank.update(regions)
             losses.append(loss)
+            uniform.append(terms["dcc_uniform"])
             anchors += terms["anchors"]
         loss = torch.stack(losses).mean()
-        terms = {"dcc": float(loss.detach()), "beta": beta, "anchors": anchors}
+        terms = {
+            "dcc": float(loss.detach()),
+            "dcc_uniform": float(np.mean(uniform)),  # the loss with every logit equal (dcc_loss)
+            "beta": beta,
+            "anchors": anchors,
+        }
         if diagnostic:
             terms.update(self.gradient_share(out, batch.y, loss, beta))
         return beta * loss, terms

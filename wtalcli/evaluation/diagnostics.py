@@ -1,8 +1,11 @@
 """Diagnostics against the ground truth (never used for training), one definition each: the
 ground-truth snippet labels, the inside/outside sanity figure of a T-CAS, pseudo-label quality and
-the AUC of the confidence, the embedding's geometry and its action/background centroid separation.
-Stages record them in their artifacts' summaries; ``report`` and ``ablate`` read them there or call
-these functions."""
+the AUC of the confidence, the embedding's geometry (and its legacy pooled action/background
+centroid score), the contrast loss against its uniform value, and a run's diagnostics as its
+artifacts recorded them. The per-class separation of action from background (T-CAS, embedding,
+linear probes) is :mod:`wtalcli.evaluation.separation` and :mod:`wtalcli.evaluation.probes`; its
+recorded form is read here (:func:`separation_columns`). Stages record them in their artifacts'
+summaries; ``report`` and ``ablate`` read them there or call these functions."""
 
 from __future__ import annotations
 
@@ -145,9 +148,11 @@ def embedding_geometry(
     ``h`` (N, H) embeddings; ``truth`` (N, C) bool ground-truth snippet classes (none: background);
     ``video`` (N,) video index. Snippets are L2-normalised and, past ``limit``, sampled.
 
-    - ``action_background_auc``: two-fold over videos, the centroids of action and of background
-      snippets of one half score the other half's snippets by ``cos(x, mu_act) - cos(x, mu_bg)``;
-      the AUC of that score separating action from background (1: a linear direction separates them).
+    - ``action_background_auc`` (legacy): two-fold over videos, the centroids of action and of
+      background snippets of one half score the other half's snippets by ``cos(x, mu_act) -
+      cos(x, mu_bg)``; the AUC of that score separating action from background. One centroid pooled
+      over every class: when classes tighten it can fall while each class separates better, so no
+      conclusion rests on it (the per-class figures: :mod:`wtalcli.evaluation.separation`).
     - ``intra_inter_ratio``: the mean distance of action snippets (one class each) to their class
       centroid, over the mean distance between class centroids (lower: tighter, better separated
       classes).
@@ -203,12 +208,80 @@ def centroid_separation(x: np.ndarray, is_action: np.ndarray) -> float:
     return float(np.linalg.norm(ma - mb) / max(np.sqrt(within.mean()), 1e-12))
 
 
+SEPARATION_KINDS = ("action", "noncore", "core")  # the action snippets a per-class AUC takes as positives
+# what a T-CAS summary's ``separation_test`` scores, and the column prefix of each in run_diagnostics
+SEPARATION_SOURCES = {
+    "tcas": "tcas",
+    "embedding": "emb_class",
+    "probe_input": "probe_input",
+    "probe_h": "probe_h",
+}
+
+
+def separation_columns(summary: dict | None) -> dict:
+    """A T-CAS summary's ``separation_test`` (:func:`wtalcli.evaluation.separation.separation_summary`)
+    as flat columns: ``<source>_<kind>_auc``, the mean over (video, labelled class) pairs, for the
+    T-CAS, the embedding's class-centroid score and the two probes; ``<kind>_pairs``, the T-CAS's
+    number of pairs; NaN where the summary has none (artifacts written before it existed; kinds
+    ``noncore`` and ``core`` where no core is known)."""
+    nan = float("nan")
+    summary = summary or {}
+    out: dict = {}
+    for source, prefix in SEPARATION_SOURCES.items():
+        for kind in SEPARATION_KINDS:
+            out[f"{prefix}_{kind}_auc"] = (summary.get(source) or {}).get(kind, {}).get("mean", nan)
+    for kind in SEPARATION_KINDS:
+        out[f"{kind}_pairs"] = (summary.get("tcas") or {}).get(kind, {}).get("pairs", nan)
+    return out
+
+
+def contrast_against_uniform(log: pd.DataFrame, window: int = 50) -> dict:
+    """The contrast loss ``dcc`` of a training log at the start and at the end of training against
+    its uniform value ``dcc_uniform`` (the loss with every logit equal, logged beside it):
+    ``dcc_start`` / ``dcc_end``, the mean over the first / last ``window`` steps where the contrast
+    was computed with anchors (fewer when it was computed on fewer than ``2 window`` steps, so the
+    two never overlap), ``dcc_uniform_start`` / ``_end`` over the same steps and the ratios
+    ``dcc_start_ratio`` / ``dcc_end_ratio`` (1: no better than features that say nothing). NaN where
+    the log has no contrast (a baseline) or, for the uniform value, predates it."""
+    nan = float("nan")
+    keys = (
+        "dcc_start",
+        "dcc_end",
+        "dcc_uniform_start",
+        "dcc_uniform_end",
+        "dcc_start_ratio",
+        "dcc_end_ratio",
+    )
+    out = dict.fromkeys(keys, nan)
+    if "dcc" not in log:
+        return out
+    d = log[log["dcc"].notna()]
+    if "anchors" in d:
+        d = d[d["anchors"] > 0]
+    d = d.sort_values("step") if "step" in d else d
+    if len(d) == 0:
+        return out
+    k = min(window, max(len(d) // 2, 1))
+    for when, part in (("start", d.iloc[:k]), ("end", d.iloc[-k:])):
+        out[f"dcc_{when}"] = float(part["dcc"].mean())
+        if "dcc_uniform" in part and part["dcc_uniform"].notna().all():
+            u = float(part["dcc_uniform"].mean())
+            out[f"dcc_uniform_{when}"] = u
+            out[f"dcc_{when}_ratio"] = out[f"dcc_{when}"] / u if u > 0 else nan
+    return out
+
+
 def run_diagnostics(store: Store, model: str, tcas: str) -> dict:
     """A training run's diagnostics as its artifacts recorded them (NaN where the run has none):
     the quality of the pseudo-labels in use at the end (the last refresh round's, else the run's
-    inputs) and the AUC of their confidence, the gradient share and cosine logged in training
-    (means over the logged iterations), and the test embedding's geometry (``model`` and ``tcas``
-    are the run's artifact ids)."""
+    inputs) and the AUC of their confidence; the gradient share and cosine logged in training
+    (means over the logged iterations; the cosine is a raw figure, no evidence either way without a
+    control: over ~10^5 shared parameters the gradients of two objectives that both help can be
+    nearly orthogonal); the contrast loss at the start and
+    the end of training against its uniform value (:func:`contrast_against_uniform`); the test
+    videos' per-class separation of action from background (:func:`separation_columns`); and the
+    test embedding's geometry (``emb_action_auc``: the legacy pooled-centroid score) (``model``
+    and ``tcas`` are the run's artifact ids)."""
     nan = float("nan")
     out = {
         "pl_precision": nan,
@@ -222,15 +295,17 @@ def run_diagnostics(store: Store, model: str, tcas: str) -> dict:
     }
     m = store.get(store.root / model)
     t = store.get(store.root / tcas)
-    geo = t.manifest.get("summary", {}).get("embedding_test") or {}
+    summary = t.manifest.get("summary", {})
+    geo = summary.get("embedding_test") or {}
     out["emb_action_auc"] = geo.get("action_background_auc", nan)
     out["emb_intra_inter"] = geo.get("intra_inter_ratio", nan)
+    out |= separation_columns(summary.get("separation_test"))
     log_path = m.path / "train_log.parquet"
-    if log_path.exists():
-        tl = pd.read_parquet(log_path)
-        for k in ("grad_ratio", "grad_cos"):
-            if k in tl:
-                out[k] = float(tl[k].dropna().mean()) if tl[k].notna().any() else nan
+    tl = pd.read_parquet(log_path) if log_path.exists() else pd.DataFrame()
+    for k in ("grad_ratio", "grad_cos"):
+        if k in tl:
+            out[k] = float(tl[k].dropna().mean()) if tl[k].notna().any() else nan
+    out |= contrast_against_uniform(tl)
     # the pseudo-labels and confidence in use at the end: the last round's, else the inputs'
     rounds = refresh_rounds.of_run(store, "pseudolabels", m.id)
     pl = rounds[-1][1] if rounds else None

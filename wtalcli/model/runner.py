@@ -60,26 +60,31 @@ def export_tcas(
     res = infer(model, fs, rows, cfg.num_segments, device, batch=cfg.batch_size, amp=cfg.amp)
     write_tcas(tmp, videos, res.cas, res.scores, fs.classes)
     summary = {"videos": int(len(videos)), "snippets": int(len(res.cas))}
-    geometry = embedding_diagnostics(model, fs, cfg, device)
-    if geometry is not None:
-        summary["embedding_test"] = geometry
+    summary.update(embedding_diagnostics(model, fs, cfg, device))
     return summary
 
 
-def embedding_diagnostics(model, fs: FeatureSet, cfg, device) -> dict | None:
-    """Action-vs-background separability and class compactness of the base-branch embedding on the
-    test videos (a diagnostic; :func:`wtalcli.evaluation.diagnostics.embedding_geometry`)."""
+def embedding_diagnostics(model, fs: FeatureSet, cfg, device) -> dict:
+    """The diagnostics of a model on the test videos, as the T-CAS summary records them (none
+    without test videos or ground truth): ``embedding_test``, the base-branch embedding's geometry
+    (:func:`wtalcli.evaluation.diagnostics.embedding_geometry`), and ``separation_test``, the
+    per-class separation of action from background by the T-CAS, the embedding and linear probes
+    (:func:`wtalcli.evaluation.separation.separation_on_test`)."""
     from wtalcli.data.schema import SnippetTable
     from wtalcli.evaluation.diagnostics import embedding_geometry, snippet_truth
+    from wtalcli.evaluation.separation import separation_on_test
 
     rows = fs.rows_of("test")
     if len(rows) == 0 or len(fs.annotations) == 0:
-        return None
+        return {}
     res = infer(model, fs, rows, cfg.num_segments, device, batch=cfg.batch_size, amp=cfg.amp, with_h=True)
     table = SnippetTable(rebase(fs.videos.iloc[rows]))
     truth = snippet_truth(table, fs.annotations, fs.classes)
     video = np.repeat(np.arange(len(rows)), table.videos["n_snippets"].to_numpy())
-    return embedding_geometry(res.h, truth, video)
+    return {
+        "embedding_test": embedding_geometry(res.h, truth, video),
+        "separation_test": separation_on_test(fs, rows, res.cas, res.h),
+    }
 
 
 def export_embeddings(

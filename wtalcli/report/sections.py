@@ -21,7 +21,7 @@ from wtalcli.report.page import ReportFigure, Section, SectionSpec, code, html_t
 N_ROUND_VIDEOS = 3  # training videos in the refresh-round heatmaps
 MAX_EMBED_POINTS = 3000  # snippets per embedding plot (half action, half background when possible)
 PR_TIOU = 0.5
-LOSS_ORDER = ("total", "base", "supp", "norm", "dcc", "beta", "anchors")
+LOSS_ORDER = ("total", "base", "supp", "norm", "dcc", "dcc_uniform", "beta", "anchors")
 
 
 class Context:
@@ -395,7 +395,8 @@ def _build_losses(ctx: Context, sec: Section, roles: list[str]) -> None:
             "One panel per logged term against the iteration: <code>total</code> is what was "
             "optimised, <code>base</code>/<code>supp</code> the base- and suppression-branch "
             "classification losses, <code>norm</code> the L1 norm of the foreground attention (logged "
-            "unweighted), <code>dcc</code> the contrastive loss with its weight <code>beta</code> and the "
+            "unweighted), <code>dcc</code> the contrastive loss, <code>dcc_uniform</code> its value "
+            "with every logit equal (chance), its weight <code>beta</code> and the "
             "number of action-region <code>anchors</code> per batch. A DCC run initialised from the "
             "baseline shown is drawn after the baseline's last iteration (dotted line). Long logs are "
             "drawn raw (faint) with a moving average. Losses should fall and flatten; under DCC "
@@ -435,20 +436,9 @@ def _build_diagnostics(ctx: Context, sec: Section, roles: list[str]) -> None:
         sec.notes.append(
             "No pseudo-label rounds of a DCC run: run `wtal pseudolabel`, `wtal denoise`, `wtal train-dcc`."
         )
-    geo_rows = []
-    for role in ROLES:
-        art = ctx.sel.tcas.get(role)
-        geo = (art.manifest.get("summary", {}).get("embedding_test") or {}) if art is not None else {}
-        if geo:
-            geo_rows.append([ROLES[role], geo.get("action_background_auc"), geo.get("intra_inter_ratio")])
-    if geo_rows:
-        sec.tables.append(
-            "<p>The base-branch embedding on the test videos: action-vs-background AUC of a centroid "
-            "direction fitted on half the videos (higher: a direction separates them) and the mean "
-            "distance to the own class centroid over the mean distance between class centroids (lower: "
-            "tighter, better separated classes).</p>"
-            + html_table(["model", "action/background AUC", "intra/inter class ratio"], geo_rows)
-        )
+    runs = [(ROLES[r], ctx.sel.models[r], ctx.sel.tcas.get(r)) for r in ROLES if r in ctx.sel.models]
+    runs += [(f"oracle {m.id}", m, _tcas_of(ctx, m)) for m in _oracle_runs(ctx)]
+    _separation_tables(sec, runs)
     dcc = ctx.sel.models.get("dcc")
     if dcc is not None:
         df = read_parquet(dcc.path / "train_log.parquet", "training log")
@@ -461,8 +451,10 @@ def _build_diagnostics(ctx: Context, sec: Section, roles: list[str]) -> None:
                     loss_figure([run], ["grad_ratio", "grad_cos"], []),
                     "On the CAS layers both losses train: <code>grad_ratio</code> = beta &times; |grad "
                     "L_dcc| / |grad L_base| (how much the contrast pushes, relative to BaS-Net's loss) and "
-                    "<code>grad_cos</code> their cosine (0: orthogonal, negative: the contrast works "
-                    "against the classification loss).",
+                    "<code>grad_cos</code> their cosine, a raw figure: over the ~10<sup>5</sup> "
+                    "parameters of these layers the gradients of two objectives that both help can be nearly "
+                    "orthogonal, so without a control a value near 0 is no evidence either way about "
+                    "how the contrast acts on localization.",
                     "gradient share of the contrast",
                 )
             )
@@ -476,6 +468,116 @@ def _build_diagnostics(ctx: Context, sec: Section, roles: list[str]) -> None:
             "<p>Test average mAP (tIoU as evaluated) of the baseline, DCC and DCC on oracle targets from "
             "the same baseline (a dash: not evaluated yet).</p>" + html_table(["model", "avg mAP"], rows)
         )
+
+
+def _separation_tables(sec: Section, runs: list[tuple[str, Artifact, Artifact | None]]) -> None:
+    """The per-class separation of action from background on the test videos (each run's T-CAS
+    summary, ``separation_test``) and the contrast loss against its uniform value (its log)."""
+    from wtalcli.evaluation.diagnostics import contrast_against_uniform
+
+    def pair(d: dict, kind: str) -> str | None:
+        f = (d or {}).get(kind) or {}
+        if not f.get("pairs"):
+            return None
+        return f"{f['mean']:.3f} / {f['median']:.3f}"
+
+    rows, core_known, pairs = [], None, None
+    for name, _model, tcas in runs:
+        summary = (tcas.manifest.get("summary", {}) if tcas is not None else {}) or {}
+        sep, geo = summary.get("separation_test"), summary.get("embedding_test") or {}
+        if not sep:
+            rows.append([name, *[None] * 6, geo.get("action_background_auc"), geo.get("intra_inter_ratio")])
+            continue
+        core_known = bool(sep.get("core_known")) if core_known is None else core_known
+        kind = "noncore" if core_known else "action"
+        pairs = (sep.get("tcas") or {}).get(kind, {}).get("pairs", pairs)
+        rows.append(
+            [
+                name,
+                pair(sep.get("tcas"), kind),
+                pair(sep.get("embedding"), kind),
+                pair(sep.get("probe_h"), kind),
+                pair(sep.get("probe_input"), kind),
+                pair(sep.get("tcas"), "core") if core_known else None,
+                pair(sep.get("embedding"), "core") if core_known else None,
+                geo.get("action_background_auc"),
+                geo.get("intra_inter_ratio"),
+            ]
+        )
+    if core_known is None:
+        sec.notes.append(
+            "No per-class separation recorded for the T-CAS shown (artifacts from before it existed, or "
+            "no test videos with ground truth): rebuild them to see it."
+        )
+    if rows:
+        what = "non-core action snippets" if core_known else "action snippets"
+        sec.tables.append(
+            f"<p>Per (test video, labelled class) pair: the AUC separating the class's {what} "
+            + (
+                "(an instance's snippets outside its discriminative core, which the synthetic generator "
+                "knows) "
+                if core_known
+                else "(no discriminative cores are known for this feature set) "
+            )
+            + "from the same video's background snippets, mean / median over the "
+            f"{pairs if pairs is not None else 'recorded'} pairs (0.5: chance). <b>T-CAS</b>: the "
+            "class's raw T-CAS channel; <b>embedding</b>: "
+            "cos(h, class centroid) &minus; cos(h, background centroid), centroids of the L2-normalised base "
+            "embedding fitted on the other half of the videos; <b>probe on h</b> / <b>on input</b>: a linear "
+            "probe (logistic regression, L2 strength chosen on a held-out share of the fitting videos) of "
+            "those snippets against background, fitted on one half of the videos and scored on the other, "
+            "on the embedding and on the input features (the same for every model: what a linear read-out "
+            "of the input already gets). The last two columns are the former figures: the pooled "
+            "action-vs-background AUC with one centroid over all classes (it can fall while every class "
+            "separates better; no conclusion rests on it) and the intra/inter class distance ratio "
+            "(lower: tighter classes).</p>"
+            + html_table(
+                [
+                    "model",
+                    "T-CAS",
+                    "embedding (class centroid)",
+                    "probe on h",
+                    "probe on input",
+                    "T-CAS, cores",
+                    "embedding, cores",
+                    "pooled centroid AUC (legacy)",
+                    "intra/inter class",
+                ],
+                rows,
+            )
+        )
+    loss_rows = []
+    for name, model, _tcas in runs:
+        log = read_parquet(model.path / "train_log.parquet", "training log")
+        c = contrast_against_uniform(log)
+        if np.isfinite(c["dcc_start"]):
+            loss_rows.append(
+                [
+                    name,
+                    c["dcc_start"],
+                    c["dcc_uniform_start"],
+                    c["dcc_end"],
+                    c["dcc_uniform_end"],
+                    c["dcc_end_ratio"],
+                ]
+            )
+    if loss_rows:
+        sec.tables.append(
+            "<p>The contrast loss L_dcc over the first and the last 50 steps where it was computed (fewer "
+            "when it was computed on fewer than 100, as in a same-length control), against "
+            "its uniform value (the loss with every logit equal, logged as <code>dcc_uniform</code>; a "
+            "dash: a log from before it was logged). A ratio near 1: the region features say no more "
+            "about which regions are positives than features that say nothing.</p>"
+            + html_table(
+                ["model", "L_dcc start", "uniform", "L_dcc end", "uniform", "end / uniform"], loss_rows
+            )
+        )
+
+
+def _tcas_of(ctx: Context, model: Artifact) -> Artifact | None:
+    """The newest untagged T-CAS of a model (not a refresh round's)."""
+    tcas = [t for t in ctx.store.artifacts("tcas") if t.lineage.get("model") == model.id and not t.tag]
+    return tcas[-1] if tcas else None
 
 
 def _balanced_sample(label: np.ndarray, limit: int, seed: int) -> np.ndarray:
@@ -519,12 +621,12 @@ def _oracle_runs(ctx: Context) -> list[Artifact]:
 
 def _avg_map_of(ctx: Context, model: Artifact) -> float | None:
     """The newest test evaluation of a model's T-CAS (average mAP), if any was run."""
-    tcas = [t for t in ctx.store.artifacts("tcas") if t.lineage.get("model") == model.id and not t.tag]
-    if not tcas:
+    tcas = _tcas_of(ctx, model)
+    if tcas is None:
         return None
     for ev in reversed(ctx.store.artifacts("evaluation")):
         prop = artifact_by_id(ctx.store, input_id(ev, "proposals"))
-        if prop is not None and input_id(prop, "tcas") == tcas[-1].id and ev.params.get("subset") == "test":
+        if prop is not None and input_id(prop, "tcas") == tcas.id and ev.params.get("subset") == "test":
             return float(ev.manifest.get("summary", {}).get("average_map", float("nan")))
     return None
 
@@ -585,10 +687,12 @@ SECTIONS = (
         "6. DCC diagnostics",
         "Where DCC's chain can break, measured (all against the ground truth, never used in training): "
         "how good the pseudo-labels are and whether the confidence S ranks the correct ones above the "
-        "wrong ones (the paper's claim about denoising); how much of the gradient on the shared CAS "
-        "layers the contrast contributes and in which direction; whether the embedding separates "
-        "action from background and classes from each other on test videos; and what the contrast "
-        "does with perfect targets (oracle runs: <code>wtal train-dcc --targets oracle</code>).",
+        "wrong ones (the paper's claim about denoising); per class, how well the T-CAS, the embedding "
+        "and a linear probe on each separate action (the weak non-core snippets, where known) from the "
+        "same video's background on test videos; how far the contrast loss falls below its uniform "
+        "value; how much of the gradient on the shared CAS layers the contrast contributes; and what "
+        "the contrast does with perfect targets (oracle runs: <code>wtal train-dcc --targets "
+        "oracle</code>).",
         _build_diagnostics,
     ),
 )
