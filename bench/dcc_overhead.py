@@ -213,7 +213,9 @@ def main() -> None:
         fs = extract_synthetic(store, args.preset, seed=0, log=silent)
         n_train = len(FeatureSet(fs.path).rows_of("train"))
         # the pretrained starting point (not timed) and its targets
-        base_full, tc = baseline(store, fs.id, BaselineParams(iterations=args.iterations, seed=1, holdout=0.0), log=silent)
+        base_full, tc = baseline(
+            store, fs.id, BaselineParams(iterations=args.iterations, seed=1, holdout=0.0), log=silent
+        )
         pl = pseudolabel(store, tc.id, log=silent)
         conf = denoise(store, pl.id, base_full.id, DenoiseParams(seed=0), log=silent)
         # the refresh period of a full-length run (once per pass, at most --max-rounds rounds)
@@ -223,7 +225,10 @@ def main() -> None:
         def run_baseline(r: int) -> dict:
             (_, w, c) = timed(
                 lambda: baseline(
-                    store, fs.id, BaselineParams(iterations=args.iterations, seed=2 + r, holdout=0.0), log=silent
+                    store,
+                    fs.id,
+                    BaselineParams(iterations=args.iterations, seed=2 + r, holdout=0.0),
+                    log=silent,
                 )
             )
             return {"wall": w, "cpu": c, "steps": clock.take()}

@@ -297,7 +297,10 @@ def main() -> None:
     model_art = find_model(store, fs_art.id, args.preset, args.seed)
     if model_art is None:
         model_art, _ = baseline(
-            store, fs_art.id, BaselineParams(preset=args.preset, seed=args.seed, device="cpu", holdout=0.0), log=silent
+            store,
+            fs_art.id,
+            BaselineParams(preset=args.preset, seed=args.seed, device="cpu", holdout=0.0),
+            log=silent,
         )
     ckpt = read_checkpoint(model_art.path / "checkpoint.pt")
     cfg = TrainConfig.from_dict(ckpt["config"])
