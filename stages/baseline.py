@@ -15,13 +15,15 @@ from wtalcli.core.params import key_dict, record_dict
 from wtalcli.core.store import Artifact, Store
 from wtalcli.data.schema import FeatureSet, check_finite_rows
 from wtalcli.model.config import BaselineParams, TrainConfig, resolve_preset
-from wtalcli.model.runner import TrainingRun, plan_run, resolve_select_every, split_rows
+from wtalcli.model.runner import TrainingRun, plan_run, resolve_holdout, resolve_select_every, split_rows
 
 
-def model_params(cfg: TrainConfig, p: BaselineParams, preset: str, select_every: int) -> tuple[dict, dict]:
-    """The run's recorded parameters (the resolved training configuration and selection period) and
-    the part of them that determines the trained weights (the cache key)."""
-    split = {"holdout": p.holdout, "holdout_seed": p.holdout_seed, "select_every": select_every}
+def model_params(
+    cfg: TrainConfig, p: BaselineParams, preset: str, holdout: float, select_every: int
+) -> tuple[dict, dict]:
+    """The run's recorded parameters (the resolved training configuration, held-out share and
+    selection period) and the part of them that determines the trained weights (the cache key)."""
+    split = {"holdout": holdout, "holdout_seed": p.holdout_seed, "select_every": select_every}
     return (
         {"preset": preset, "train": record_dict(cfg), **split},
         {"preset": preset, "train": key_dict(cfg), **split},
@@ -45,9 +47,12 @@ def baseline(
     fs = FeatureSet(fs_art.path)
     preset = resolve_preset(fs_art.params, p.preset)
     cfg = p.train_config(preset)
-    train_rows, val_rows = split_rows(fs, p.holdout, p.holdout_seed)
+    holdout = resolve_holdout(p.holdout, fs)
+    if p.holdout is None and holdout == 0:
+        log("the training videos have no temporal annotations: training on all of them, last iteration")
+    train_rows, val_rows = split_rows(fs, holdout, p.holdout_seed)
     select_every = resolve_select_every(p.select_every, len(val_rows))
-    mparams, mkey = model_params(cfg, p, preset, select_every)
+    mparams, mkey = model_params(cfg, p, preset, holdout, select_every)
     model_plan, tcas_plan = plan_run(store, "baseline", mparams, mkey, {"features": fs_art}, p.seed)
     run = TrainingRun(store, model_plan, tcas_plan, fs, cfg, train_rows, val_rows, select_every)
     if not force and (done := run.built(log)):

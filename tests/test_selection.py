@@ -97,3 +97,32 @@ def test_a_worse_dcc_run_publishes_its_starting_weights_and_says_so(chain, monke
     assert read_checkpoint(dcc.path / "checkpoint.pt")["step"] == 60  # it did train, then kept the start
     a, b = TCAS(dcc_tcas.path), TCAS(tcas.path)
     np.testing.assert_array_equal(a.cas, b.cas)  # the same weights: the same T-CAS
+
+
+def test_video_labels_only_train_on_every_video_unless_told_otherwise(chain):
+    """A feature set whose training videos carry video labels only (raw videos with a labels file):
+    nothing to score a held-out share with, so the default trains on all of them and says so; an
+    explicit --holdout there is refused."""
+    from wtalcli.core.errors import InputError
+    from wtalcli.data.schema import write_feature_set
+
+    store, fs_art, *_ = chain
+    fs = FeatureSet(fs_art.path)
+    test_ids = set(fs.videos.loc[fs.videos["subset"] == "test", "video_id"])
+    plan = store.plan("features", "test-labels-only", {"source": "test"}, {})
+    with store.build(plan) as tmp:
+        rows = range(len(fs.videos))
+        write_feature_set(
+            tmp,
+            fs.videos.drop(columns=["offset"]),
+            (np.asarray(fs.features[fs.span(r)]) for r in rows),
+            fs.classes,
+            fs.annotations[fs.annotations["video_id"].isin(test_ids)],
+        )
+    lines = []
+    model, tcas = baseline(store, plan.id, BaselineParams(device="cpu", iterations=20), log=lines.append)
+    assert model.params["holdout"] == 0.0 and "selection" not in model.manifest["summary"]
+    assert any("no temporal annotations" in line for line in lines)
+    assert (TCAS(tcas.path).videos["subset"] != "val").all()
+    with pytest.raises(InputError, match="held-out videos"):
+        baseline(store, plan.id, BaselineParams(device="cpu", iterations=20, holdout=0.2), **QUIET)

@@ -22,7 +22,7 @@ from wtalcli.core.params import device_param, like, number_list, param, preset_d
 from wtalcli.data.synthetic import PRESETS as SYNTHETIC
 from wtalcli.dcc.params import DenoiseParams
 from wtalcli.dcc.train_params import DCCParams, control_of
-from wtalcli.model.config import BaselineParams, TrainConfig
+from wtalcli.model.config import HOLDOUT, BaselineParams, TrainConfig
 
 TABLES = ("main", "scope", "clusters")
 # grid option -> (which parameter class, field)
@@ -166,7 +166,7 @@ class AblationParams:
     features: str | None = param(None, "Use this feature set instead of the synthetic one.")
     data_seed: int = param(0, "Seed of the synthetic dataset (kept apart so seeds compare on the same data).")
     seeds: tuple[int, ...] = param((0, 1, 2), "Training seeds, comma-separated.", parse=number_list(int))
-    holdout: float = like(BaselineParams, "holdout")  # the same split for every arm, wtal's default share
+    holdout: float = like(BaselineParams, "holdout", HOLDOUT)  # the same split for every arm
     select_every: int = like(BaselineParams, "select_every", 50)
     select: bool = param(True, "Choose DCC's options on the held-out videos (--grid).")
     grid: tuple[str, ...] = param(

@@ -167,10 +167,11 @@ class BaselineParams:
     num_segments: int | None = preset_default(TrainConfig, "num_segments")
     hidden: int | None = preset_default(TrainConfig, "hidden")
     attn_hidden: int | None = preset_default(TrainConfig, "attn_hidden")
-    holdout: float = param(
-        HOLDOUT,
+    holdout: float | None = param(
+        None,
         "Share of training videos held out as subset 'val', on which the training length is chosen "
-        "(0: train on every training video and keep the last iteration; docs/method.md).",
+        "(default: 0.2 when the training videos have temporal annotations, else 0; 0: train on every "
+        "training video and keep the last iteration; docs/method.md).",
     )
     holdout_seed: int = param(0, "Seed of the held-out draw.")
     select_every: int | None = param(

@@ -26,7 +26,7 @@ from wtalcli.core.errors import InputError
 from wtalcli.core.files import atomic_write, atomic_write_bytes
 from wtalcli.core.store import Artifact, Plan, Store, build_or_skip
 from wtalcli.data.schema import FeatureSet, rebase, write_tcas, write_videos
-from wtalcli.model.config import TrainConfig
+from wtalcli.model.config import HOLDOUT, TrainConfig
 from wtalcli.model.inference import infer
 from wtalcli.model.trainer import Trainer, save_checkpoint
 
@@ -144,6 +144,17 @@ def training_progress(total: int, start: int, show: bool = True):
 
 # --select-every's default where there are held-out videos (every arm of docs/ablation.md's studies)
 SELECT_EVERY = 50
+
+
+def resolve_holdout(holdout: float | None, fs: FeatureSet) -> float:
+    """The share of training videos a baseline holds out: ``holdout`` when given, else
+    :data:`~wtalcli.model.config.HOLDOUT` when the training videos carry temporal annotations to
+    score held-out videos with, and 0 when they carry video labels only (the training length cannot
+    be chosen there: the last iteration is kept)."""
+    if holdout is not None:
+        return float(holdout)
+    train_ids = fs.videos["video_id"].to_numpy()[fs.rows_of("train")]
+    return HOLDOUT if bool(fs.annotations["video_id"].isin(train_ids).any()) else 0.0
 
 
 def resolve_select_every(select_every: int | None, n_heldout: int) -> int:
