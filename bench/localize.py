@@ -68,6 +68,7 @@ def synthetic_cas(n_videos: int, n_classes: int, T: int, seed: int):
 def reference_localize(cas, scores, grid: TimeGrid, p: LocalizeParams) -> list[tuple]:
     """The straightforward way: dense upsampling, loops; returns sorted (video, class, s, e, score)."""
     out = []
+    p = p.resolved()
     s_up = p.upsample
     for vi, (x, sc) in enumerate(zip(cas, scores, strict=True)):
         keep = np.flatnonzero(sc[:-1] >= p.class_threshold)

@@ -224,3 +224,10 @@ def test_grid_entries_set_the_cost_options():
     assert "head-dim=128" in cfg.describe() and "max-rounds=3" in cfg.describe()
     with pytest.raises(InputError, match="takes int"):
         grid_option("max-rounds=few")
+
+
+def test_every_grid_candidate_is_checked_before_any_training():
+    for grid in ("beta-end=1,100;pooling=mean,wighted", "pooling=mean x head-dim=256,0"):
+        with pytest.raises(InputError):
+            AblationParams(grid=(grid,) if ";" not in grid else tuple(grid.split(";"))).validate()
+    AblationParams(grid=("pooling=mean,weighted x beta-end=1,10,100", "branch=base,both")).validate()

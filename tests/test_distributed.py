@@ -39,10 +39,12 @@ def torchrun(
     cwd: Path = ROOT,
     timeout: int = 300,
     pythonpath: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
 ):
     """Run ``args`` (a script and its arguments) under torchrun on the CPU; the finished process."""
     env = {
         **os.environ,
+        **(env or {}),
         "OMP_NUM_THREADS": "1",
         "PYTHONPATH": os.pathsep.join([*pythonpath, str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
@@ -397,7 +399,7 @@ import threading
 import time
 
 if "RANK" in os.environ and "LOCAL_RANK" in os.environ:
-    os.sched_setaffinity(0, {0})
+    os.sched_setaffinity(0, {int(os.environ["WTAL_TEST_CPU"])})
 
     def _renice_gloo_workers():  # they start with the first collective: renice them as they appear
         done = set()
@@ -409,6 +411,8 @@ if "RANK" in os.environ and "LOCAL_RANK" in os.environ:
                             if f.read().startswith("pt_gloo"):
                                 os.setpriority(os.PRIO_PROCESS, int(tid), 19)
                                 done.add(tid)
+                                with open(os.environ["WTAL_TEST_MARK"], "a") as mark:
+                                    mark.write(tid + " ")  # the test checks the load was applied
                     except OSError:
                         pass
             time.sleep(0.01)
@@ -417,6 +421,7 @@ if "RANK" in os.environ and "LOCAL_RANK" in os.environ:
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs Linux CPU affinity")
 def test_exit_is_clean_under_load(tmp_path):
     """`wtal baseline` under torchrun, 6 times, each run's ranks sharing one core with two busy
@@ -434,19 +439,33 @@ def test_exit_is_clean_under_load(tmp_path):
     wd = tmp_path / "wd"
     extract_synthetic(Store(wd), "tiny", seed=0, **QUIET)
     wtal = str(Path(sys.executable).with_name("wtal"))
-    spin = "import os\nos.sched_setaffinity(0, {0})\nwhile True:\n    pass\n"
+    cpu = min(os.sched_getaffinity(0))  # one core this process may use
+    mark = tmp_path / "reniced.txt"
+    spin = f"import os\nos.sched_setaffinity(0, {{{cpu}}})\nwhile True:\n    pass\n"
     busy = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(2)]
+    env = {"WTAL_TEST_CPU": str(cpu), "WTAL_TEST_MARK": str(mark)}
     try:
         for seed in range(6):
             args = ["baseline", "--iterations", "4", "--seed", str(seed), "--workdir", str(wd)]
-            proc = torchrun(2, wtal, *args, pythonpath=(str(hook),), timeout=600)
+            proc = torchrun(2, wtal, *args, pythonpath=(str(hook),), timeout=600, env=env)
             assert proc.returncode == 0, f"run {seed}: {proc.stderr[-3000:]}"
             assert "terminate called" not in proc.stderr
             assert json.loads(proc.stdout)["model"].startswith("model-")
+        assert all(p.poll() is None for p in busy)  # the load ran throughout
+        assert len(mark.read_text().split()) >= 2 * 6  # every run's gloo workers were reniced
     finally:
         for p in busy:
             p.kill()
             p.wait()
+
+
+def test_debug_traceback_under_torchrun_ends_through_finish(tmp_path):
+    """With --debug the error is re-raised out of main(): under torchrun the rank still prints its
+    traceback (distributed.finish does not swallow it) and ends with exit status 1."""
+    wtal = str(Path(sys.executable).with_name("wtal"))
+    proc = torchrun(2, wtal, "baseline", "--debug", "--features", "no-such-set", "--workdir", str(tmp_path))
+    assert proc.returncode != 0 and "Traceback" in proc.stderr and "no-such-set" in proc.stderr
+    assert "terminate called" not in proc.stderr and "exitcode  : 1" in proc.stderr
 
 
 @pytest.mark.parametrize("command", ["run", "denoise", "evaluate", "ablate"])

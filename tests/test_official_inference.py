@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -330,13 +331,12 @@ def test_localize_official_on_a_stored_tcas_equals_the_port(tmp_path, capsys):
 
 
 def test_official_flag_resolves_the_switches_not_given():
-    p = LocalizeParams(official=True, alignment="center")
-    assert (p.alignment, p.oic_class_score, p.nms_plus_one, p.drop_class0_only) == (
-        "center",
-        "binary",
-        True,
-        True,
-    )
+    p = LocalizeParams(official=True, alignment="center").resolved()
+    switches = (p.alignment, p.oic_class_score, p.nms_plus_one, p.drop_class0_only)
+    assert switches == ("center", "binary", True, True)
+    # resolved where it is used: replace() of the flag means what it says, both ways
+    assert replace(LocalizeParams(), official=True).as_dict() == LocalizeParams(**OFFICIAL).as_dict()
+    assert replace(LocalizeParams(official=True), official=False).as_dict() == LocalizeParams().as_dict()
     assert LocalizeParams().as_dict() == LocalizeParams(official=False, **WTAL_DEFAULTS).as_dict()
     # the flag is spelled out in the switches: the same settings, the same cache key
     assert LocalizeParams(official=True).as_dict() == LocalizeParams(**OFFICIAL).as_dict()

@@ -158,7 +158,7 @@ app.command(
         "embeddings) and the T-CAS of every video.\n\n"
         "Examples:\n\n  wtal baseline\n\n"
         "  wtal baseline --features features-1a2b --iterations 1500 --seed 1 --device cuda\n\n"
-        "  wtal baseline --holdout 0.2 --select-every 100   # keep the best iteration on held-out videos"
+        "  wtal baseline --holdout 0   # every training video, the last iteration (default: a fifth held out)"
     ),
 )(params.command([params.Group(BaselineParams)], _baseline))
 
@@ -416,7 +416,9 @@ app.command(
         "(mean ± std and every seed; printed on stdout) and ablation.png.\n\n"
         "Examples:\n\n  wtal ablate --jobs 2\n\n"
         "  wtal ablate --preset tiny --seeds 0,1 --tables main --no-select\n\n"
-        "  wtal ablate --tables clusters --clusters 8,32,128 --tau 0.2 --no-select"
+        "  wtal ablate --tables clusters --clusters 8,32,128 --tau 0.2 --no-select\n\n"
+        "  wtal ablate --preset entangled --seeds 0,1,2,3,4 "
+        "--grid 'pooling=mean,weighted x beta-end=1,10,100;branch=base,suppression,both'"
     ),
 )(params.command(_ablate_groups(), _ablate))
 
@@ -578,15 +580,26 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> None:
-    code = main()
     from wtalcli.core.launch import launched
 
     try:
         under_torchrun = launched().active
-    except InputError:  # malformed ranks: main() has reported them
+    except InputError:  # malformed ranks: main() reports them
         under_torchrun = False
-    if under_torchrun:  # leave the process group and exit without finalizing (distributed.finish)
-        from wtalcli.core import distributed
+    if not under_torchrun:
+        sys.exit(main())
+    # under torchrun every way out, --debug's traceback and an interrupt included, leaves the
+    # process group and exits without interpreter finalization (distributed.finish)
+    from wtalcli.core import distributed
 
+    code = 1
+    try:
+        code = main()
+    except KeyboardInterrupt:
+        code = 130
+    except BaseException:  # --debug re-raises: print the traceback, then end the rank
+        import traceback
+
+        traceback.print_exc()
+    finally:
         distributed.finish(code)
-    sys.exit(code)

@@ -212,6 +212,13 @@ def _validate(c: SyntheticConfig) -> None:
         )
 
 
+# The default main job on a 2-core CPU: THUMOS14 counts and instance statistics, durations halved, D = 256.
+_SMALL = SyntheticConfig(feature_dim=256, duration_median_s=75.0, duration_min_s=8.0, duration_max_s=850.0)
+# small's layout and cost, with the class evidence concentrated in the instance cores and a
+# third near-duplicate pair: the BaS-Net baseline lands near its published THUMOS14 mAP
+# (docs/synthetic.md, "The realistic preset", gives every value's reason and the figures).
+_REALISTIC = dataclasses.replace(_SMALL, near_duplicate_pairs=3, evidence_core=14.0, evidence_rest=0.085)
+
 PRESETS: dict[str, SyntheticConfig] = {
     # Unit tests: a few classes, a few dozen short videos, D = 32.
     "tiny": SyntheticConfig(
@@ -226,39 +233,17 @@ PRESETS: dict[str, SyntheticConfig] = {
         near_duplicate_pairs=1,
         style_rank=4,
     ),
-    # The default main job on a 2-core CPU: THUMOS14 counts and instance statistics, durations halved, D = 256.
-    "small": SyntheticConfig(
-        feature_dim=256,
-        duration_median_s=75.0,
-        duration_min_s=8.0,
-        duration_max_s=850.0,
-    ),
+    "small": _SMALL,
     # THUMOS14 scale for a GPU: D = 2048, full durations.
     "thumos": SyntheticConfig(),
-    # small's layout and cost, with the class evidence concentrated in the instance cores and a
-    # third near-duplicate pair: the BaS-Net baseline lands near its published THUMOS14 mAP
-    # (docs/synthetic.md, "The realistic preset", gives every value's reason and the figures).
-    "realistic": SyntheticConfig(
-        feature_dim=256,
-        duration_median_s=75.0,
-        duration_min_s=8.0,
-        duration_max_s=850.0,
-        near_duplicate_pairs=3,
-        evidence_core=14.0,
-        evidence_rest=0.085,
-    ),
+    "realistic": _REALISTIC,
     # realistic with the evidence outside each instance's core made nonlinear, a positive control
     # for methods that learn a better embedding: there a class pattern whose sign is drawn per
     # instance (zero mean), half the core's actionness, no linear class evidence, and a scene as
     # strong in the background as inside actions; larger cores bring the baseline back near its
     # published mAP (docs/synthetic.md, "The entangled preset", gives every value's reason).
-    "entangled": SyntheticConfig(
-        feature_dim=256,
-        duration_median_s=75.0,
-        duration_min_s=8.0,
-        duration_max_s=850.0,
-        near_duplicate_pairs=3,
-        evidence_core=14.0,
+    "entangled": dataclasses.replace(
+        _REALISTIC,
         evidence_rest=0.0,
         core_fraction_min=0.35,
         core_fraction_max=0.6,

@@ -18,7 +18,7 @@ import itertools
 from dataclasses import dataclass, replace
 
 from wtalcli.core.errors import InputError
-from wtalcli.core.params import device_param, like, number_list, param, preset_default
+from wtalcli.core.params import check_choices, device_param, like, number_list, param, preset_default
 from wtalcli.data.synthetic import PRESETS as SYNTHETIC
 from wtalcli.dcc.params import DenoiseParams
 from wtalcli.dcc.train_params import DCCParams, control_of
@@ -166,7 +166,13 @@ class AblationParams:
     features: str | None = param(None, "Use this feature set instead of the synthetic one.")
     data_seed: int = param(0, "Seed of the synthetic dataset (kept apart so seeds compare on the same data).")
     seeds: tuple[int, ...] = param((0, 1, 2), "Training seeds, comma-separated.", parse=number_list(int))
-    holdout: float = like(BaselineParams, "holdout", HOLDOUT)  # the same split for every arm
+    holdout: float = like(
+        BaselineParams,
+        "holdout",
+        HOLDOUT,
+        help="Share of training videos held out as subset 'val', the same for every arm, on which every "
+        "arm's training length and DCC's options are chosen (in (0, 1)).",
+    )
     select_every: int = like(BaselineParams, "select_every", 50)
     select: bool = param(True, "Choose DCC's options on the held-out videos (--grid).")
     grid: tuple[str, ...] = param(
@@ -201,7 +207,11 @@ class AblationParams:
             raise InputError("--clusters values must be >= 1", "e.g. --clusters 16,64,256")
         if self.jobs < 1:
             raise InputError(f"--jobs {self.jobs} must be >= 1", "e.g. --jobs 2")
-        for entry in self.grid:
-            grid_candidates(entry)
+        start = Config(self.dcc, self.denoise)
+        for entry in self.grid:  # every candidate checked now, not when its step is reached
+            for _label, setting in grid_candidates(entry)[1]:
+                cfg = start.with_(setting)
+                cfg.dcc.validate()
+                check_choices(cfg.denoise)
         self.dcc.validate()
         return self

@@ -57,8 +57,9 @@ binary search per band end.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from types import MappingProxyType
 from typing import Literal
 
 import numpy as np
@@ -75,18 +76,12 @@ BASNET_ACT_THRESHOLDS: tuple[float, ...] = tuple(float(x) for x in np.arange(0.0
 # the videos localize reads: a subset of the T-CAS, or all of them
 LOCALIZE_SUBSETS = (*reversed(SUBSETS), "all")  # test, val, train, all
 # every switchable deviation: wtal's value, and the official code's (docs/inference.md)
-WTAL_DEFAULTS: dict[str, object] = {
-    "alignment": "center",
-    "oic_class_score": "real",
-    "nms_plus_one": False,
-    "drop_class0_only": False,
-}
-OFFICIAL: dict[str, object] = {
-    "alignment": "basnet",
-    "oic_class_score": "binary",
-    "nms_plus_one": True,
-    "drop_class0_only": True,
-}
+WTAL_DEFAULTS: Mapping[str, object] = MappingProxyType(
+    {"alignment": "center", "oic_class_score": "real", "nms_plus_one": False, "drop_class0_only": False}
+)
+OFFICIAL: Mapping[str, object] = MappingProxyType(
+    {"alignment": "basnet", "oic_class_score": "binary", "nms_plus_one": True, "drop_class0_only": True}
+)
 
 Alignment = Literal["center", "basnet"]
 ClassScore = Literal["real", "binary"]
@@ -146,10 +141,9 @@ class LocalizeParams:
     i.e. a constant ``oic_gamma``), ``nms_plus_one=True`` (NMS adds 1 to every length and
     intersection, measured in seconds) and ``drop_class0_only=True`` (no detections for a video
     whose only kept class is class 0). A switch left ``None`` takes wtal's value, or the official
-    one (:data:`OFFICIAL`) with ``official=True``: a switch given explicitly always wins. After
-    construction every switch holds its resolved value; ``official`` itself is not part of
-    :meth:`as_dict` (the cache key), so ``official=True`` and the four switches set by hand make the
-    same artifact.
+    one (:data:`OFFICIAL`) with ``official=True``: a switch given explicitly always wins
+    (:meth:`resolved`). ``official`` itself is not part of :meth:`as_dict` (the cache key), so
+    ``official=True`` and the four switches set by hand make the same artifact.
     """
 
     class_threshold: float = param(0.25, "Keep classes whose video score is at least this.")
@@ -197,23 +191,22 @@ class LocalizeParams:
     subset: str = param("test", "Videos to localize.", choices=LOCALIZE_SUBSETS)
 
     def __post_init__(self) -> None:
-        chosen = OFFICIAL if self.official else WTAL_DEFAULTS
-        for name, value in chosen.items():
-            if getattr(self, name) is None:
-                object.__setattr__(self, name, value)
         if not (isinstance(self.upsample, (int, np.integer)) and self.upsample >= 1):
             raise InputError(f"upsample={self.upsample!r}", "use a whole number >= 1")
-        if self.alignment not in ("center", "basnet"):
+        if self.alignment not in (None, "center", "basnet"):
             raise InputError(f"alignment={self.alignment!r}", "use 'center' or 'basnet'")
-        if self.oic_class_score not in ("real", "binary"):
+        if self.oic_class_score not in (None, "real", "binary"):
             raise InputError(
                 f"oic_class_score={self.oic_class_score!r}",
                 "use 'real' (the video-level score) or 'binary' (BaS-Net's: 1 for every kept class)",
             )
         for name in ("nms_plus_one", "drop_class0_only", "official"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise InputError(f"{name}={getattr(self, name)!r}", "use True or False")
-            object.__setattr__(self, name, bool(getattr(self, name)))
+            value = getattr(self, name)
+            if value is None and name != "official":
+                continue
+            if not isinstance(value, (bool, np.bool_)):
+                raise InputError(f"{name}={value!r}", "use True or False")
+            object.__setattr__(self, name, bool(value))
         if self.subset not in LOCALIZE_SUBSETS:
             raise InputError(f"unknown subset {self.subset!r}", f"use one of {', '.join(LOCALIZE_SUBSETS)}")
         if not 0 < self.nms_tiou <= 1:
@@ -228,9 +221,17 @@ class LocalizeParams:
             raise InputError(f"class_threshold={self.class_threshold!r}", "use a score in [0, 1]")
         object.__setattr__(self, "act_thresholds", parse_act_thresholds(list(self.act_thresholds)))
 
+    def resolved(self) -> LocalizeParams:
+        """These settings with every switch left ``None`` set: to the official value with
+        ``official``, else to wtal's (and ``official`` then False: it is spelled out). What
+        :func:`localize_all` runs; resolving at use, not at construction, keeps
+        ``dataclasses.replace(p, official=True)`` meaning what it says."""
+        chosen = OFFICIAL if self.official else WTAL_DEFAULTS
+        return replace(self, official=False, **{k: v for k, v in chosen.items() if getattr(self, k) is None})
+
     def as_dict(self) -> dict:
         """The resolved settings (``official`` left out: it is spelled out in the switches)."""
-        d = asdict(self)
+        d = asdict(self.resolved())
         d["act_thresholds"] = list(self.act_thresholds)
         del d["official"]
         return d
@@ -544,7 +545,7 @@ def localize_all(
     samples of a video of ``L`` snippets directly (``spans = L``): sample ``i`` then covers
     snippet cells ``[i L/T, (i+1) L/T)``.
     """
-    p = params or LocalizeParams()
+    p = (params or LocalizeParams()).resolved()
     n_vid = len(cas)
     grid_list = [grids] * n_vid if isinstance(grids, TimeGrid) else list(grids)
     if len(grid_list) != n_vid or len(scores) != n_vid:

@@ -164,8 +164,13 @@ def heldout_probe_scores(
         if not (positive[candidates].any() and negative[candidates].any()):
             chosen.append(float("nan"))
             continue
-        if len(candidates) > limit // 2:
-            candidates = np.sort(rng.choice(candidates, limit // 2, replace=False))
+        if len(candidates) > limit // 2:  # a sample with both classes in their own proportion
+            pos, neg = candidates[positive[candidates]], candidates[~positive[candidates]]
+            n_pos = min(len(pos), max(1, round(limit // 2 * len(pos) / len(candidates))))
+            n_neg = min(len(neg), limit // 2 - n_pos)
+            candidates = np.sort(
+                np.concatenate([rng.choice(pos, n_pos, replace=False), rng.choice(neg, n_neg, replace=False)])
+            )
         probe = fit_probe(_take(x, rows, candidates), positive[candidates], video[candidates], rng)
         which = np.flatnonzero(scored)
         scores[which] = probe.score(x, rows, which)

@@ -96,23 +96,18 @@ RESUMABLE_CHANGES = frozenset({"iterations"} | {f.name for f in fields(TrainConf
 
 # Model/training sizes per feature-set scale; a field a preset does not name keeps TrainConfig's
 # default (the official BaS-Net setting: hidden 2048, lr 1e-4, 1500 iterations).
+_SMALL = MappingProxyType({"hidden": 256, "attn_hidden": 128, "iterations": 600, "num_segments": 128})
 PRESETS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
     {
         # CPU-sized presets for the built-in synthetic data (docs/synthetic.md)
         "tiny": MappingProxyType(
             {"hidden": 64, "attn_hidden": 32, "iterations": 300, "num_segments": 64, "lr": 1e-3}
         ),
-        "small": MappingProxyType(
-            {"hidden": 256, "attn_hidden": 128, "iterations": 600, "num_segments": 128}
-        ),
+        "small": _SMALL,
         # the synthetic preset calibrated to real-world difficulty: small's sizes (docs/synthetic.md)
-        "realistic": MappingProxyType(
-            {"hidden": 256, "attn_hidden": 128, "iterations": 600, "num_segments": 128}
-        ),
-        # the positive control for embedding methods (non-core evidence not linear): realistic's sizes
-        "entangled": MappingProxyType(
-            {"hidden": 256, "attn_hidden": 128, "iterations": 600, "num_segments": 128}
-        ),
+        "realistic": _SMALL,
+        # the positive control for embedding methods (non-core evidence not linear): the same sizes
+        "entangled": _SMALL,
         # official BaS-Net THUMOS14 setting
         "thumos": MappingProxyType({"num_segments": 750}),
         # ActivityNet: 50 to 75 sampled snippets are used in the field; 50 is the low end (k = 6)

@@ -34,7 +34,10 @@ WORK_DIR = ".work"  # per-run scratch space that survives a crash (resumable che
 
 
 def split_rows(fs: FeatureSet, holdout: float, holdout_seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Training rows used for fitting, and the held-out ones (``val``), by a seeded shuffle."""
+    """Training rows used for fitting, and the held-out ones (``val``): a seeded draw of
+    ``round(holdout * n_train)`` videos among the training videos that carry temporal annotations
+    (the only ones a held-out score can use; all of them on fully annotated data), refused before
+    any training when there are none."""
     train = fs.rows_of("train")
     if not 0.0 <= holdout < 1.0:
         raise InputError(
@@ -43,8 +46,14 @@ def split_rows(fs: FeatureSet, holdout: float, holdout_seed: int) -> tuple[np.nd
     n_val = int(round(holdout * len(train)))
     if n_val == 0:
         return train, np.zeros(0, np.int64)
+    annotated = train[np.isin(fs.videos["video_id"].to_numpy()[train], fs.annotations["video_id"].to_numpy())]
+    if len(annotated) == 0:
+        raise InputError(
+            f"--holdout {holdout}: no training video has temporal annotations to score held-out videos with",
+            "use --holdout 0 (train on every video, keep the last iteration)",
+        )
     rng = np.random.default_rng(np.random.SeedSequence([holdout_seed, 0x401D]))
-    val = np.sort(rng.choice(train, n_val, replace=False))
+    val = np.sort(rng.choice(annotated, min(n_val, len(annotated)), replace=False))
     return np.setdiff1d(train, val), val
 
 

@@ -57,10 +57,14 @@ def ablation_markdown(
     diagnostics; the selection path."""
     tcols = [c for c in res.columns if c.startswith("map@")]
     seeds = sorted(res["seed"].unique())
+    keeps = (
+        f"keeps its best iteration on the other {100 * holdout:g}% (scored every {select_every} iterations)"
+        if select_every
+        else f"keeps its last iteration (the other {100 * holdout:g}% score the selection)"
+    )
     lines = [
         f"Test mAP (%), mean ± sample std over seeds {', '.join(map(str, seeds))}. Every arm trains on the "
-        f"same {100 * (1 - holdout):g}% of the training videos and keeps its best iteration on the other "
-        f"{100 * holdout:g}% (scored every {select_every} iterations). Selected: {best.describe()}.",
+        f"same {100 * (1 - holdout):g}% of the training videos and {keeps}. Selected: {best.describe()}.",
         "",
     ]
     for table in [t for t in TABLES if t in set(res["table"])]:
