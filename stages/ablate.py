@@ -14,7 +14,9 @@ are only ever used for the final tables.
    wins. Identical runs are trained once (the artifact cache).
 3. **Tables** on the test videos, with the selected configuration (their rows:
    :func:`wtalcli.dcc.ablation.table_rows`), each row with the run's diagnostics as its artifacts
-   recorded them (:func:`wtalcli.evaluation.diagnostics.run_diagnostics`).
+   recorded them (:func:`wtalcli.evaluation.diagnostics.run_diagnostics`) and, for synthetic
+   data, its pseudo-labels' recall on the instances' cores and non-core parts
+   (:class:`wtalcli.evaluation.core_split.CoreSplit`).
 
 Writes an ``ablation`` artifact: ``results.parquet`` (one row per run and seed), ``selection.parquet``
 (every selection run), ``table.md`` (mean ± sample std over seeds, and every seed) and
@@ -47,6 +49,7 @@ from wtalcli.data.feature_artifact import extract_synthetic
 from wtalcli.dcc.ablation import GRID_KEYS, TABLES, AblationParams, Config, grid_candidates, table_rows
 from wtalcli.dcc.params import DenoiseParams
 from wtalcli.dcc.train_params import DCCParams
+from wtalcli.evaluation.core_split import CoreSplit
 from wtalcli.evaluation.diagnostics import run_diagnostics
 from wtalcli.evaluation.localization import LocalizeParams
 from wtalcli.evaluation.params import EvalParams
@@ -235,6 +238,7 @@ class Study:
         spec = table_rows(p.tables, p.clusters, best)
         trained = self.train([(name, cfg) for _t, name, cfg in spec if cfg is not None])
         rows = []
+        splits = CoreSplit(self.store)
         for table, name, cfg in spec:
             for s in p.seeds:
                 m, tc = self.bases[s] if cfg is None else trained[(name, s)]
@@ -250,6 +254,7 @@ class Study:
                     "evaluation": sc["evaluation"],
                 }
                 row |= run_diagnostics(self.store, m, tc)
+                row |= splits.of_run(m)
                 rows.append(row)
         res = pd.DataFrame(rows)
         markdown = ablation_markdown(res, sel, p.holdout, p.select_every, best)

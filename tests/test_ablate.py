@@ -77,6 +77,17 @@ def test_every_row_and_seed_is_scored(run):
     assert "probe on input" in table and "non-core action snippets" in table
     oracle = res[res["variant"].str.startswith("DCC on oracle")]
     assert oracle["s_auc"].isna().all()  # no pseudo-labels, no confidence
+    # pseudo-label recall split on the hidden cores and the rest of each instance: the overall
+    # recall of the same labels is their weighted mean, so it lies between the two
+    split = ("pl_recall_core", "pl_recall_noncore", "pl_background_labelled")
+    for col in split + ("pl_start_recall_core", "pl_start_recall_noncore"):
+        assert dcc[col].between(0, 1).all(), col
+    lo = dcc[["pl_recall_core", "pl_recall_noncore"]].min(axis=1) - 1e-12
+    hi = dcc[["pl_recall_core", "pl_recall_noncore"]].max(axis=1) + 1e-12
+    assert dcc["pl_recall"].between(lo, hi).all()
+    for col in split:
+        assert oracle[col].isna().all() and res[res["variant"] == "BaS-Net baseline"][col].isna().all()
+    assert "PL rec, non-core" in table
     # a run without refresh rounds reports the confidence map it read, though the same
     # pseudo-labels also have maps for other K (the clusters table)
     for _, row in res[res["variant"].str.startswith("same-length control")].iterrows():
@@ -176,7 +187,8 @@ def test_markdown_mean_and_sample_std():
     md = ablation_markdown(
         res, pd.DataFrame(), p.holdout, p.select_every, Config(DCCParams(), DenoiseParams())
     )
-    assert "| DCC | - | - | - | - | - | 0.600 |" in md  # PL prec, PL rec, S AUC, grad ratio, start, end
+    # PL prec, PL rec, its cores / non-core split, PL on bg, S AUC, grad ratio, start, end
+    assert "| DCC | - | - | - | - | - | - | - | - | 0.600 |" in md
     assert "| DCC | 0.700 | - | - | - | - | - | - |" in md and "class's action against" in md
 
 

@@ -175,6 +175,14 @@ def test_the_contrast_loss_is_hashed_by_the_stages_that_train_with_it_only():
     assert runs == {"train-dcc"}
 
 
+def test_the_pseudolabel_core_split_is_read_after_training_only():
+    # a diagnostic that ablate and report compute from stored artifacts: editing it must not
+    # invalidate a trained model
+    runs = {s for s in ("extract", "baseline", "pseudolabel", "denoise", "train-dcc", "localize", "evaluate",
+                        "ablate", "report") if "wtalcli.evaluation.core_split" in closure(stage_module(s))}  # fmt: skip
+    assert runs == {"ablate", "report"}
+
+
 def _imports_of(path):
     tree = ast.parse(path.read_text())
     for node in ast.walk(tree):

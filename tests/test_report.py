@@ -105,6 +105,15 @@ def test_diagnostics_section_shows_rounds_embeddings_and_the_oracle(workdir, pag
     # one row per round, with the pseudo-label quality its artifact recorded
     q1 = sel.rounds[1].pseudolabels.manifest["summary"]["quality"]
     assert f"<td>1</td><td>{q1['precision']:.3f}</td><td>{q1['recall']:.3f}</td>" in diag
+    # then its recall on the cores and on the rest of the instances (the tiny preset knows its
+    # cores); the overall recall lies between the two
+    row = re.search(r"<tr><td>1</td>((?:<td>[^<]*</td>)+)</tr>", diag).group(1)
+    cells = re.findall(r"<td>([^<]*)</td>", row)
+    rec, rec_core, rec_noncore = (float(c) for c in cells[1:4])
+    assert (
+        "recall, non-core" in diag
+        and min(rec_core, rec_noncore) - 1e-3 <= rec <= max(rec_core, rec_noncore) + 1e-3
+    )
     auc0 = sel.rounds[0].confidence.manifest["summary"]["quality"]["s_auc"]
     assert f"<td>{auc0:.3f}</td>" in diag and 0.0 <= auc0 <= 1.0
     sep = sel.tcas["dcc"].manifest["summary"]["separation_test"]

@@ -24,6 +24,9 @@ TITLES = {
 DIAG = (
     ("pl_precision", "PL prec"),
     ("pl_recall", "PL rec"),
+    ("pl_recall_core", "PL rec, cores"),
+    ("pl_recall_noncore", "PL rec, non-core"),
+    ("pl_background_labelled", "PL on bg"),
     ("s_auc", "S AUC"),
     ("grad_ratio", "grad ratio"),
     ("dcc_start_ratio", "L_dcc / uniform, start"),

@@ -410,15 +410,21 @@ def _build_diagnostics(ctx: Context, sec: Section, roles: list[str]) -> None:
     from wtalcli.report.plots import loss_figure
 
     if ctx.sel.rounds:
+        from wtalcli.evaluation.core_split import CoreSplit
+
+        splits = CoreSplit(ctx.store)
         rows = []
         for r in ctx.sel.rounds:
             q = r.pseudolabels.manifest.get("summary", {}).get("quality") or {}
             cq = (r.confidence.manifest.get("summary", {}).get("quality") or {}) if r.confidence else {}
+            split = splits.of(r.pseudolabels)
             rows.append(
                 [
                     r.number,
                     q.get("precision"),
                     q.get("recall"),
+                    split["recall_core"],
+                    split["recall_noncore"],
                     q.get("iou"),
                     cq.get("s_auc"),
                     cq.get("mean_s_correct"),
@@ -427,9 +433,22 @@ def _build_diagnostics(ctx: Context, sec: Section, roles: list[str]) -> None:
             )
         sec.tables.append(
             "<p>Pseudo-labels of the labelled classes against the ground-truth snippets, per refresh "
-            "round (0: what DCC started from); S AUC 0.5 means S says nothing about correctness.</p>"
+            "round (0: what DCC started from); recall on the instances' discriminative cores and on "
+            "their other (non-core) snippets where the synthetic generator's cores are known, else "
+            "empty; S AUC 0.5 means S says nothing about correctness.</p>"
             + html_table(
-                ["round", "precision", "recall", "IoU", "S AUC", "mean S correct", "mean S wrong"], rows
+                [
+                    "round",
+                    "precision",
+                    "recall",
+                    "recall, cores",
+                    "recall, non-core",
+                    "IoU",
+                    "S AUC",
+                    "mean S correct",
+                    "mean S wrong",
+                ],
+                rows,
             )
         )
     else:
