@@ -114,6 +114,11 @@ def test_pseudolabel_denoise_dcc_chain(trained):
     rounds = [a for a in store.artifacts("confidence") if a.tag.startswith("round")]
     assert [a.tag for a in rounds] == ["round 1"]  # refresh at step 20 (step 40 is the end)
     assert dcc_model.manifest["summary"]["rounds"] == 1
+    # what fixes the floating-point results besides the seed is recorded with each model
+    for m in (model, dcc_model):
+        num = m.manifest["summary"]["numerics"]
+        assert num["torch"] == torch.__version__ and num["device"] == "cpu"
+        assert num["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and num["threads"] >= 1
     # the refresh round recomputed pseudo-labels and confidence with round 0's settings, not defaults
     round_pl = [a for a in store.artifacts("pseudolabels") if a.tag == "round 1"]
     assert len(round_pl) == 1 and round_pl[0].params == pl.params

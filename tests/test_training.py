@@ -495,3 +495,23 @@ def test_inference_maps_back_to_every_snippet_and_streams_into_memmaps(fs, tmp_p
     np.testing.assert_allclose(h_mm.astype(np.float32), res.h, rtol=2e-3, atol=2e-3)
     with pytest.raises(ValueError):
         infer(model, fs, rows, t, "cpu", cas_out=np.empty((3, C + 1), np.float32))
+
+
+def test_machine_numerics_records_the_kernel_isa_its_caps_and_the_gpu(monkeypatch):
+    from wtalcli.model.trainer import machine_numerics
+
+    for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA"):
+        monkeypatch.delenv(k, raising=False)
+    cpu = machine_numerics(torch.device("cpu"))
+    assert cpu == {
+        "torch": torch.__version__,
+        "device": "cpu",
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+    }
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert machine_numerics(torch.device("cpu"))["isa_caps"] == {"ONEDNN_MAX_CPU_ISA": "AVX2"}
+    # the CUDA branch, without a GPU: the device's name is what it records
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Some GPU")
+    gpu = machine_numerics(torch.device("cuda", 0))
+    assert gpu == {"torch": torch.__version__, "device": "cuda", "gpu": "Some GPU"}

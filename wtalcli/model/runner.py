@@ -28,7 +28,7 @@ from wtalcli.core.store import Artifact, Plan, Store, build_or_skip
 from wtalcli.data.schema import FeatureSet, rebase, write_tcas, write_videos
 from wtalcli.model.config import HOLDOUT, TrainConfig
 from wtalcli.model.inference import infer
-from wtalcli.model.trainer import Trainer, save_checkpoint
+from wtalcli.model.trainer import Trainer, machine_numerics, save_checkpoint
 
 WORK_DIR = ".work"  # per-run scratch space that survives a crash (resumable checkpoints)
 
@@ -446,6 +446,7 @@ def _publish(
         summary = export_embeddings(model, fs, cfg, device, tmp, run.train_rows)
         last = steps.rows[-1] if steps.rows else {}
         summary.update({"iterations": trainer.step, "final_loss": last.get("total"), **summary_extra})
+        summary["numerics"] = machine_numerics(device)
         if select is not None:
             summary["selection"] = select.summary()
         return summary
