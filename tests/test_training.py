@@ -498,7 +498,7 @@ def test_inference_maps_back_to_every_snippet_and_streams_into_memmaps(fs, tmp_p
 
 
 def test_machine_numerics_records_the_kernel_isa_its_caps_and_the_gpu(monkeypatch):
-    from wtalcli.model.trainer import machine_numerics
+    from wtalcli.core.devices import machine_numerics
 
     for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA"):
         monkeypatch.delenv(k, raising=False)

@@ -1,4 +1,5 @@
-"""Device selection: turn a user's ``--device`` string into a ``torch.device`` (or a clear error)."""
+"""Device selection: turn a user's ``--device`` string into a ``torch.device`` (or a clear error),
+and say what a device computes with (:func:`machine_numerics`)."""
 
 from __future__ import annotations
 
@@ -40,3 +41,20 @@ def resolve_device(name: str) -> torch.device:
             )
         return torch.device("cuda", index)
     raise InputError(f"unknown device {name!r}", "use auto, cpu, cuda or cuda:N")
+
+
+def machine_numerics(device: torch.device) -> dict:
+    """What fixes a run's floating-point results besides its seed: torch's version, the device, and
+    on CPU the kernel instruction set torch dispatched to (after ``ATEN_CPU_CAPABILITY`` and
+    ``ONEDNN_MAX_CPU_ISA``, which cap it) and the intra-op thread count; recorded in the manifest so
+    two runs of one seed that differ can be told apart."""
+    out: dict = {"torch": torch.__version__, "device": device.type}
+    if device.type == "cuda":
+        out["gpu"] = torch.cuda.get_device_name(device)
+    else:
+        out["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+        out["threads"] = torch.get_num_threads()
+        cap = {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if os.environ.get(k)}
+        if cap:
+            out["isa_caps"] = cap
+    return out

@@ -22,13 +22,14 @@ import torch
 
 from wtalcli.core import distributed
 from wtalcli.core.console import progress as _progress
+from wtalcli.core.devices import machine_numerics
 from wtalcli.core.errors import InputError
 from wtalcli.core.files import atomic_write, atomic_write_bytes
 from wtalcli.core.store import Artifact, Plan, Store, build_or_skip
 from wtalcli.data.schema import FeatureSet, rebase, write_tcas, write_videos
 from wtalcli.model.config import HOLDOUT, TrainConfig
 from wtalcli.model.inference import infer
-from wtalcli.model.trainer import Trainer, machine_numerics, save_checkpoint
+from wtalcli.model.trainer import Trainer, save_checkpoint
 
 WORK_DIR = ".work"  # per-run scratch space that survives a crash (resumable checkpoints)
 

@@ -18,8 +18,8 @@ Reproducibility model
   and stopping + resuming yields exactly the weights of an uninterrupted run (tested). Across
   instruction sets it is not: torch dispatches its CPU kernels (ATen, oneDNN) by instruction set
   (AVX2, AVX-512, AMX) and they round differently, so the same seed trains a slightly different
-  model (the features do not change). :func:`machine_numerics` records what a run used in its
-  model's manifest. With ``deterministic=True`` the trainer also turns on
+  model (the features do not change). :func:`wtalcli.core.devices.machine_numerics` records what a run
+  used in its model's manifest. With ``deterministic=True`` the trainer also turns on
   ``torch.use_deterministic_algorithms`` (CPU) / ``cudnn.deterministic`` (CUDA) while it trains.
   On CUDA ``use_deterministic_algorithms`` is left off (it needs ``CUBLAS_WORKSPACE_CONFIG`` set
   before cuBLAS starts); this model's CUDA kernels (cuDNN convolutions with ``cudnn.deterministic``,
@@ -46,7 +46,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import math
-import os
 import pickle
 import sys
 import threading
@@ -254,23 +253,6 @@ def numerics(device: torch.device, tf32: bool = False, deterministic: bool = Tru
         torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2], saved[3]
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[4], saved[5]
-
-
-def machine_numerics(device: torch.device) -> dict:
-    """What fixes a run's floating-point results besides its seed: torch's version, the device, and
-    on CPU the kernel instruction set torch dispatched to (after ``ATEN_CPU_CAPABILITY`` and
-    ``ONEDNN_MAX_CPU_ISA``, which cap it) and the intra-op thread count; recorded in the manifest so
-    two runs of one seed that differ can be told apart."""
-    out: dict = {"torch": torch.__version__, "device": device.type}
-    if device.type == "cuda":
-        out["gpu"] = torch.cuda.get_device_name(device)
-    else:
-        out["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
-        out["threads"] = torch.get_num_threads()
-        cap = {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if os.environ.get(k)}
-        if cap:
-            out["isa_caps"] = cap
-    return out
 
 
 def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
