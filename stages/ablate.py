@@ -26,6 +26,7 @@ Writes an ``ablation`` artifact: ``results.parquet`` (one row per run and seed),
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -86,6 +87,17 @@ def heldout_score(store: Store, model: str, tcas: str) -> tuple[float, int | Non
     if sel:
         return float(sel["heldout_map"]), int(sel["selected_iteration"])
     return float(_score(store, tcas, "val", silent)["average_map"]), art.manifest["summary"].get("iterations")
+
+
+def trained_with(store: Store, models) -> list[dict]:
+    """The distinct ``summary.numerics`` (torch, device, CPU kernel instruction set, threads) of
+    ``models``, in first-seen order; models built before it was recorded are left out."""
+    seen: dict[str, dict] = {}
+    for m in models:
+        num = store.get(store.root / m).manifest.get("summary", {}).get("numerics")
+        if num:
+            seen.setdefault(json.dumps(num, sort_keys=True), num)
+    return list(seen.values())
 
 
 def ablate(store: Store, p: AblationParams | None = None, force: bool = False, log=_log) -> Artifact:
@@ -257,7 +269,9 @@ class Study:
                 row |= splits.of_run(m)
                 rows.append(row)
         res = pd.DataFrame(rows)
-        markdown = ablation_markdown(res, sel, p.holdout, p.select_every, best)
+        models = list(dict.fromkeys([*res["model"], *(sel["model"] if len(sel) else [])]))
+        machines = trained_with(self.store, models)
+        markdown = ablation_markdown(res, sel, p.holdout, p.select_every, best, machines)
 
         def work(tmp: Path) -> dict:
             res.to_parquet(tmp / "results.parquet")
@@ -272,6 +286,7 @@ class Study:
             return {
                 "selected": {o: str(best.get(o)) for o in GRID_KEYS},
                 "runs": int(len(res)),
+                "numerics": machines,
                 "seconds": round(time.perf_counter() - started, 1),
                 "mean_average_map": {
                     f"{t}/{v}": float(g["average_map"].mean())

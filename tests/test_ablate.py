@@ -5,6 +5,7 @@ split against the T-CAS's own ``val`` videos."""
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from stages.ablate import ablate
 from stages.baseline import baseline
@@ -54,6 +55,10 @@ def test_every_row_and_seed_is_scored(run):
     for _, g in res.groupby(["table", "variant"]):
         assert sorted(g["seed"]) == [0, 1]
     assert res["average_map"].between(0, 1).all() and res["heldout_map"].between(0, 1).all()
+    # every run of the study trained here, on this CPU: one setup, recorded and printed
+    (machine,) = art.manifest["summary"]["numerics"]
+    assert machine["device"] == "cpu" and machine["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert f"CPU kernels {machine['cpu_capability']}" in (art.path / "table.md").read_text()
     map_cols = [c for c in res.columns if c.startswith("map@")]
     assert len(map_cols) == 7  # THUMOS tIoU 0.1:0.7
     np.testing.assert_allclose(res[map_cols].mean(axis=1), res["average_map"], atol=1e-12)
@@ -190,6 +195,20 @@ def test_markdown_mean_and_sample_std():
     # PL prec, PL rec, its cores / non-core split, PL on bg, S AUC, grad ratio, start, end
     assert "| DCC | - | - | - | - | - | - | - | - | 0.600 |" in md
     assert "| DCC | 0.700 | - | - | - | - | - | - |" in md and "class's action against" in md
+    # what the runs were trained with: one line for one setup, every setup when they differ
+    cpu = {"torch": "2.13.0+cpu", "device": "cpu", "cpu_capability": "AVX512", "threads": 1}
+    capped = cpu | {"cpu_capability": "AVX2", "threads": 2, "isa_caps": {"ONEDNN_MAX_CPU_ISA": "AVX2"}}
+    gpu = {"torch": "2.14.1", "device": "cuda", "gpu": "Some GPU"}
+    cfg = Config(DCCParams(), DenoiseParams())
+    md = ablation_markdown(res, pd.DataFrame(), p.holdout, p.select_every, cfg, [cpu])
+    assert "Trained with torch 2.13.0+cpu, CPU kernels AVX512, 1 thread." in md
+    md = ablation_markdown(res, pd.DataFrame(), p.holdout, p.select_every, cfg, [cpu, capped, gpu])
+    assert (
+        "Trained with several setups, whose numbers differ for one seed: torch 2.13.0+cpu, CPU kernels "
+        "AVX512, 1 thread; torch 2.13.0+cpu, CPU kernels AVX2 (capped by ONEDNN_MAX_CPU_ISA=AVX2), "
+        "2 threads; torch 2.14.1, GPU Some GPU." in md
+    )
+    assert "Trained with" not in ablation_markdown(res, pd.DataFrame(), p.holdout, p.select_every, cfg)
 
 
 def test_bad_parameters_are_refused():

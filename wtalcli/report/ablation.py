@@ -3,6 +3,8 @@ over seeds and every seed, the diagnostics of the main table, and the selection 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
@@ -53,11 +55,30 @@ def _diagnostics_table(sub: pd.DataFrame, columns) -> list[str]:
     return [*lines, ""]
 
 
+def describe_numerics(num: dict) -> str:
+    """One line for a model's ``summary.numerics`` (what fixed its numbers besides the seed)."""
+    if num.get("device") == "cuda":
+        return f"torch {num.get('torch')}, GPU {num.get('gpu')}"
+    caps = ", ".join(f"{k}={v}" for k, v in num.get("isa_caps", {}).items())
+    threads = num.get("threads")
+    return (
+        f"torch {num.get('torch')}, CPU kernels {num.get('cpu_capability')}"
+        + (f" (capped by {caps})" if caps else "")
+        + f", {threads} thread{'s' if threads != 1 else ''}"
+    )
+
+
 def ablation_markdown(
-    res: pd.DataFrame, sel: pd.DataFrame, holdout: float, select_every: int, best: Config
+    res: pd.DataFrame,
+    sel: pd.DataFrame,
+    holdout: float,
+    select_every: int,
+    best: Config,
+    machines: Sequence[dict] = (),
 ) -> str:
     """Mean ± sample std over seeds of test mAP (%) per tIoU and of the average; every seed; the
-    diagnostics; the selection path."""
+    diagnostics; the selection path. ``machines``: the distinct ``summary.numerics`` of the runs'
+    models (several when the runs come from different machines or thread counts)."""
     tcols = [c for c in res.columns if c.startswith("map@")]
     seeds = sorted(res["seed"].unique())
     keeps = (
@@ -70,6 +91,15 @@ def ablation_markdown(
         f"same {100 * (1 - holdout):g}% of the training videos and {keeps}. Selected: {best.describe()}.",
         "",
     ]
+    if len(machines) == 1:
+        lines += [f"Trained with {describe_numerics(machines[0])}.", ""]
+    elif machines:
+        lines += [
+            "Trained with several setups, whose numbers differ for one seed: "
+            + "; ".join(describe_numerics(m) for m in machines)
+            + ".",
+            "",
+        ]
     for table in [t for t in TABLES if t in set(res["table"])]:
         sub = res[res["table"] == table]
         lines += [f"### {TITLES[table]}", ""]
